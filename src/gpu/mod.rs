@@ -1,0 +1,72 @@
+//! The one wgpu device that the viewer (and, later, the registration engine)
+//! share. The device is created with the adapter's full features and limits:
+//! egui's defaults (no features, default limits) are too small for compute
+//! kernels such as burn's (see docs/stack-notes in the shared docs).
+
+use std::fmt;
+
+/// Device descriptor asking for everything the adapter offers, except
+/// mappable primary buffers (slow on discrete GPUs, and not needed).
+pub fn full_device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+    wgpu::DeviceDescriptor {
+        label: Some("warpscope"),
+        required_features: adapter
+            .features()
+            .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+        required_limits: adapter.limits(),
+        memory_hints: wgpu::MemoryHints::MemoryUsage,
+        ..Default::default()
+    }
+}
+
+/// No usable GPU (or software Vulkan driver) was found, or it refused a device.
+#[derive(Debug)]
+pub struct GpuError(pub String);
+
+impl fmt::Display for GpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for GpuError {}
+
+/// A device without a window, for the command line and tests. CPU adapters
+/// (lavapipe, llvmpipe) are accepted: they are how CI machines render.
+pub struct Headless {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+}
+
+pub fn headless() -> Result<Headless, GpuError> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        force_fallback_adapter: false,
+        compatible_surface: None,
+        apply_limit_buckets: false,
+    }))
+    .map_err(|e| {
+        GpuError(format!(
+            "no GPU adapter found ({e}); on Linux without a GPU install a software Vulkan driver \
+             (Debian/Ubuntu: apt-get install mesa-vulkan-drivers)"
+        ))
+    })?;
+    let info = adapter.get_info();
+    let (device, queue) = pollster::block_on(
+        adapter.request_device(&full_device_descriptor(&adapter)),
+    )
+    .map_err(|e| {
+        GpuError(format!(
+            "the GPU adapter {} refused to create a device: {e}",
+            info.name
+        ))
+    })?;
+    Ok(Headless {
+        device,
+        queue,
+        info,
+    })
+}

@@ -1,0 +1,12 @@
+//! Warpscope: deformable registration of medical volumes, with a GPU viewer.
+//!
+//! Data flows one way: files → [`volume`] → prepare (resample, normalise,
+//! pyramid) → register → result → view / export. See `docs/architecture.md`.
+
+pub mod app;
+pub mod cli;
+pub mod demo;
+pub mod gpu;
+pub mod parallel;
+pub mod render;
+pub mod volume;

@@ -1,0 +1,179 @@
+//! Volumes: f32 samples laid out channels × z × y × x (x fastest, as NIfTI
+//! stores them), with the voxel → world (RAS mm) affine.
+
+pub mod affine;
+mod error;
+pub mod intensity;
+pub mod nifti;
+pub mod pyramid;
+pub mod resample;
+pub mod smooth;
+
+pub use affine::Mat4;
+pub use error::{VolumeError, VolumeErrorKind};
+
+/// A sampling grid: voxel counts along (i, j, k) = (x, y, z) and the affine
+/// that maps voxel indices (i, j, k) to world RAS millimetres.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grid {
+    pub dims: [usize; 3],
+    pub affine: Mat4,
+}
+
+impl Grid {
+    pub fn new(dims: [usize; 3], affine: Mat4) -> Self {
+        Self { dims, affine }
+    }
+
+    pub fn voxels(&self) -> usize {
+        self.dims[0] * self.dims[1] * self.dims[2]
+    }
+
+    /// Voxel spacing in mm (lengths of the affine's columns).
+    pub fn spacing_mm(&self) -> [f64; 3] {
+        affine::column_norms(&self.affine)
+    }
+
+    /// Orientation code such as "RAS" or "LPI".
+    pub fn orientation(&self) -> String {
+        affine::orientation_code(&self.affine)
+    }
+
+    /// World RAS mm position of a (possibly fractional) voxel index.
+    pub fn voxel_to_world(&self, ijk: [f64; 3]) -> [f64; 3] {
+        affine::apply(&self.affine, ijk)
+    }
+
+    /// Voxel index of a world RAS mm point; `None` if the affine is singular.
+    pub fn world_to_voxel(&self, ras_mm: [f64; 3]) -> Option<[f64; 3]> {
+        affine::inverse(&self.affine).map(|inv| affine::apply(&inv, ras_mm))
+    }
+}
+
+/// A multi-channel scalar volume.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Volume {
+    pub grid: Grid,
+    pub channels: usize,
+    /// channels × z × y × x, x fastest.
+    pub data: Vec<f32>,
+}
+
+impl Volume {
+    /// A volume filled with `value`. Panics only if the sizes overflow `usize`,
+    /// which callers with user-controlled sizes must check first.
+    pub fn filled(grid: Grid, channels: usize, value: f32) -> Self {
+        let n = grid.voxels() * channels;
+        Self {
+            grid,
+            channels,
+            data: vec![value; n],
+        }
+    }
+
+    /// Wrap existing samples; errors if the length does not match the grid.
+    pub fn from_data(grid: Grid, channels: usize, data: Vec<f32>) -> Result<Self, VolumeError> {
+        let expected = grid.voxels().checked_mul(channels);
+        if expected != Some(data.len()) || channels == 0 {
+            return Err(VolumeError::new(
+                "",
+                VolumeErrorKind::Invalid(format!(
+                    "{} samples do not fill a {}×{}×{} grid with {} channel(s)",
+                    data.len(),
+                    grid.dims[0],
+                    grid.dims[1],
+                    grid.dims[2],
+                    channels
+                )),
+            ));
+        }
+        Ok(Self {
+            grid,
+            channels,
+            data,
+        })
+    }
+
+    pub fn dims(&self) -> [usize; 3] {
+        self.grid.dims
+    }
+
+    pub fn voxels(&self) -> usize {
+        self.grid.voxels()
+    }
+
+    /// Samples of one channel (z × y × x, x fastest).
+    pub fn channel(&self, c: usize) -> &[f32] {
+        let n = self.voxels();
+        &self.data[c * n..(c + 1) * n]
+    }
+
+    pub fn channel_mut(&mut self, c: usize) -> &mut [f32] {
+        let n = self.voxels();
+        &mut self.data[c * n..(c + 1) * n]
+    }
+
+    /// Linear index of voxel (x, y, z) within one channel.
+    pub fn index(&self, x: usize, y: usize, z: usize) -> usize {
+        (z * self.grid.dims[1] + y) * self.grid.dims[0] + x
+    }
+
+    pub fn get(&self, c: usize, x: usize, y: usize, z: usize) -> f32 {
+        self.data[c * self.voxels() + self.index(x, y, z)]
+    }
+
+    /// A new volume holding only channel `c`.
+    pub fn extract_channel(&self, c: usize) -> Volume {
+        Volume {
+            grid: self.grid.clone(),
+            channels: 1,
+            data: self.channel(c).to_vec(),
+        }
+    }
+
+    /// Stack single- or multi-channel volumes on the same grid along the channel axis.
+    pub fn stack(parts: &[Volume]) -> Result<Volume, VolumeError> {
+        let first = parts.first().ok_or_else(|| {
+            VolumeError::new("", VolumeErrorKind::Invalid("no volumes to stack".into()))
+        })?;
+        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        for p in parts {
+            if p.grid.dims != first.grid.dims || !same_affine(&p.grid.affine, &first.grid.affine) {
+                return Err(VolumeError::new(
+                    "",
+                    VolumeErrorKind::Invalid(format!(
+                        "cannot stack channels on different grids ({:?} vs {:?}); resample first",
+                        p.grid.dims, first.grid.dims
+                    )),
+                ));
+            }
+            data.extend_from_slice(&p.data);
+        }
+        let channels = parts.iter().map(|p| p.channels).sum();
+        Ok(Volume {
+            grid: first.grid.clone(),
+            channels,
+            data,
+        })
+    }
+
+    /// Minimum and maximum of finite samples of channel `c` (`None` if empty).
+    pub fn range(&self, c: usize) -> Option<(f32, f32)> {
+        range_of(self.channel(c))
+    }
+}
+
+/// Minimum and maximum of the finite values in a slice.
+pub fn range_of(values: &[f32]) -> Option<(f32, f32)> {
+    let mut it = values.iter().copied().filter(|v| v.is_finite());
+    let first = it.next()?;
+    Some(it.fold((first, first), |(lo, hi), v| (lo.min(v), hi.max(v))))
+}
+
+/// Affines equal to within 1e-4 mm / 1e-6 relative (float32 headers round).
+pub fn same_affine(a: &Mat4, b: &Mat4) -> bool {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .all(|(x, y)| (x - y).abs() <= 1e-4 + 1e-6 * x.abs().max(y.abs()))
+}
