@@ -3,6 +3,10 @@
 //! Data flows one way: files → [`volume`] → prepare (resample, normalise,
 //! pyramid) → register → result → view / export. See `docs/architecture.md`.
 
+// Voxel maths indexes several 3-vectors and matrices in step; index loops
+// say that more plainly than zipped iterators.
+#![allow(clippy::needless_range_loop)]
+
 pub mod app;
 pub mod cli;
 pub mod demo;

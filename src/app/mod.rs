@@ -13,7 +13,7 @@ pub use viewer::{Layer, ViewerApp};
 pub fn run(layers: Vec<Layer>) -> Result<(), String> {
     let mut setup = egui_wgpu::WgpuSetupCreateNew::without_display_handle();
     // Full adapter features and limits, so that compute work can share this device.
-    setup.device_descriptor = Arc::new(|adapter| crate::gpu::full_device_descriptor(adapter));
+    setup.device_descriptor = Arc::new(crate::gpu::full_device_descriptor);
     let options = eframe::NativeOptions {
         renderer: eframe::Renderer::Wgpu,
         viewport: eframe::egui::ViewportBuilder::default()

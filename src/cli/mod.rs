@@ -48,8 +48,8 @@ pub fn run(args: Args) -> CliResult {
 fn gui(fixed: Option<PathBuf>, moving: Option<PathBuf>) -> CliResult {
     let layers = match fixed {
         None => vec![
-            Layer::new("fixed (demo follow-up)", crate::demo::fixed()?.0),
-            Layer::new("moving (demo pre-op)", crate::demo::moving()?.0),
+            Layer::new("fixed (demo)", crate::demo::fixed()?.0),
+            Layer::new("moving (demo)", crate::demo::moving()?.0),
         ],
         Some(f) => {
             let mut layers = vec![Layer::new(

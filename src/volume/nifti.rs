@@ -535,9 +535,7 @@ impl Header {
     pub fn world(&self) -> (Mat4, WorldSource) {
         if self.sform_code > 0 {
             let mut m = affine::IDENTITY;
-            for r in 0..3 {
-                m[r] = self.srow[r];
-            }
+            m[..3].copy_from_slice(&self.srow);
             return (m, WorldSource::Sform);
         }
         let spacing = |i: usize| {
@@ -565,7 +563,7 @@ impl Header {
     fn data_offset(&self) -> Result<u64, K> {
         let v = self.vox_offset;
         let min = (self.header_size() + 4) as f64;
-        if !v.is_finite() || v < 0.0 || v > 1e12 {
+        if !v.is_finite() || !(0.0..=1e12).contains(&v) {
             return Err(K::BadHeader {
                 field: "vox_offset",
                 detail: format!("{v} is not a file offset"),
@@ -813,8 +811,9 @@ impl Default for WriteOptions {
     }
 }
 
-/// Serialise a volume to NIfTI bytes (uncompressed). Integer datatypes are
-/// rounded and clamped to their range; NaN becomes 0.
+/// Serialise a volume to NIfTI bytes (uncompressed). For integer datatypes,
+/// data that are not integers within the type's range are stored with
+/// scl_slope/scl_inter (see [`integer_scaling`]); NaN becomes the stored 0.
 pub fn encode(vol: &Volume, opts: &WriteOptions) -> Result<Vec<u8>, VolumeError> {
     let [nx, ny, nz] = vol.grid.dims;
     let mut dim = [0i64; 8];
@@ -865,6 +864,7 @@ pub fn encode(vol: &Volume, opts: &WriteOptions) -> Result<Vec<u8>, VolumeError>
         0
     };
     let dt = opts.datatype;
+    let (slope, inter) = integer_scaling(&vol.data, dt, format);
 
     let hdr_size = if format == Format::Nifti1 {
         NIFTI1_HDR
@@ -894,7 +894,8 @@ pub fn encode(vol: &Volume, opts: &WriteOptions) -> Result<Vec<u8>, VolumeError>
                     put(h, 76 + 4 * i, &(*p as f32).to_le_bytes());
                 }
                 put(h, 108, &(offset as f32).to_le_bytes());
-                put(h, 112, &1f32.to_le_bytes());
+                put(h, 112, &(slope as f32).to_le_bytes());
+                put(h, 116, &(inter as f32).to_le_bytes());
                 put(h, 123, &[2u8]); // xyzt_units: mm
                 put(h, 148, desc);
                 put(h, 252, &opts.xform_code.to_le_bytes());
@@ -928,7 +929,8 @@ pub fn encode(vol: &Volume, opts: &WriteOptions) -> Result<Vec<u8>, VolumeError>
                     put(h, 104 + 8 * i, &p.to_le_bytes());
                 }
                 put(h, 168, &(offset as i64).to_le_bytes());
-                put(h, 176, &1f64.to_le_bytes());
+                put(h, 176, &slope.to_le_bytes());
+                put(h, 184, &inter.to_le_bytes());
                 put(h, 240, desc);
                 put(h, 344, &i32::from(opts.xform_code).to_le_bytes());
                 put(h, 348, &i32::from(opts.xform_code).to_le_bytes());
@@ -955,7 +957,7 @@ pub fn encode(vol: &Volume, opts: &WriteOptions) -> Result<Vec<u8>, VolumeError>
     out.reserve(vol.data.len() * dt.bytes());
     let (lo, hi) = dt.int_range();
     let to_int = |v: f32| -> f64 {
-        let v = f64::from(v);
+        let v = (f64::from(v) - inter) / slope;
         if v.is_nan() {
             0.0
         } else {
@@ -978,6 +980,37 @@ pub fn encode(vol: &Volume, opts: &WriteOptions) -> Result<Vec<u8>, VolumeError>
         }
     }
     Ok(out)
+}
+
+/// `(scl_slope, scl_inter)` for storing `data` as `dt`: (1, 0) for float
+/// types and for integer-valued data that fits the type; otherwise the
+/// finite range is spread over the type's full range (as nibabel does), so
+/// that e.g. [0, 1] intensities survive as uint8 to within 1/510.
+fn integer_scaling(data: &[f32], dt: DataType, format: Format) -> (f64, f64) {
+    if matches!(dt, DataType::F32 | DataType::F64) {
+        return (1.0, 0.0);
+    }
+    let (lo, hi) = dt.int_range();
+    let Some((min, max)) = super::range_of(data) else {
+        return (1.0, 0.0);
+    };
+    let (min, max) = (f64::from(min), f64::from(max));
+    let fits = min >= lo && max <= hi && data.iter().all(|v| !v.is_finite() || v.fract() == 0.0);
+    if fits {
+        return (1.0, 0.0);
+    }
+    let mut slope = if max > min {
+        (max - min) / (hi - lo)
+    } else {
+        1.0
+    };
+    let mut inter = min - lo * slope;
+    if format == Format::Nifti1 {
+        // The header holds f32: quantise with the values a reader will see.
+        slope = f64::from(slope as f32);
+        inter = f64::from(inter as f32);
+    }
+    (slope, inter)
 }
 
 /// Write a volume atomically: to a temporary file beside `path`, flushed to

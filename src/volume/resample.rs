@@ -127,10 +127,10 @@ impl Sampler {
             }
         } else {
             // Entirely outside (beyond one voxel of the edge): all corners are border.
-            if (0..3).any(|a| p[a] <= -1.0 || p[a] >= self.dims[a] as f64) {
-                if let Border::Constant(v) = self.border {
-                    return v;
-                }
+            if (0..3).any(|a| p[a] <= -1.0 || p[a] >= self.dims[a] as f64)
+                && let Border::Constant(v) = self.border
+            {
+                return v;
             }
         }
         let f = [p[0].floor(), p[1].floor(), p[2].floor()];

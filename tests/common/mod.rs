@@ -1,0 +1,157 @@
+//! Test helpers: NIfTI-1 headers assembled field by field, independently of
+//! Warpscope's own writer, so the reader is checked against the format
+//! itself rather than against its own twin.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// A NIfTI-1 single-file image built byte by byte.
+#[derive(Clone, Debug)]
+pub struct Nifti1 {
+    pub big_endian: bool,
+    pub dim: [i16; 8],
+    pub datatype: i16,
+    pub bitpix: i16,
+    pub pixdim: [f32; 8],
+    pub vox_offset: f32,
+    pub scl_slope: f32,
+    pub scl_inter: f32,
+    pub qform_code: i16,
+    pub sform_code: i16,
+    pub quatern: [f32; 3],
+    pub qoffset: [f32; 3],
+    pub srow: [[f32; 4]; 3],
+    pub magic: [u8; 4],
+    /// Bytes between the 348-byte header and vox_offset (extension flag + extensions).
+    pub extension: Vec<u8>,
+    /// Raw voxel bytes, already in the file's byte order.
+    pub data: Vec<u8>,
+}
+
+impl Nifti1 {
+    /// A float32 RAS volume with 1 mm voxels and sform = identity, qform unset.
+    pub fn new_f32(dims: [usize; 3], values: &[f32]) -> Self {
+        let mut dim = [1i16; 8];
+        dim[0] = 3;
+        for a in 0..3 {
+            dim[a + 1] = dims[a] as i16;
+        }
+        Nifti1 {
+            big_endian: false,
+            dim,
+            datatype: 16,
+            bitpix: 32,
+            pixdim: [1.0; 8],
+            vox_offset: 352.0,
+            scl_slope: 0.0,
+            scl_inter: 0.0,
+            qform_code: 0,
+            sform_code: 1,
+            quatern: [0.0; 3],
+            qoffset: [0.0; 3],
+            srow: [
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+            ],
+            magic: *b"n+1\0",
+            extension: vec![0; 4],
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut h = vec![0u8; 348];
+        let be = self.big_endian;
+        fn put(h: &mut [u8], off: usize, mut b: Vec<u8>, be: bool) {
+            if be {
+                b.reverse();
+            }
+            h[off..off + b.len()].copy_from_slice(&b);
+        }
+        put(&mut h, 0, 348i32.to_le_bytes().to_vec(), be);
+        for i in 0..8 {
+            put(&mut h, 40 + 2 * i, self.dim[i].to_le_bytes().to_vec(), be);
+            put(
+                &mut h,
+                76 + 4 * i,
+                self.pixdim[i].to_le_bytes().to_vec(),
+                be,
+            );
+        }
+        put(&mut h, 70, self.datatype.to_le_bytes().to_vec(), be);
+        put(&mut h, 72, self.bitpix.to_le_bytes().to_vec(), be);
+        put(&mut h, 108, self.vox_offset.to_le_bytes().to_vec(), be);
+        put(&mut h, 112, self.scl_slope.to_le_bytes().to_vec(), be);
+        put(&mut h, 116, self.scl_inter.to_le_bytes().to_vec(), be);
+        put(&mut h, 252, self.qform_code.to_le_bytes().to_vec(), be);
+        put(&mut h, 254, self.sform_code.to_le_bytes().to_vec(), be);
+        for i in 0..3 {
+            put(
+                &mut h,
+                256 + 4 * i,
+                self.quatern[i].to_le_bytes().to_vec(),
+                be,
+            );
+            put(
+                &mut h,
+                268 + 4 * i,
+                self.qoffset[i].to_le_bytes().to_vec(),
+                be,
+            );
+        }
+        for r in 0..3 {
+            for c in 0..4 {
+                put(
+                    &mut h,
+                    280 + 16 * r + 4 * c,
+                    self.srow[r][c].to_le_bytes().to_vec(),
+                    be,
+                );
+            }
+        }
+        h[344..348].copy_from_slice(&self.magic);
+        h.extend_from_slice(&self.extension);
+        h.extend_from_slice(&self.data);
+        h
+    }
+
+    pub fn gz_bytes(&self) -> Vec<u8> {
+        gzip(&self.bytes())
+    }
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).expect("gzip into memory");
+    enc.finish().expect("gzip into memory")
+}
+
+/// A fresh, empty directory under the target dir for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Path to a file of the shared data set (`../shared/data` beside the repository).
+pub fn shared(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(rel)
+}
+
+/// Deterministic pseudo-random values in [0, 1) (xorshift), for test volumes.
+pub fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}

@@ -1,0 +1,16 @@
+//! Any byte string given to the NIfTI reader must give a volume or a typed
+//! error: no panic, no hang, no allocation sized by an unchecked header
+//! field (libFuzzer's malloc limit turns one into a crash).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use warpscope::volume::nifti::{self, NonFinite, ReadOptions};
+
+fuzz_target!(|data: &[u8]| {
+    let opts = ReadOptions { non_finite: NonFinite::Keep };
+    if let Ok((vol, _)) = nifti::read_bytes(data, "fuzz.nii", opts) {
+        // Whatever was read must be self-consistent.
+        assert_eq!(vol.data.len(), vol.voxels() * vol.channels);
+        let _ = vol.grid.orientation();
+    }
+});
