@@ -8,9 +8,12 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod app;
+pub mod atomic;
 pub mod cli;
 pub mod demo;
 pub mod gpu;
+pub mod landmarks;
+pub mod metrics;
 pub mod parallel;
 pub mod render;
 pub mod volume;

@@ -1,6 +1,7 @@
 //! Command line: no subcommand opens the GUI; `info` and `convert` work headless.
 
 mod convert;
+mod eval;
 mod info;
 
 use std::path::PathBuf;
@@ -35,12 +36,15 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Resample, normalise, window or change the datatype of a volume.
     Convert(convert::ConvertArgs),
+    /// Score a registration result: TRE, Dice/HD95, Jacobian, similarity.
+    Eval(Box<eval::EvalArgs>),
 }
 
 pub fn run(args: Args) -> CliResult {
     match args.command {
         Some(Command::Info(a)) => info::run(&a),
         Some(Command::Convert(a)) => convert::run(&a),
+        Some(Command::Eval(a)) => eval::run(&a),
         None => gui(args.fixed, args.moving),
     }
 }

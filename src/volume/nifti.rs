@@ -8,7 +8,7 @@
 //! is reported in [`NiftiInfo::world_source`].
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
 use flate2::Compression;
@@ -1024,7 +1024,7 @@ pub fn write_file(
     let name = path.display().to_string();
     let bytes = encode(vol, opts).map_err(|e| e.with_path(&name))?;
     let gzip = opts.gzip.unwrap_or_else(|| name.ends_with(".gz"));
-    write_atomic(path, |w| {
+    crate::atomic::write_atomic(path, |w| {
         if gzip {
             let mut enc = GzEncoder::new(w, Compression::new(6));
             enc.write_all(&bytes)?;
@@ -1035,41 +1035,4 @@ pub fn write_file(
         }
     })
     .map_err(|e| VolumeError::new(&name, K::Io(e)))
-}
-
-/// Write through `fill` into a temporary sibling file, fsync it, and rename it
-/// over `path`. The temporary file is removed on any error.
-pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
-) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        n
-    ));
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        {
-            let mut w = BufWriter::with_capacity(1 << 20, &file);
-            fill(&mut w)?;
-            w.flush()?;
-        }
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -1,0 +1,491 @@
+//! `warpscope eval`: score a registration result.
+//!
+//! Three ways in:
+//! - `--fixed F --moving M [--field FIELD]` with any of landmarks, labels,
+//!   mask, lesion maps: a JSON report and a table;
+//! - `--pair DIR`: a pair folder of the shared layout, scored with the
+//!   shared protocol (same keys as `../shared/bench/evaluate.py`);
+//! - `--dataset DIR`: every pair folder in DIR, one CSV row each plus a
+//!   mean row; results are read from `--results DIR/<pair>/<--result-name>`.
+//!
+//! Without `--field` / `--results` the identity is scored ("before registration").
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::{Map, Value, json};
+
+use super::CliResult;
+use crate::landmarks::formats::{IndexBase, Side, read_set};
+use crate::metrics::protocol::{Pair, evaluate};
+use crate::metrics::{FieldKind, Mapping, jacobian, lesions, opt, overlap, similarity, tre};
+use crate::volume::nifti::{self, ChannelLayout, INTENT_VECTOR, ReadOptions, WriteOptions};
+use crate::volume::resample::{Border, Interp, resample};
+use crate::volume::{Volume, same_affine};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Fixed image (the field's grid).
+    #[arg(long, conflicts_with_all = ["pair", "dataset"])]
+    pub fixed: Option<PathBuf>,
+    /// Moving image.
+    #[arg(long, requires = "fixed")]
+    pub moving: Option<PathBuf>,
+    /// Registration result on the fixed grid (see --field-kind); default: identity.
+    #[arg(long)]
+    pub field: Option<PathBuf>,
+    /// Backward result (moving → fixed, on the moving grid) for the inverse-consistency error.
+    #[arg(long)]
+    pub inverse_field: Option<PathBuf>,
+    /// Write the inverse-consistency error map (mm) here (needs --inverse-field).
+    #[arg(long, requires = "inverse_field")]
+    pub ic_out: Option<PathBuf>,
+    /// How to read --field / result files: mapped (RAS mm of the moving point),
+    /// disp-ras (RAS mm displacement), disp-vox (fixed-voxel displacement),
+    /// ants (ITK/ANTs LPS mm displacement). Default: from the file's header.
+    #[arg(long, value_parser = parse_kind)]
+    pub field_kind: Option<FieldKind>,
+    /// Landmarks: a pair CSV (id,fx,fy,fz,mx,my,mz,…).
+    #[arg(long, conflicts_with_all = ["fixed_landmarks", "moving_landmarks"])]
+    pub landmarks: Option<PathBuf>,
+    /// Fixed-image landmarks (.fcsv, .mrk.json, BraTS-Reg CSV).
+    #[arg(long, requires = "moving_landmarks")]
+    pub fixed_landmarks: Option<PathBuf>,
+    /// Moving-image landmarks, paired with the fixed ones by id.
+    #[arg(long, requires = "fixed_landmarks")]
+    pub moving_landmarks: Option<PathBuf>,
+    /// BraTS-Reg CSV voxel indices count from 1 (default: from 0).
+    #[arg(long)]
+    pub one_based: bool,
+    /// Fixed label map (Dice, Dice30, HD95).
+    #[arg(long, requires = "moving_labels")]
+    pub fixed_labels: Option<PathBuf>,
+    #[arg(long, requires = "fixed_labels")]
+    pub moving_labels: Option<PathBuf>,
+    /// Fixed-grid mask restricting the voxel statistics.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Lesion maps (one id per lesion, same id in both): detection and disappearing rates.
+    #[arg(long, requires = "moving_lesions")]
+    pub fixed_lesions: Option<PathBuf>,
+    #[arg(long, requires = "fixed_lesions")]
+    pub moving_lesions: Option<PathBuf>,
+    /// A pair folder (pair.json) scored with the shared protocol.
+    #[arg(long, conflicts_with = "dataset")]
+    pub pair: Option<PathBuf>,
+    /// A folder of pair folders: one CSV row per pair.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// With --dataset: folder holding one result folder per pair.
+    #[arg(long, requires = "dataset")]
+    pub results: Option<PathBuf>,
+    /// With --results: the result file inside each pair's folder.
+    #[arg(long, default_value = "mapped.nii.gz")]
+    pub result_name: String,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// With --dataset: write the CSV table here.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Write the mapped-coordinate image (X×Y×Z×3, RAS mm) that evaluate.py reads.
+    #[arg(long)]
+    pub mapped_out: Option<PathBuf>,
+    /// Write the Jacobian determinant map.
+    #[arg(long)]
+    pub jacobian_out: Option<PathBuf>,
+}
+
+fn parse_kind(s: &str) -> Result<FieldKind, String> {
+    FieldKind::parse(s)
+        .ok_or_else(|| format!("unknown field kind '{s}' (mapped, disp-ras, disp-vox, ants)"))
+}
+
+fn read(p: &Path) -> Result<Volume, Box<dyn std::error::Error>> {
+    Ok(nifti::read_file(p, ReadOptions::default())?.0)
+}
+
+/// Load a field file as a mapping on `fixed`'s grid.
+fn load_mapping(
+    path: &Path,
+    kind: Option<FieldKind>,
+    fixed: &crate::volume::Grid,
+) -> Result<Mapping, Box<dyn std::error::Error>> {
+    let (field, info) = nifti::read_file(path, ReadOptions::default())?;
+    let kind = match kind {
+        Some(k) => k,
+        None if info.intent_code == INTENT_VECTOR && info.dims.len() == 5 => FieldKind::AntsLpsMm,
+        None if info.description.starts_with("warpscope:mapped") => FieldKind::Mapped,
+        None if info.description.starts_with("warpscope:field_vox") => FieldKind::DispVox,
+        None => {
+            return Err(format!(
+                "{}: cannot tell how to read this field; pass --field-kind mapped|disp-ras|disp-vox|ants",
+                path.display()
+            )
+            .into());
+        }
+    };
+    let (m, notice) =
+        Mapping::from_field(&field, kind, fixed).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(n) = notice {
+        eprintln!("notice: {}: {n}", path.display());
+    }
+    Ok(m)
+}
+
+/// Write a mapping as the mapped-coordinate image evaluate.py reads.
+pub fn write_mapped(path: &Path, m: &Mapping) -> CliResult {
+    let opts = WriteOptions {
+        description: "warpscope:mapped RAS mm".into(),
+        layout: ChannelLayout::Fourth,
+        ..Default::default()
+    };
+    nifti::write_file(path, &m.coords, &opts)?;
+    Ok(())
+}
+
+pub fn run(a: &EvalArgs) -> CliResult {
+    if let Some(dir) = &a.dataset {
+        return dataset(a, dir);
+    }
+    if let Some(dir) = &a.pair {
+        let pair = Pair::open(dir)?;
+        let fixed = read(&pair.fixed)?;
+        let mapping = match &a.field {
+            Some(f) => Some(load_mapping(f, a.field_kind, &fixed.grid)?),
+            None => None,
+        };
+        let report = evaluate(&pair, mapping.as_ref())?;
+        outputs(a, mapping.as_ref(), &fixed)?;
+        print_flat(&report);
+        return save_json(a, &report);
+    }
+    let (Some(fixed_path), Some(moving_path)) = (&a.fixed, &a.moving) else {
+        return Err("give --fixed and --moving, or --pair DIR, or --dataset DIR".into());
+    };
+    let fixed = read(fixed_path)?;
+    let moving = read(moving_path)?;
+    let mapping = match &a.field {
+        Some(f) => load_mapping(f, a.field_kind, &fixed.grid)?,
+        None => Mapping::identity(&fixed.grid),
+    };
+    let report = generic(a, &fixed, &moving, &mapping)?;
+    outputs(a, Some(&mapping), &fixed)?;
+    print_flat(&report);
+    save_json(a, &report)
+}
+
+fn outputs(a: &EvalArgs, mapping: Option<&Mapping>, fixed: &Volume) -> CliResult {
+    let identity;
+    let m = match mapping {
+        Some(m) => m,
+        None => {
+            identity = Mapping::identity(&fixed.grid);
+            &identity
+        }
+    };
+    if let Some(p) = &a.mapped_out {
+        write_mapped(p, m)?;
+    }
+    if let Some(p) = &a.jacobian_out {
+        nifti::write_file(
+            p,
+            &jacobian::determinant(m),
+            &WriteOptions {
+                description: "warpscope:jacobian det".into(),
+                ..Default::default()
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn save_json(a: &EvalArgs, report: &Value) -> CliResult {
+    if let Some(p) = &a.out {
+        let text = serde_json::to_string_pretty(report)? + "\n";
+        crate::atomic::write_atomic(p, |w| std::io::Write::write_all(w, text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Labels on another grid are resampled (nearest) onto `grid`, with a notice.
+fn on_grid(
+    v: Volume,
+    grid: &crate::volume::Grid,
+    what: &str,
+) -> Result<Volume, Box<dyn std::error::Error>> {
+    if v.grid.dims == grid.dims && same_affine(&v.grid.affine, &grid.affine) {
+        return Ok(v);
+    }
+    eprintln!(
+        "notice: {what} is on another grid than the fixed image: resampled (nearest neighbour)"
+    );
+    Ok(resample(&v, grid, Interp::Nearest, Border::Constant(0.0))?)
+}
+
+fn generic(
+    a: &EvalArgs,
+    fixed: &Volume,
+    moving: &Volume,
+    mapping: &Mapping,
+) -> Result<Value, Box<dyn std::error::Error>> {
+    let n = fixed.voxels();
+    let mask: Option<Vec<bool>> = match &a.mask {
+        Some(p) => Some(
+            on_grid(read(p)?, &fixed.grid, "the mask")?
+                .channel(0)
+                .iter()
+                .map(|v| *v > 0.0)
+                .collect(),
+        ),
+        None => None,
+    };
+    if mask.as_ref().is_some_and(|m| !m.iter().any(|&x| x)) {
+        return Err("the mask is empty".into());
+    }
+    let mut out = Map::new();
+    let base = if a.one_based {
+        IndexBase::One
+    } else {
+        IndexBase::Zero
+    };
+    let sets = match (&a.landmarks, &a.fixed_landmarks, &a.moving_landmarks) {
+        (Some(p), _, _) => Some((
+            read_set(p, None, base, Side::Fixed)?,
+            read_set(p, None, base, Side::Moving)?,
+        )),
+        (None, Some(f), Some(m)) => Some((
+            read_set(f, Some(&fixed.grid), base, Side::Fixed)?,
+            read_set(m, Some(&moving.grid), base, Side::Moving)?,
+        )),
+        _ => None,
+    };
+    if let Some((f, m)) = sets {
+        let report = tre::tre(&f, &m, mapping, Some((&moving.grid, 0.0)), &|_| false);
+        if let Some(notice) = report.pairing.notice() {
+            eprintln!("notice: {notice}; computed on the pairs that match");
+        }
+        let outside =
+            report.count(tre::Status::OutsideFixed) + report.count(tre::Status::OutsideMoving);
+        if outside > 0 {
+            eprintln!("notice: {outside} landmark(s) outside the image were excluded");
+        }
+        out.insert("tre".into(), report.to_json());
+    }
+    if let (Some(fl), Some(ml)) = (&a.fixed_labels, &a.moving_labels) {
+        let lf = on_grid(read(fl)?, &fixed.grid, "the fixed label map")?;
+        let lm = read(ml)?;
+        let warped = mapping.warp(&lm, Interp::Nearest)?;
+        let scores = overlap::label_scores(&lf, &warped, true);
+        if scores.is_empty() {
+            eprintln!("notice: the fixed label map has no non-zero label");
+        }
+        let dices: Vec<f64> = scores.iter().filter_map(|s| s.dice).collect();
+        let hds: Vec<f64> = scores.iter().filter_map(|s| s.hd95_mm).collect();
+        out.insert(
+            "labels".into(),
+            json!({
+                "dice_mean": opt((!dices.is_empty()).then(|| dices.iter().sum::<f64>() / dices.len() as f64)),
+                "dice30": opt(overlap::dice30(&dices)),
+                "hd95_mean_mm": opt((!hds.is_empty()).then(|| hds.iter().sum::<f64>() / hds.len() as f64)),
+                "per_label": scores.iter().map(|s| json!({"label": s.label, "dice": opt(s.dice), "hd95_mm": opt(s.hd95_mm)})).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    let det = jacobian::determinant(mapping);
+    if let Some(js) = jacobian::stats(&det, mapping, mask.as_deref()) {
+        out.insert("jacobian".into(), js.to_json());
+    }
+    if let (Some(fl), Some(ml)) = (&a.fixed_lesions, &a.moving_lesions) {
+        let lf = on_grid(read(fl)?, &fixed.grid, "the fixed lesion map")?;
+        out.insert(
+            "lesions".into(),
+            lesions::lesions(&lf, &read(ml)?, mapping)?.to_json(),
+        );
+    }
+    if let Some(p) = &a.inverse_field {
+        let backward = load_mapping(p, a.field_kind, &moving.grid)?;
+        let err = crate::metrics::ic::ic_error(mapping, &backward);
+        let vals: Vec<f64> = err
+            .channel(0)
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| v.is_finite() && mask.as_ref().is_none_or(|m| m[*i]))
+            .map(|(_, v)| f64::from(*v))
+            .collect();
+        let outside = err.channel(0).iter().filter(|v| !v.is_finite()).count();
+        out.insert(
+            "inverse_consistency_mm".into(),
+            json!({ "stats": crate::metrics::Stats::of(&vals).map(|s| s.to_json()), "n_outside_backward_grid": outside }),
+        );
+        if let Some(o) = &a.ic_out {
+            nifti::write_file(
+                o,
+                &err,
+                &WriteOptions {
+                    description: "warpscope:ic error mm".into(),
+                    ..Default::default()
+                },
+            )?;
+        }
+    }
+    let warped = mapping.warp(moving, Interp::Linear)?;
+    let before = Mapping::identity(&fixed.grid).warp(moving, Interp::Linear)?;
+    let m = mask.as_deref();
+    let (f, w, b) = (fixed.channel(0), warped.channel(0), before.channel(0));
+    out.insert(
+        "similarity".into(),
+        json!({
+            "ncc": { "before": opt(similarity::ncc(f, b, m)), "after": opt(similarity::ncc(f, w, m)) },
+            "mse": { "before": opt(similarity::mse(f, b, m)), "after": opt(similarity::mse(f, w, m)) },
+            "mi": { "before": opt(similarity::mutual_information(f, b, m, 32)), "after": opt(similarity::mutual_information(f, w, m, 32)) },
+        }),
+    );
+    out.insert(
+        "voxels".into(),
+        json!(
+            mask.as_ref()
+                .map_or(n, |m| m.iter().filter(|x| **x).count())
+        ),
+    );
+    Ok(Value::Object(out))
+}
+
+/// Print a report as `key  value` lines (nested keys joined with '.').
+fn print_flat(v: &Value) {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            Value::Array(_) => {}
+            Value::Number(n) => {
+                let s = n.as_f64().map_or_else(
+                    || n.to_string(),
+                    |f| {
+                        if f.fract() == 0.0 && f.abs() < 1e15 {
+                            format!("{f}")
+                        } else {
+                            format!("{f:.4}")
+                        }
+                    },
+                );
+                out.push((prefix.to_string(), s));
+            }
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let mut rows = Vec::new();
+    walk("", v, &mut rows);
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, val) in rows {
+        println!("{k:<w$}  {val}");
+    }
+}
+
+/// Columns of the dataset table, in order.
+const TABLE: [&str; 12] = [
+    "tre_mean",
+    "tre_median",
+    "robustness",
+    "epe_mean",
+    "dice_mean",
+    "dice30",
+    "jac_frac_nonpos",
+    "jac_sd_log_j",
+    "jac_ndv_percent",
+    "ncc",
+    "n_landmarks",
+    "n_mapped_outside_fov",
+];
+
+fn dataset(a: &EvalArgs, dir: &Path) -> CliResult {
+    let mut pairs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("pair.json").is_file())
+        .collect();
+    pairs.sort();
+    if pairs.is_empty() {
+        return Err(format!("{}: no pair folders (with pair.json) inside", dir.display()).into());
+    }
+    let mut text = format!("pair,{}\n", TABLE.join(","));
+    let mut sums = vec![(0f64, 0usize); TABLE.len()];
+    let mut reports = Vec::new();
+    let mut failures = 0;
+    for p in &pairs {
+        let result = (|| -> Result<Value, Box<dyn std::error::Error>> {
+            let pair = Pair::open(p)?;
+            let mapping = match &a.results {
+                Some(r) => {
+                    let fixed = read(&pair.fixed)?;
+                    Some(load_mapping(
+                        &r.join(&pair.name).join(&a.result_name),
+                        a.field_kind,
+                        &fixed.grid,
+                    )?)
+                }
+                None => None,
+            };
+            Ok(evaluate(&pair, mapping.as_ref())?)
+        })();
+        let name = p
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match result {
+            Ok(r) => {
+                let mut row = vec![name];
+                for (k, key) in TABLE.iter().enumerate() {
+                    match r.get(*key).and_then(Value::as_f64) {
+                        Some(v) => {
+                            row.push(format!("{v:.6}"));
+                            sums[k].0 += v;
+                            sums[k].1 += 1;
+                        }
+                        None => row.push(String::new()),
+                    }
+                }
+                text += &(row.join(",") + "\n");
+                reports.push(r);
+            }
+            Err(e) => {
+                eprintln!("warpscope: error: {name}: {e}");
+                failures += 1;
+            }
+        }
+    }
+    let mean: Vec<String> = sums
+        .iter()
+        .map(|(s, n)| {
+            if *n > 0 {
+                format!("{:.6}", s / *n as f64)
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    text += &format!("mean,{}\n", mean.join(","));
+    print!("{text}");
+    if let Some(p) = &a.csv {
+        crate::atomic::write_atomic(p, |w| std::io::Write::write_all(w, text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    save_json(a, &Value::Array(reports))?;
+    if failures > 0 {
+        return Err(format!(
+            "{failures} of {} pair(s) could not be evaluated",
+            pairs.len()
+        )
+        .into());
+    }
+    Ok(())
+}
