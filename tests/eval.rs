@@ -113,6 +113,13 @@ fn metrics_agree_with_evaluate_py_on_identity_and_true_field() {
     for (pair_name, kind, expected) in EVALUATE_PY {
         let pair = Pair::open(&shared(&format!("pairs/{pair_name}"))).expect("pair.json");
         let report = evaluate(&pair, mapping_for(&pair, kind).as_ref()).expect("evaluate");
+        // BraTS-Reg robustness: nothing improves under the identity, everything under the truth.
+        let want_robustness = if kind == "id" { 0.0 } else { 1.0 };
+        assert_eq!(
+            report["robustness"].as_f64(),
+            Some(want_robustness),
+            "{pair_name}/{kind}"
+        );
         for (key, want) in expected {
             let got = report[*key]
                 .as_f64()
@@ -536,4 +543,51 @@ fn inverse_consistency_and_lesion_rates() {
     let r = lesions(&fixed, &moving, &m).expect("lesions");
     let rate = r.mean_disappearing_rate().expect("one vanishing lesion");
     assert!((rate - 0.875).abs() < 1e-9, "{rate}");
+}
+
+#[test]
+fn eval_cli_resamples_labels_on_another_grid_and_refuses_an_empty_mask() {
+    let dir = scratch_dir("eval_grids");
+    let exe = env!("CARGO_BIN_EXE_warpscope");
+    let pair = shared("pairs/brain2mm_syn");
+    // Fixed labels on a coarser grid (nearest-neighbour resampled onto a 4 mm grid).
+    let (labels, _) =
+        nifti::read_file(pair.join("fixed_labels.nii.gz"), ReadOptions::default()).expect("labels");
+    let coarse = warpscope::volume::pyramid::half_grid(&labels.grid);
+    let moved = warpscope::volume::resample::resample(
+        &labels,
+        &coarse,
+        warpscope::volume::resample::Interp::Nearest,
+        warpscope::volume::resample::Border::Constant(0.0),
+    )
+    .expect("resample");
+    let coarse_path = dir.join("labels_4mm.nii.gz");
+    nifti::write_file(&coarse_path, &moved, &Default::default()).expect("write");
+    let run = |extra: &[&std::path::Path]| {
+        let mut c = Command::new(exe);
+        c.args(["eval", "--fixed"])
+            .arg(pair.join("fixed.nii.gz"))
+            .arg("--moving")
+            .arg(pair.join("moving.nii.gz"));
+        for (i, p) in extra.iter().enumerate() {
+            c.arg(["--fixed-labels", "--moving-labels", "--mask"][i])
+                .arg(p);
+        }
+        c.output().expect("run")
+    };
+    let o = run(&[&coarse_path, &pair.join("moving_labels.nii.gz")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resampled (nearest neighbour)"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("labels.dice_mean"));
+    // An all-zero mask.
+    let empty = dir.join("empty_mask.nii.gz");
+    let zeros = Volume::filled(labels.grid.clone(), 1, 0.0);
+    nifti::write_file(&empty, &zeros, &Default::default()).expect("write");
+    let o = run(&[
+        &pair.join("fixed_labels.nii.gz"),
+        &pair.join("moving_labels.nii.gz"),
+        &empty,
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the mask is empty"));
 }

@@ -4,13 +4,18 @@
 //! mapped-coordinate image); its error is the Euclidean distance in mm to
 //! its moving partner. "Before" is the same with C = identity. BraTS-Reg
 //! (Baheti et al., 2021) scores a pair by the median of these errors and by
-//! robustness: the fraction of landmarks whose error decreased.
+//! robustness: the fraction of landmarks whose error decreased (by more
+//! than [`IMPROVEMENT_MM`], so float rounding of an unchanged point does not
+//! count as progress).
 
 use serde_json::{Value, json};
 
 use super::{Mapping, Stats, opt};
 use crate::landmarks::{LandmarkSet, Pairing, pair_by_id};
 use crate::volume::Grid;
+
+/// Smallest decrease of a landmark's error that counts towards robustness.
+pub const IMPROVEMENT_MM: f64 = 1e-4;
 
 /// Why a landmark was left out of the statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +94,7 @@ pub fn tre(
     let after: Vec<f64> = used.iter().filter_map(|p| p.after_mm).collect();
     let improved = used
         .iter()
-        .filter(|p| p.after_mm.is_some_and(|a| a < p.before_mm))
+        .filter(|p| p.after_mm.is_some_and(|a| a < p.before_mm - IMPROVEMENT_MM))
         .count();
     TreReport {
         before: Stats::of(&before),
