@@ -156,9 +156,9 @@ impl Mapping {
     /// Map a fixed world point to the moving world; `None` outside the fixed grid.
     pub fn map_point(&self, ras_fixed: [f64; 3]) -> Option<[f64; 3]> {
         let p = self.grid().world_to_voxel(ras_fixed)?;
-        let d = self.grid().dims;
-        let inside = (0..3).all(|a| p[a] >= -1e-6 && p[a] <= (d[a] - 1) as f64 + 1e-6);
-        inside.then(|| self.at_voxel(p))
+        self.grid()
+            .contains_world(ras_fixed, -1e-6)
+            .then(|| self.at_voxel(p))
     }
 
     /// Inverse map of a moving world point by fixed-point iteration

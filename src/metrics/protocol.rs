@@ -156,18 +156,17 @@ pub fn evaluate(pair: &Pair, mapping: Option<&Mapping>) -> Result<Value, VolumeE
         Some(p) => mask_of(p, n)?,
         None => vec![false; n],
     };
-    let mg = &moving.grid;
-    let inside_moving = |w: [f64; 3], margin: f64| {
-        mg.world_to_voxel(w).is_some_and(|v| {
-            (0..3).all(|a| v[a] >= margin && v[a] <= (mg.dims[a] - 1) as f64 - margin)
-        })
-    };
+
     if let Some(gt_path) = &pair.gt_disp {
         let gt = read(gt_path)?;
         let (truth, _) = Mapping::from_field(&gt, super::FieldKind::DispRasMm, &fixed.grid)?;
         let t = &truth.coords.data;
         let valid: Vec<bool> = (0..n)
-            .map(|i| inside_moving([t[i] as f64, t[n + i] as f64, t[2 * n + i] as f64], 1.0))
+            .map(|i| {
+                moving
+                    .grid
+                    .contains_world([t[i] as f64, t[n + i] as f64, t[2 * n + i] as f64], 1.0)
+            })
             .collect();
         out.insert(
             "n_excluded_gt_outside_fov".into(),

@@ -66,12 +66,8 @@ pub fn tre(
     for &(i, j) in &pairing.pairs {
         let (f, m) = (&fixed.points[i], &moving.points[j]);
         let before = dist(f.ras_mm, m.ras_mm);
-        let moving_inside = match moving_grid {
-            None => true,
-            Some((g, margin)) => g.world_to_voxel(m.ras_mm).is_some_and(|v| {
-                (0..3).all(|a| v[a] >= margin && v[a] <= (g.dims[a] - 1) as f64 - margin)
-            }),
-        };
+        let moving_inside =
+            moving_grid.is_none_or(|(g, margin)| g.contains_world(m.ras_mm, margin));
         let mapped = mapping.map_point(f.ras_mm);
         let status = if exclude(f) {
             Status::Excluded

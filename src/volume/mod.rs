@@ -44,6 +44,14 @@ impl Grid {
         affine::apply(&self.affine, ijk)
     }
 
+    /// Whether a world point lies at least `margin_vox` voxels inside the grid's
+    /// voxel centres (a negative margin reaches past them).
+    pub fn contains_world(&self, ras_mm: [f64; 3], margin_vox: f64) -> bool {
+        self.world_to_voxel(ras_mm).is_some_and(|v| {
+            (0..3).all(|a| v[a] >= margin_vox && v[a] <= (self.dims[a] as f64 - 1.0) - margin_vox)
+        })
+    }
+
     /// Voxel index of a world RAS mm point; `None` if the affine is singular.
     pub fn world_to_voxel(&self, ras_mm: [f64; 3]) -> Option<[f64; 3]> {
         affine::inverse(&self.affine).map(|inv| affine::apply(&inv, ras_mm))
