@@ -591,3 +591,42 @@ fn eval_cli_resamples_labels_on_another_grid_and_refuses_an_empty_mask() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("the mask is empty"));
 }
+
+#[test]
+fn eval_cli_writes_landmarks_through_the_result_and_back() {
+    let dir = scratch_dir("eval_warped_lm");
+    let pair = shared("pairs/brain2mm_resect");
+    let out = dir.join("warped.csv");
+    let o = Command::new(env!("CARGO_BIN_EXE_warpscope"))
+        .args(["eval", "--fixed"])
+        .arg(pair.join("fixed.nii.gz"))
+        .arg("--moving")
+        .arg(pair.join("moving.nii.gz"))
+        .arg("--field")
+        .arg(pair.join("gt_disp.nii.gz"))
+        .args(["--field-kind", "disp-ras", "--landmarks"])
+        .arg(pair.join("landmarks.csv"))
+        .arg("--warped-landmarks")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&out).expect("csv");
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .skip(1)
+                .map(|v| v.parse().expect("number"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 120);
+    for r in rows {
+        // Through the true field: mapped = moving point, inverse = fixed point.
+        assert!((0..3).all(|k| (r[3 + k] - r[6 + k]).abs() < 2e-3), "{r:?}");
+        assert!((0..3).all(|k| (r[9 + k] - r[k]).abs() < 2e-3), "{r:?}");
+        assert!(r[12] < 1e-3 && r[13] < 2e-3);
+    }
+}

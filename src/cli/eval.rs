@@ -91,6 +91,11 @@ pub struct EvalArgs {
     /// Write the mapped-coordinate image (X×Y×Z×3, RAS mm) that evaluate.py reads.
     #[arg(long)]
     pub mapped_out: Option<PathBuf>,
+    /// Write every landmark pair through the result: the fixed point mapped to
+    /// moving space, the moving point mapped back (fixed-point iteration) with
+    /// its residual, and the error (CSV, RAS mm).
+    #[arg(long)]
+    pub warped_landmarks: Option<PathBuf>,
     /// Write the Jacobian determinant map.
     #[arg(long)]
     pub jacobian_out: Option<PathBuf>,
@@ -272,6 +277,9 @@ fn generic(
             eprintln!("notice: {outside} landmark(s) outside the image were excluded");
         }
         out.insert("tre".into(), report.to_json());
+        if let Some(p) = &a.warped_landmarks {
+            write_warped_landmarks(p, &f, &m, mapping)?;
+        }
     }
     if let (Some(fl), Some(ml)) = (&a.fixed_labels, &a.moving_labels) {
         let lf = on_grid(read(fl)?, &fixed.grid, "the fixed label map")?;
@@ -350,6 +358,40 @@ fn generic(
         ),
     );
     Ok(Value::Object(out))
+}
+
+fn write_warped_landmarks(
+    path: &Path,
+    fixed: &crate::landmarks::LandmarkSet,
+    moving: &crate::landmarks::LandmarkSet,
+    mapping: &Mapping,
+) -> CliResult {
+    let mut text = String::from(
+        "id,fx,fy,fz,mapped_x,mapped_y,mapped_z,mx,my,mz,inverse_x,inverse_y,inverse_z,inverse_residual_mm,error_mm\n",
+    );
+    let cell = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x:.4}"));
+    for (i, j) in crate::landmarks::pair_by_id(fixed, moving).pairs {
+        let (f, m) = (&fixed.points[i], &moving.points[j]);
+        let mapped = mapping.map_point(f.ras_mm);
+        let inverse = mapping.inverse_point(m.ras_mm);
+        let error = mapped.map(|c| {
+            (0..3)
+                .map(|k| (c[k] - m.ras_mm[k]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        });
+        let mut row = vec![f.id.clone()];
+        row.extend(f.ras_mm.iter().map(|v| format!("{v:.4}")));
+        row.extend((0..3).map(|k| cell(mapped.map(|c| c[k]))));
+        row.extend(m.ras_mm.iter().map(|v| format!("{v:.4}")));
+        row.extend((0..3).map(|k| cell(inverse.map(|(x, _)| x[k]))));
+        row.push(cell(inverse.map(|(_, r)| r)));
+        row.push(cell(error));
+        text += &(crate::landmarks::formats::csv_line(&row) + "\n");
+    }
+    crate::atomic::write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
 }
 
 /// Print a report as `key  value` lines (nested keys joined with '.').

@@ -184,7 +184,8 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn csv_line(fields: &[String]) -> String {
+/// One CSV line, quoting fields that need it.
+pub fn csv_line(fields: &[String]) -> String {
     fields
         .iter()
         .map(|f| csv_field(f))
