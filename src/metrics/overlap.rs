@@ -39,39 +39,30 @@ pub fn dice30(scores: &[f64]) -> Option<f64> {
     Some(s[..k].iter().sum::<f64>() / k as f64)
 }
 
+/// Linear indices of the 6-neighbours of voxel `i` that lie inside a grid of `dims`.
+pub fn neighbours6(i: usize, dims: [usize; 3]) -> impl Iterator<Item = usize> {
+    let [nx, ny, nz] = dims;
+    let (x, y, z) = (i % nx, (i / nx) % ny, i / (nx * ny));
+    let plane = nx * ny;
+    [
+        (x > 0).then(|| i - 1),
+        (x + 1 < nx).then(|| i + 1),
+        (y > 0).then(|| i - nx),
+        (y + 1 < ny).then(|| i + nx),
+        (z > 0).then(|| i - plane),
+        (z + 1 < nz).then(|| i + plane),
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// Surface voxels of a mask: voxels in the mask with a 6-neighbour that is
 /// inside the grid and outside the mask. The edge of the field of view is
 /// not a surface (a label cut by the FOV has no known boundary there).
 pub fn surface(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
-    let [nx, ny, nz] = dims;
-    let mut out = vec![false; mask.len()];
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let i = (z * ny + y) * nx + x;
-                if !mask[i] {
-                    continue;
-                }
-                let p = [x, y, z];
-                let mut edge = false;
-                for a in 0..3 {
-                    for d in [-1i64, 1] {
-                        let q = p[a] as i64 + d;
-                        if q < 0 || q >= dims[a] as i64 {
-                            continue;
-                        }
-                        let mut r = p;
-                        r[a] = q as usize;
-                        if !mask[(r[2] * ny + r[1]) * nx + r[0]] {
-                            edge = true;
-                        }
-                    }
-                }
-                out[i] = edge;
-            }
-        }
-    }
-    out
+    (0..mask.len())
+        .map(|i| mask[i] && neighbours6(i, dims).any(|k| !mask[k]))
+        .collect()
 }
 
 /// Exact Euclidean distance (mm) from every voxel to the nearest `site`,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use super::jacobian;
-use super::overlap::{dice, labels_of};
+use super::overlap::{dice, labels_of, neighbours6};
 use super::similarity;
 use super::tre::{Status, tre};
 use super::{Mapping, Stats};
@@ -83,8 +83,8 @@ fn mask_of(path: &Path, n: usize) -> Result<Vec<bool>, VolumeError> {
     Ok(v.channel(0).iter().map(|x| *x > 0.0).collect())
 }
 
-fn put_stats(out: &mut Map<String, Value>, prefix: &str, values: &[f64]) {
-    if let Some(s) = Stats::of(values) {
+fn put_stats(out: &mut Map<String, Value>, prefix: &str, stats: Option<Stats>) {
+    if let Some(s) = stats {
         out.insert(format!("{prefix}_mean"), json!(s.mean));
         out.insert(format!("{prefix}_median"), json!(s.median));
         out.insert(format!("{prefix}_p95"), json!(s.p95));
@@ -95,37 +95,9 @@ fn put_stats(out: &mut Map<String, Value>, prefix: &str, values: &[f64]) {
 
 /// Dilate a mask by its 6-neighbourhood (scipy's default structuring element).
 fn dilate6(m: &[bool], dims: [usize; 3]) -> Vec<bool> {
-    let [nx, ny, nz] = dims;
-    let mut out = m.to_vec();
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let i = (z * ny + y) * nx + x;
-                if !m[i] {
-                    continue;
-                }
-                if x > 0 {
-                    out[i - 1] = true;
-                }
-                if x + 1 < nx {
-                    out[i + 1] = true;
-                }
-                if y > 0 {
-                    out[i - nx] = true;
-                }
-                if y + 1 < ny {
-                    out[i + nx] = true;
-                }
-                if z > 0 {
-                    out[i - nx * ny] = true;
-                }
-                if z + 1 < nz {
-                    out[i + nx * ny] = true;
-                }
-            }
-        }
-    }
-    out
+    (0..m.len())
+        .map(|i| m[i] || neighbours6(i, dims).any(|k| m[k]))
+        .collect()
 }
 
 /// Evaluate `mapping` (on the fixed grid; `None` = identity) on a pair.
@@ -185,17 +157,17 @@ pub fn evaluate(pair: &Pair, mapping: Option<&Mapping>) -> Result<Value, VolumeE
         let pick = |f: &dyn Fn(usize) -> bool| -> Vec<f64> {
             (0..n).filter(|&i| f(i)).map(|i| epe[i]).collect()
         };
-        put_stats(&mut out, "epe", &pick(&|i| mask[i]));
+        put_stats(&mut out, "epe", Stats::of(&pick(&|i| mask[i])));
         if resection.iter().any(|&r| r) {
             put_stats(
                 &mut out,
                 "epe_outside_resection",
-                &pick(&|i| mask[i] && !resection[i]),
+                Stats::of(&pick(&|i| mask[i] && !resection[i])),
             );
             put_stats(
                 &mut out,
                 "epe_in_resection",
-                &pick(&|i| mask[i] && resection[i]),
+                Stats::of(&pick(&|i| mask[i] && resection[i])),
             );
         }
     }
@@ -216,22 +188,10 @@ pub fn evaluate(pair: &Pair, mapping: Option<&Mapping>) -> Result<Value, VolumeE
         let report = tre(&f, &m, mapping, Some((&moving.grid, 1.0)), &|p| {
             p.extra("in_resection").is_some_and(|v| v.trim() == "1")
         });
-        let used: Vec<f64> = report
-            .points
-            .iter()
-            .filter(|p| p.status == Status::Used)
-            .filter_map(|p| p.after_mm)
-            .collect();
-        put_stats(&mut out, "tre", &used);
-        out.insert("n_landmarks".into(), json!(used.len()));
+        put_stats(&mut out, "tre", report.after);
+        out.insert("n_landmarks".into(), json!(report.count(Status::Used)));
         out.insert("robustness".into(), super::opt(report.robustness));
-        let before: Vec<f64> = report
-            .points
-            .iter()
-            .filter(|p| p.status == Status::Used)
-            .map(|p| p.before_mm)
-            .collect();
-        put_stats(&mut out, "tre_before", &before);
+        put_stats(&mut out, "tre_before", report.before);
     }
     if let (Some(fl), Some(ml)) = (&pair.fixed_labels, &pair.moving_labels) {
         let lf = read(fl)?;
