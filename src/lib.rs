@@ -15,5 +15,6 @@ pub mod gpu;
 pub mod landmarks;
 pub mod metrics;
 pub mod parallel;
+pub mod register;
 pub mod render;
 pub mod volume;

@@ -1,8 +1,10 @@
 //! Command line: no subcommand opens the GUI; `info` and `convert` work headless.
 
+mod bench;
 mod convert;
 mod eval;
 mod info;
+mod register;
 
 use std::path::PathBuf;
 
@@ -38,6 +40,10 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Score a registration result: TRE, Dice/HD95, Jacobian, similarity.
     Eval(Box<eval::EvalArgs>),
+    /// Time registrations of pair folders on each device (seconds, it/s, memory, TRE).
+    Bench(bench::BenchArgs),
+    /// Register a moving image to a fixed one and write the result files.
+    Register(Box<register::RegisterArgs>),
 }
 
 pub fn run(args: Args) -> CliResult {
@@ -45,6 +51,8 @@ pub fn run(args: Args) -> CliResult {
         Some(Command::Info(a)) => info::run(&a),
         Some(Command::Convert(a)) => convert::run(&a),
         Some(Command::Eval(a)) => eval::run(&a),
+        Some(Command::Register(a)) => register::run(&a),
+        Some(Command::Bench(a)) => bench::run(&a),
         None => gui(args.fixed, args.moving),
     }
 }

@@ -34,6 +34,8 @@ impl std::error::Error for GpuError {}
 /// A device without a window, for the command line and tests. CPU adapters
 /// (lavapipe, llvmpipe) are accepted: they are how CI machines render.
 pub struct Headless {
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
@@ -65,6 +67,8 @@ pub fn headless() -> Result<Headless, GpuError> {
         ))
     })?;
     Ok(Headless {
+        instance,
+        adapter,
         device,
         queue,
         info,

@@ -1,0 +1,155 @@
+//! `warpscope bench`: register pairs of the shared layout on each device and
+//! print seconds per stage, iterations per second, peak memory and accuracy.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::CliResult;
+use crate::metrics::protocol::{Pair, evaluate};
+use crate::register::{self, Backend, Event, Inputs, Link, Pipeline};
+use crate::volume::nifti::{ReadOptions, read_file};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Pair folders (pair.json layout); default: ../shared/data/pairs/brain2mm_syn.
+    #[arg(long)]
+    pub pair: Vec<PathBuf>,
+    /// Preset to run.
+    #[arg(long, default_value = "fast")]
+    pub preset: String,
+    /// Parameter overrides (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Devices: cpu, gpu (repeatable); default: cpu, and gpu when one exists.
+    #[arg(long)]
+    pub device: Vec<String>,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Peak resident memory of this process in MiB (Linux), and a way to reset it.
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    // "5" resets VmHWM to the current RSS (Linux ≥ 4.0); harmless elsewhere.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+pub fn run(a: &BenchArgs) -> CliResult {
+    let pairs = if a.pair.is_empty() {
+        vec![PathBuf::from("../shared/data/pairs/brain2mm_syn")]
+    } else {
+        a.pair.clone()
+    };
+    let mut devices = Vec::new();
+    let names: Vec<String> = if a.device.is_empty() {
+        vec!["cpu".into(), "gpu".into()]
+    } else {
+        a.device.clone()
+    };
+    for name in &names {
+        let b =
+            Backend::parse(name).ok_or_else(|| format!("unknown device '{name}' (cpu, gpu)"))?;
+        match register::make_device(b) {
+            Ok(d) => devices.push((name.clone(), d)),
+            Err(e) if a.device.is_empty() => eprintln!("notice: skipping {name}: {e}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let pipeline = Pipeline::preset(&a.preset)?.with_overrides(&a.sets)?;
+    let mut rows = Vec::new();
+    for dir in &pairs {
+        let pair = Pair::open(dir)?;
+        let inputs = Inputs {
+            fixed: read_file(&pair.fixed, ReadOptions::default())?.0,
+            moving: read_file(&pair.moving, ReadOptions::default())?.0,
+            fixed_mask: None,
+        };
+        for (dev_name, device) in &devices {
+            reset_peak_rss();
+            let (tx, rx) = mpsc::channel();
+            let t = std::time::Instant::now();
+            let outcome = register::register(
+                &inputs,
+                pipeline.clone(),
+                device,
+                Link {
+                    events: Some(tx),
+                    control: None,
+                },
+            )?;
+            let seconds = t.elapsed().as_secs_f64();
+            let peak = peak_rss_mib();
+            // Iterations per stage, from the progress stream.
+            let mut iters: Vec<(String, usize)> = Vec::new();
+            for e in rx.try_iter() {
+                if let Event::Progress(p) = e {
+                    let stage = p.stage.split('-').next().unwrap_or(&p.stage).to_string();
+                    match iters.iter_mut().find(|(s, _)| *s == stage) {
+                        Some((_, n)) => *n += 1,
+                        None => iters.push((stage, 1)),
+                    }
+                }
+            }
+            let report = evaluate(&pair, Some(&outcome.mapping(&inputs.fixed.grid)))?;
+            let stages: Vec<Value> = outcome
+                .stage_seconds
+                .iter()
+                .map(|(s, t)| {
+                    let key = s.split('-').next().unwrap_or(s);
+                    let n = iters.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n);
+                    json!({"stage": s, "seconds": t, "iterations": n, "iterations_per_s": n as f64 / t.max(1e-9)})
+                })
+                .collect();
+            let row = json!({
+                "pair": pair.name,
+                "grid": inputs.fixed.grid.dims,
+                "device": outcome.device,
+                "preset": pipeline.preset,
+                "seconds_total": seconds,
+                "stages": stages,
+                "peak_rss_mib": peak,
+                "tre_before_mean": report["tre_before_mean"],
+                "tre_mean": report["tre_mean"],
+                "tre_median": report["tre_median"],
+                "jac_percent_nonpos": report["jac_frac_nonpos"].as_f64().map(|f| 100.0 * f),
+                "status": format!("{:?}", outcome.status),
+            });
+            println!(
+                "{:<18} {:<28} {:>7.2} s  TRE {:.3} → {:.3} mm  folds {:.4} %  peak {:.0} MiB",
+                pair.name,
+                dev_name.clone() + ": " + &outcome.device,
+                seconds,
+                report["tre_before_mean"].as_f64().unwrap_or(f64::NAN),
+                report["tre_mean"].as_f64().unwrap_or(f64::NAN),
+                100.0 * report["jac_frac_nonpos"].as_f64().unwrap_or(f64::NAN),
+                peak.unwrap_or(f64::NAN)
+            );
+            for s in &stages {
+                println!(
+                    "    {:<14} {:>7.2} s  {:>5} it  {:>7.1} it/s",
+                    s["stage"].as_str().unwrap_or(""),
+                    s["seconds"].as_f64().unwrap_or(0.0),
+                    s["iterations"],
+                    s["iterations_per_s"].as_f64().unwrap_or(0.0)
+                );
+            }
+            rows.push(row);
+        }
+    }
+    if let Some(p) = &a.out {
+        let text = serde_json::to_string_pretty(&Value::Array(rows))? + "\n";
+        crate::atomic::write_atomic(p, |w| std::io::Write::write_all(w, text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
+}

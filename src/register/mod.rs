@@ -1,0 +1,401 @@
+//! The registration engine: affine and deformable instance optimisation on
+//! burn tensors, written once for every backend (wgpu on the GPU, flex on
+//! the CPU). See `docs/architecture.md` and the shared `methods.md`.
+//!
+//! Conventions. The moving image is first resampled onto the fixed grid
+//! through world coordinates; the engine then works in voxels of the fixed
+//! grid. The result maps fixed voxel p to fixed-grid voxel
+//! `A · (p + u(p))`, A the affine stage's matrix and u the deformable
+//! field; its world position (fixed affine applied) is the corresponding
+//! point of the moving image.
+
+pub mod adam;
+pub mod device;
+pub mod field;
+pub mod loss;
+pub mod params;
+pub mod regularize;
+pub mod session;
+pub mod stages;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::tensor::{Device, Tensor};
+
+pub use device::{Backend, make_device};
+pub use params::{ParamError, Pipeline};
+pub use session::{Control, Event, Link, Progress, Snapshot, Status};
+
+use crate::metrics::mapping::{FieldKind, Mapping};
+use crate::volume::affine::{self, Mat4};
+use crate::volume::intensity::normalize_percentile;
+use crate::volume::pyramid::{DEFAULT_SIGMA_VOX, gaussian_pyramid};
+use crate::volume::resample::{Border, Interp, resample, resample_index_map};
+use crate::volume::{Grid, Volume, same_affine};
+use session::{Halt, Runner};
+
+/// A refused input or an engine failure, with a message for the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineError(pub String);
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<ParamError> for EngineError {
+    fn from(e: ParamError) -> Self {
+        EngineError(e.0)
+    }
+}
+
+/// What to register: images with the same channel count (one per sequence).
+pub struct Inputs {
+    pub fixed: Volume,
+    pub moving: Volume,
+    /// Restricts the similarity to voxels > 0.5 of this mask (fixed grid or
+    /// resampled onto it).
+    pub fixed_mask: Option<Volume>,
+}
+
+/// Everything a run produced. Fields are in voxels of the fixed grid.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: Status,
+    /// Fixed voxel → fixed-grid voxel of the (pre-resampled) moving image.
+    pub affine_vox: Mat4,
+    /// Deformable displacement u (3 channels, fixed grid), if that stage ran.
+    pub field_vox: Option<Volume>,
+    /// The inverse-consistency weight map, if computed.
+    pub ic_weights: Option<Volume>,
+    /// (stage, seconds).
+    pub stage_seconds: Vec<(String, f64)>,
+    pub final_terms: Vec<(String, f64)>,
+    pub final_total: f64,
+    pub iterations: usize,
+    /// The pipeline as it ended (with any live changes).
+    pub pipeline: Pipeline,
+    pub device: String,
+}
+
+impl Outcome {
+    /// Total displacement in fixed voxels: A·(p + u(p)) − p, 3 channels.
+    pub fn total_field_vox(&self, fixed: &Grid) -> Volume {
+        let n = fixed.voxels();
+        let [nx, ny, _] = fixed.dims;
+        let mut out = Volume::filled(fixed.clone(), 3, 0.0);
+        let a = self.affine_vox;
+        for i in 0..n {
+            let p = [
+                (i % nx) as f64,
+                ((i / nx) % ny) as f64,
+                (i / (nx * ny)) as f64,
+            ];
+            let mut q = p;
+            if let Some(u) = &self.field_vox {
+                for c in 0..3 {
+                    q[c] += u.data[c * n + i] as f64;
+                }
+            }
+            let m = affine::apply(&a, q);
+            for c in 0..3 {
+                out.data[c * n + i] = (m[c] - p[c]) as f32;
+            }
+        }
+        out
+    }
+
+    /// The result as fixed voxel → moving world RAS mm.
+    pub fn mapping(&self, fixed: &Grid) -> Mapping {
+        let total = self.total_field_vox(fixed);
+        match Mapping::from_field(&total, FieldKind::DispVox, fixed) {
+            Ok((m, _)) => m,
+            // Same grid by construction: the conversion cannot need resampling.
+            Err(_) => Mapping::identity(fixed),
+        }
+    }
+}
+
+/// Copy a `[C, N]` tensor back into a volume on `grid`.
+pub fn tensor_to_volume(t: Tensor<2>, grid: &Grid) -> Result<Volume, EngineError> {
+    let [c, n] = t.dims();
+    if n != grid.voxels() {
+        return Err(EngineError(format!(
+            "tensor of {n} voxels does not fit a {:?} grid",
+            grid.dims
+        )));
+    }
+    let data = t
+        .without_autodiff()
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| EngineError(format!("could not read a tensor from the device: {e:?}")))?;
+    Volume::from_data(grid.clone(), c, data).map_err(|e| EngineError(e.to_string()))
+}
+
+pub fn volume_to_tensor(v: &Volume, device: &Device) -> Tensor<2> {
+    field::upload(v.data.clone(), v.channels, device)
+}
+
+/// Check the inputs and bring them onto the fixed grid, normalised.
+pub fn prepare(
+    inputs: &Inputs,
+    normalize: bool,
+) -> Result<(Volume, Volume, Option<Volume>), EngineError> {
+    let (f, m) = (&inputs.fixed, &inputs.moving);
+    if f.channels != m.channels {
+        return Err(EngineError(format!(
+            "the fixed image has {} channel(s) and the moving image {}: give the same sequences for both",
+            f.channels, m.channels
+        )));
+    }
+    for (name, v) in [("fixed", f), ("moving", m)] {
+        if v.voxels() == 0 || v.data.is_empty() {
+            return Err(EngineError(format!("the {name} image is empty")));
+        }
+        if v.grid.dims.iter().any(|&d| d < 4) {
+            return Err(EngineError(format!(
+                "the {name} image is {:?} voxels: registration needs at least 4 along each axis",
+                v.grid.dims
+            )));
+        }
+        if let Some(bad) = v.data.iter().position(|x| !x.is_finite()) {
+            return Err(EngineError(format!(
+                "the {name} image holds a non-finite value at sample {bad}"
+            )));
+        }
+        for c in 0..v.channels {
+            match v.range(c) {
+                Some((lo, hi)) if hi > lo => {}
+                _ => {
+                    return Err(EngineError(format!(
+                        "channel {} of the {name} image is constant: it has no structure to register \
+                         (and zero variance makes NCC undefined)",
+                        c + 1
+                    )));
+                }
+            }
+        }
+    }
+    let mut fixed = f.clone();
+    let mut moving = if m.grid.dims == f.grid.dims && same_affine(&m.grid.affine, &f.grid.affine) {
+        m.clone()
+    } else {
+        resample(m, &f.grid, Interp::Linear, Border::Constant(0.0))
+            .map_err(|e| EngineError(e.to_string()))?
+    };
+    if normalize {
+        for v in [&mut fixed, &mut moving] {
+            normalize_percentile(v, 0.5, 99.5, false).map_err(|e| EngineError(e.to_string()))?;
+        }
+    }
+    let mask = match &inputs.fixed_mask {
+        None => None,
+        Some(mk) => {
+            let on_grid =
+                if mk.grid.dims == f.grid.dims && same_affine(&mk.grid.affine, &f.grid.affine) {
+                    mk.extract_channel(0)
+                } else {
+                    resample(
+                        &mk.extract_channel(0),
+                        &f.grid,
+                        Interp::Nearest,
+                        Border::Constant(0.0),
+                    )
+                    .map_err(|e| EngineError(e.to_string()))?
+                };
+            let data: Vec<f32> = on_grid
+                .data
+                .iter()
+                .map(|&x| if x > 0.5 { 1.0 } else { 0.0 })
+                .collect();
+            let inside = data.iter().filter(|&&x| x > 0.0).count();
+            if inside == 0 {
+                return Err(EngineError(
+                    "the fixed mask is empty on the fixed grid (no voxel > 0.5): nothing would be compared".into(),
+                ));
+            }
+            Some(Volume { data, ..on_grid })
+        }
+    };
+    Ok((fixed, moving, mask))
+}
+
+/// One pyramid level's data on the device.
+pub struct Level {
+    pub grid: Grid,
+    pub fixed: Tensor<2>,
+    pub moving: Tensor<2>,
+    pub mask: Option<Tensor<2>>,
+    pub identity: Tensor<2>,
+}
+
+impl Level {
+    pub fn dims(&self) -> field::Dims {
+        self.grid.dims
+    }
+}
+
+/// Upload pyramid level `k` (0 = full resolution) of each volume.
+pub fn levels(
+    fixed: &[Volume],
+    moving: &[Volume],
+    mask: Option<&[Volume]>,
+    device: &Device,
+) -> Vec<Level> {
+    fixed
+        .iter()
+        .zip(moving)
+        .enumerate()
+        .map(|(k, (f, m))| Level {
+            grid: f.grid.clone(),
+            fixed: volume_to_tensor(f, device),
+            moving: volume_to_tensor(m, device),
+            mask: mask
+                .and_then(|p| p.get(k))
+                .map(|v| volume_to_tensor(v, device)),
+            identity: field::identity_grid(f.grid.dims, device),
+        })
+        .collect()
+}
+
+/// Smoothing-and-halving pyramid with `count` levels (0 = input).
+pub fn pyramid(v: &Volume, count: usize) -> Vec<Volume> {
+    gaussian_pyramid(v, count, DEFAULT_SIGMA_VOX)
+}
+
+/// Run a pipeline. Input problems are returned as errors before anything
+/// runs; a failure during the run (a NaN loss, the device running out of
+/// memory, a stop request) ends it with the last good result and a status.
+pub fn register(
+    inputs: &Inputs,
+    pipeline: Pipeline,
+    device: &Device,
+    link: Link,
+) -> Result<Outcome, EngineError> {
+    pipeline.validate()?;
+    let (fixed, moving, mask) = prepare(inputs, pipeline.normalize)?;
+    let mut runner = Runner::new(pipeline.clone(), device.clone(), link);
+    let mut outcome = Outcome {
+        status: Status::Completed,
+        affine_vox: affine::IDENTITY,
+        field_vox: None,
+        ic_weights: None,
+        stage_seconds: Vec::new(),
+        final_terms: Vec::new(),
+        final_total: f64::NAN,
+        iterations: 0,
+        pipeline: pipeline.clone(),
+        device: device::describe(device),
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        run_stages(&mut runner, &fixed, &moving, mask.as_ref(), &mut outcome)
+    }));
+    outcome.status = match result {
+        Ok(Ok(())) => Status::Completed,
+        Ok(Err(Halt::Stopped)) => Status::Stopped,
+        Ok(Err(Halt::Failed(m))) => Status::Failed(m),
+        Err(panic) => Status::Failed(format!(
+            "the compute device failed: {}",
+            panic_message(&panic)
+        )),
+    };
+    outcome.final_terms = runner.last_terms.clone();
+    outcome.final_total = runner.last_total;
+    outcome.iterations = runner.iterations_done;
+    outcome.pipeline = runner.pipeline.clone();
+    Ok(outcome)
+}
+
+pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown error".into()
+    }
+}
+
+fn run_stages(
+    runner: &mut Runner,
+    fixed: &Volume,
+    moving: &Volume,
+    mask: Option<&Volume>,
+    outcome: &mut Outcome,
+) -> Result<(), Halt> {
+    let p = runner.pipeline.clone();
+    let depth = (if p.affine.enabled {
+        p.affine.coarsest + 1
+    } else {
+        1
+    })
+    .max(if p.deformable.enabled {
+        p.deformable.levels
+    } else {
+        1
+    });
+    let fixed_pyr = pyramid(fixed, depth);
+    let mask_pyr = mask.map(|m| pyramid(m, depth));
+    if p.affine.enabled {
+        let t = std::time::Instant::now();
+        let moving_pyr = pyramid(moving, depth);
+        let lv = levels(&fixed_pyr, &moving_pyr, mask_pyr.as_deref(), &runner.device);
+        let result = stages::affine::run(runner, &lv);
+        if let Some(a) = result.matrix {
+            outcome.affine_vox = a;
+        }
+        stage_done(runner, outcome, "affine", t);
+        result.halt.map_or(Ok(()), Err)?;
+    }
+    if !(p.deformable.enabled || p.ic.enabled) {
+        return Ok(());
+    }
+    // The deformable stages see the moving image through the affine.
+    let moving_a = resample_index_map(
+        moving,
+        &fixed.grid,
+        &outcome.affine_vox,
+        Interp::Linear,
+        Border::Constant(0.0),
+    );
+    let moving_pyr = pyramid(&moving_a, depth);
+    let lv = levels(&fixed_pyr, &moving_pyr, mask_pyr.as_deref(), &runner.device);
+    if p.deformable.enabled {
+        let t = std::time::Instant::now();
+        let result = stages::deformable::run(runner, &lv);
+        if let Some(u) = &result.field {
+            outcome.field_vox = tensor_to_volume(u.clone(), &fixed.grid).ok();
+        }
+        stage_done(runner, outcome, "deformable", t);
+        result.halt.map_or(Ok(()), Err)?;
+    }
+    if p.ic.enabled {
+        let t = std::time::Instant::now();
+        let start = outcome
+            .field_vox
+            .as_ref()
+            .map(|v| volume_to_tensor(v, &runner.device))
+            .unwrap_or_else(|| Tensor::zeros([3, fixed.voxels()], &runner.device));
+        let result = stages::ic::run(runner, &lv[0], start);
+        if let Some(u) = result.field {
+            outcome.field_vox = tensor_to_volume(u, &fixed.grid).ok();
+        }
+        outcome.ic_weights = result.weights;
+        stage_done(runner, outcome, "ic-weighting", t);
+        result.halt.map_or(Ok(()), Err)?;
+    }
+    Ok(())
+}
+
+fn stage_done(runner: &Runner, outcome: &mut Outcome, name: &str, t: std::time::Instant) {
+    let s = t.elapsed().as_secs_f64();
+    outcome.stage_seconds.push((name.to_string(), s));
+    runner.send(Event::StageDone {
+        stage: name.to_string(),
+        seconds: s,
+    });
+}

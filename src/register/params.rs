@@ -1,0 +1,600 @@
+//! Every hyperparameter of a registration pipeline, the named presets of
+//! `methods.md`, and `key=value` overrides (CLI `--set`, GUI, session files).
+//!
+//! Units. Fields are in voxels of the fixed grid. A deformable stage may
+//! instead optimise its field in *normalised* units — PyTorch
+//! `grid_sample`'s convention, where one unit is half the image extent
+//! (u_vox = u_norm · n/2 per axis) — because the papers' learning rates and
+//! regulariser weights are stated in those units (e.g. methods.md §1's
+//! diffusion weights 12 500 and 25 000). The regulariser and the Adam step
+//! then act on the normalised field, exactly as in the paper.
+//!
+//! Per-level loss weights 1/2^(N−i) (methods.md §1) are not a parameter:
+//! levels are optimised one after another with Adam, which is invariant to
+//! a constant scale of the loss, so they would not change the result.
+
+use serde::{Deserialize, Serialize};
+
+/// Weighted sum of similarity terms (0 = off).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimilarityWeights {
+    pub mse: f64,
+    /// Global normalised cross-correlation (1 − NCC).
+    pub ncc: f64,
+    /// Local NCC over a cubic window (1 − LNCC).
+    pub lncc: f64,
+    /// Parzen-window mutual information (−MI).
+    pub mi: f64,
+    /// LNCC window edge in voxels (odd).
+    pub window: usize,
+    /// MI histogram bins.
+    pub mi_bins: usize,
+}
+
+impl SimilarityWeights {
+    pub fn lncc(window: usize) -> Self {
+        Self {
+            mse: 0.0,
+            ncc: 0.0,
+            lncc: 1.0,
+            mi: 0.0,
+            window,
+            mi_bins: 32,
+        }
+    }
+    pub fn mse() -> Self {
+        Self {
+            mse: 1.0,
+            lncc: 0.0,
+            ..Self::lncc(3)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldUnits {
+    Voxel,
+    Normalized,
+}
+
+/// Affine instance optimisation: the 3×4 matrix (in normalised coordinates
+/// centred on the image, PyTorch `affine_grid`'s convention) is the parameter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AffineParams {
+    pub enabled: bool,
+    /// Coarsest pyramid level used (0 = full resolution, 2 = a quarter).
+    pub coarsest: usize,
+    /// Levels used, from `coarsest` towards full resolution.
+    pub levels: usize,
+    /// Adam iterations per level.
+    pub iterations: usize,
+    pub lr: f64,
+    pub sim: SimilarityWeights,
+}
+
+/// Deformable instance optimisation of a dense field (or SVF).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeformableParams {
+    pub enabled: bool,
+    /// Pyramid levels, coarsest first, finest = full resolution.
+    pub levels: usize,
+    /// Adam iterations per level, coarse → fine.
+    pub iterations: Vec<usize>,
+    /// Learning rate per level (field units per step).
+    pub lr: Vec<f64>,
+    pub sim: SimilarityWeights,
+    /// Diffusive regulariser weight per level.
+    pub diffusion: Vec<f64>,
+    /// Weight of the negative-Jacobian penalty mean(max(0, −det J)).
+    pub jacobian: f64,
+    pub units: FieldUnits,
+    /// Optimise a stationary velocity field and integrate it.
+    pub svf: bool,
+    /// Scaling-and-squaring steps for the SVF.
+    pub svf_steps: usize,
+    /// Optimise both directions (fixed → moving and moving → fixed) with the
+    /// similarity of each direction summed (methods.md §2, §5).
+    pub symmetric: bool,
+    /// Weight of the inverse-consistency loss between both directions.
+    pub inverse_consistency: f64,
+}
+
+/// Inverse-consistency weighting (methods.md §1 step 5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IcParams {
+    pub enabled: bool,
+    /// Adam iterations of each direction's run at full resolution.
+    pub iterations: usize,
+    /// Iterations of the final weighted run.
+    pub final_iterations: usize,
+    /// Power p applied to the normalised IC error.
+    pub power: f64,
+    /// Gaussian sigma s of the weight map, in voxels.
+    pub sigma: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub preset: String,
+    /// Scale each channel to [0, 1] (0.5–99.5 percentiles) before registering.
+    pub normalize: bool,
+    pub affine: AffineParams,
+    pub deformable: DeformableParams,
+    pub ic: IcParams,
+}
+
+/// A refused parameter: unknown key, bad value, or an inconsistent pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamError(pub String);
+
+impl std::fmt::Display for ParamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParamError {}
+
+pub const PRESETS: [&str; 5] = ["fast", "lumir", "brats-ic", "mse+ncc", "symmetric"];
+
+fn deformable_base() -> DeformableParams {
+    DeformableParams {
+        enabled: true,
+        levels: 3,
+        iterations: vec![100, 60, 20],
+        lr: vec![0.1],
+        sim: SimilarityWeights::lncc(3),
+        diffusion: vec![1.0],
+        jacobian: 0.0,
+        units: FieldUnits::Voxel,
+        svf: false,
+        svf_steps: 7,
+        symmetric: false,
+        inverse_consistency: 0.0,
+    }
+}
+
+fn affine_base() -> AffineParams {
+    AffineParams {
+        enabled: true,
+        coarsest: 2,
+        levels: 1,
+        iterations: 100,
+        lr: 0.01,
+        sim: SimilarityWeights::lncc(3),
+    }
+}
+
+fn ic_off() -> IcParams {
+    IcParams {
+        enabled: false,
+        iterations: 10,
+        final_iterations: 20,
+        power: 2.0,
+        sigma: 2.0,
+    }
+}
+
+impl Pipeline {
+    /// A named preset (see `PRESETS` and methods.md).
+    pub fn preset(name: &str) -> Result<Pipeline, ParamError> {
+        let p = match name {
+            // Our speed/accuracy trade-off: most iterations on coarse levels.
+            "fast" => Pipeline {
+                preset: name.into(),
+                normalize: true,
+                affine: affine_base(),
+                deformable: deformable_base(),
+                ic: ic_off(),
+            },
+            // methods.md §3: L = 1·NCC + 6·‖∇u‖² (voxel units).
+            "lumir" => Pipeline {
+                preset: name.into(),
+                normalize: true,
+                affine: AffineParams {
+                    enabled: false,
+                    ..affine_base()
+                },
+                deformable: DeformableParams {
+                    iterations: vec![150, 100, 50],
+                    diffusion: vec![6.0],
+                    ..deformable_base()
+                },
+                ic: ic_off(),
+            },
+            // methods.md §1: affine IO on LNCC at the coarsest level; nonrigid
+            // IO on two levels, 40 then 20 iterations, LNCC window 3, diffusion
+            // 12 500 / 25 000, lr 0.003 (normalised units); IC weighting p = 2, s = 2.
+            "brats-ic" => Pipeline {
+                preset: name.into(),
+                normalize: true,
+                affine: affine_base(),
+                deformable: DeformableParams {
+                    levels: 2,
+                    iterations: vec![40, 20],
+                    lr: vec![0.003],
+                    diffusion: vec![12_500.0, 25_000.0],
+                    units: FieldUnits::Normalized,
+                    ..deformable_base()
+                },
+                ic: IcParams {
+                    enabled: true,
+                    ..ic_off()
+                },
+            },
+            // methods.md §2: bidirectional, MSE and NCC weighted equally, λ = 1,
+            // 30 iterations, lr 1e-3 (normalised units).
+            "mse+ncc" => Pipeline {
+                preset: name.into(),
+                normalize: true,
+                affine: AffineParams {
+                    enabled: false,
+                    ..affine_base()
+                },
+                deformable: DeformableParams {
+                    levels: 1,
+                    iterations: vec![30],
+                    lr: vec![1e-3],
+                    sim: SimilarityWeights {
+                        mse: 0.5,
+                        lncc: 0.5,
+                        ..SimilarityWeights::lncc(9)
+                    },
+                    diffusion: vec![1.0],
+                    units: FieldUnits::Normalized,
+                    symmetric: true,
+                    ..deformable_base()
+                },
+                ic: ic_off(),
+            },
+            // methods.md §5 (balanced): both directions, MSE (α = 1),
+            // smoothness γ = 0.1, Jacobian δ = 1e-2, inverse consistency ε = 10.
+            "symmetric" => Pipeline {
+                preset: name.into(),
+                normalize: true,
+                affine: affine_base(),
+                deformable: DeformableParams {
+                    sim: SimilarityWeights::mse(),
+                    diffusion: vec![0.1],
+                    jacobian: 1e-2,
+                    symmetric: true,
+                    inverse_consistency: 10.0,
+                    ..deformable_base()
+                },
+                ic: ic_off(),
+            },
+            other => {
+                return Err(ParamError(format!(
+                    "unknown preset '{other}'; presets: {}",
+                    PRESETS.join(", ")
+                )));
+            }
+        };
+        Ok(p)
+    }
+
+    /// Learning rate of deformable level `l` (a single value serves all levels).
+    pub fn level_value(values: &[f64], l: usize) -> f64 {
+        values.get(l).or(values.last()).copied().unwrap_or(0.0)
+    }
+
+    /// Apply one `key=value` override.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ParamError> {
+        let bad = |what: &str| ParamError(format!("{key}={value}: {what}"));
+        let f = || -> Result<f64, ParamError> {
+            let v: f64 = value.trim().parse().map_err(|_| bad("expected a number"))?;
+            if v.is_finite() {
+                Ok(v)
+            } else {
+                Err(bad("must be finite"))
+            }
+        };
+        let u = || -> Result<usize, ParamError> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| bad("expected a whole number"))
+        };
+        let b = || -> Result<bool, ParamError> {
+            match value.trim() {
+                "true" | "1" | "on" | "yes" => Ok(true),
+                "false" | "0" | "off" | "no" => Ok(false),
+                _ => Err(bad("expected true or false")),
+            }
+        };
+        let fl = || -> Result<Vec<f64>, ParamError> {
+            value
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| bad("expected numbers separated by commas"))
+                })
+                .collect()
+        };
+        let ul = || -> Result<Vec<usize>, ParamError> {
+            value
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<usize>()
+                        .map_err(|_| bad("expected whole numbers separated by commas"))
+                })
+                .collect()
+        };
+        let (stage, name) = key.split_once('.').unwrap_or(("", key));
+        match (stage, name) {
+            ("", "normalize") => self.normalize = b()?,
+            ("affine", "enabled") => self.affine.enabled = b()?,
+            ("affine", "coarsest") => self.affine.coarsest = u()?,
+            ("affine", "levels") => self.affine.levels = u()?,
+            ("affine", "iterations") => self.affine.iterations = u()?,
+            ("affine", "lr") => self.affine.lr = f()?,
+            ("affine", s) if is_similarity_key(s) => {
+                set_similarity(&mut self.affine.sim, s, value)?;
+            }
+            ("deformable", "enabled") => self.deformable.enabled = b()?,
+            ("deformable", "levels") => {
+                let l = u()?;
+                let d = &mut self.deformable;
+                d.levels = l;
+                // Keep the per-level list consistent: repeat the last value.
+                let last = d.iterations.last().copied().unwrap_or(20);
+                d.iterations.resize(l, last);
+            }
+            ("deformable", "iterations") => self.deformable.iterations = ul()?,
+            ("deformable", "lr") => self.deformable.lr = fl()?,
+            ("deformable", "diffusion") => self.deformable.diffusion = fl()?,
+            ("deformable", "jacobian") => self.deformable.jacobian = f()?,
+            ("deformable", "units") => {
+                self.deformable.units = match value.trim() {
+                    "voxel" => FieldUnits::Voxel,
+                    "normalized" | "normalised" => FieldUnits::Normalized,
+                    _ => return Err(bad("expected voxel or normalized")),
+                }
+            }
+            ("deformable", "svf") => self.deformable.svf = b()?,
+            ("deformable", "svf_steps") => self.deformable.svf_steps = u()?,
+            ("deformable", "symmetric") => self.deformable.symmetric = b()?,
+            ("deformable", "inverse_consistency") => self.deformable.inverse_consistency = f()?,
+            ("deformable", s) if is_similarity_key(s) => {
+                set_similarity(&mut self.deformable.sim, s, value)?;
+            }
+            ("ic", "enabled") => self.ic.enabled = b()?,
+            ("ic", "iterations") => self.ic.iterations = u()?,
+            ("ic", "final_iterations") => self.ic.final_iterations = u()?,
+            ("ic", "power") => self.ic.power = f()?,
+            ("ic", "sigma") => self.ic.sigma = f()?,
+            _ => {
+                return Err(ParamError(format!(
+                    "unknown parameter '{key}'; known: {}",
+                    KEYS.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply `key=value` strings in order, then validate.
+    pub fn with_overrides(mut self, sets: &[String]) -> Result<Self, ParamError> {
+        for s in sets {
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| ParamError(format!("'{s}': expected key=value")))?;
+            self.set(k.trim(), v)?;
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Refuse nonsense: negative or non-finite weights, window 0 or even,
+    /// lists that do not match the level count, no similarity term.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        let err = |m: String| Err(ParamError(m));
+        let a = &self.affine;
+        let d = &self.deformable;
+        if !a.enabled && !d.enabled {
+            return err(
+                "both the affine and the deformable stage are disabled: nothing to do".into(),
+            );
+        }
+        if a.enabled {
+            check_similarity("affine", &a.sim)?;
+            if a.levels == 0 || a.levels > a.coarsest + 1 {
+                return err(format!(
+                    "affine.levels = {} must be between 1 and affine.coarsest + 1 = {}",
+                    a.levels,
+                    a.coarsest + 1
+                ));
+            }
+            if a.coarsest > 5 {
+                return err("affine.coarsest must be at most 5".into());
+            }
+            check_rate("affine.lr", a.lr)?;
+        }
+        if d.enabled || self.ic.enabled {
+            check_similarity("deformable", &d.sim)?;
+            if d.levels == 0 || d.levels > 6 {
+                return err(format!(
+                    "deformable.levels = {} must be between 1 and 6",
+                    d.levels
+                ));
+            }
+            if d.iterations.len() != d.levels {
+                return err(format!(
+                    "deformable.iterations has {} value(s) for {} level(s)",
+                    d.iterations.len(),
+                    d.levels
+                ));
+            }
+            for (name, list) in [
+                ("deformable.lr", &d.lr),
+                ("deformable.diffusion", &d.diffusion),
+            ] {
+                if list.is_empty() || (list.len() != 1 && list.len() != d.levels) {
+                    return err(format!(
+                        "{name} needs one value or one per level ({}), not {}",
+                        d.levels,
+                        list.len()
+                    ));
+                }
+            }
+            for &lr in &d.lr {
+                check_rate("deformable.lr", lr)?;
+            }
+            for &w in &d.diffusion {
+                check_weight("deformable.diffusion", w)?;
+            }
+            check_weight("deformable.jacobian", d.jacobian)?;
+            check_weight("deformable.inverse_consistency", d.inverse_consistency)?;
+            if d.svf_steps > 12 {
+                return err("deformable.svf_steps must be at most 12".into());
+            }
+        }
+        if self.ic.enabled {
+            if self.ic.power.is_nan() || self.ic.power <= 0.0 {
+                return err("ic.power must be positive".into());
+            }
+            check_weight("ic.sigma", self.ic.sigma)?;
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+const KEYS: [&str; 32] = [
+    "normalize",
+    "affine.enabled",
+    "affine.coarsest",
+    "affine.levels",
+    "affine.iterations",
+    "affine.lr",
+    "affine.{mse,ncc,lncc,mi,window,mi_bins}",
+    "deformable.enabled",
+    "deformable.levels",
+    "deformable.iterations",
+    "deformable.lr",
+    "deformable.diffusion",
+    "deformable.jacobian",
+    "deformable.units",
+    "deformable.svf",
+    "deformable.svf_steps",
+    "deformable.symmetric",
+    "deformable.inverse_consistency",
+    "deformable.mse",
+    "deformable.ncc",
+    "deformable.lncc",
+    "deformable.mi",
+    "deformable.window",
+    "deformable.mi_bins",
+    "ic.enabled",
+    "ic.iterations",
+    "ic.final_iterations",
+    "ic.power",
+    "ic.sigma",
+    "(lists: comma-separated, one value per level",
+    "or one for all;",
+    "booleans: true/false)",
+];
+
+/// Parameters that may change while a run is going (weights and learning
+/// rates); they take effect at the next iteration. Structural ones (levels,
+/// units, SVF, window) need a new run.
+pub fn is_live_key(key: &str) -> bool {
+    let (stage, name) = key.split_once('.').unwrap_or(("", key));
+    matches!(stage, "affine" | "deformable")
+        && matches!(
+            name,
+            "mse" | "ncc" | "lncc" | "mi" | "diffusion" | "jacobian" | "inverse_consistency" | "lr"
+        )
+}
+
+fn is_similarity_key(s: &str) -> bool {
+    matches!(s, "mse" | "ncc" | "lncc" | "mi" | "window" | "mi_bins")
+}
+
+/// Set one similarity field (`name` is one of [`is_similarity_key`]).
+fn set_similarity(sim: &mut SimilarityWeights, name: &str, value: &str) -> Result<(), ParamError> {
+    let bad = |what: &str| ParamError(format!("{name}={value}: {what}"));
+    match name {
+        "window" | "mi_bins" => {
+            let v: usize = value
+                .trim()
+                .parse()
+                .map_err(|_| bad("expected a whole number"))?;
+            if name == "window" {
+                sim.window = v;
+            } else {
+                sim.mi_bins = v;
+            }
+        }
+        _ => {
+            let v: f64 = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .ok_or_else(|| bad("expected a finite number"))?;
+            match name {
+                "mse" => sim.mse = v,
+                "ncc" => sim.ncc = v,
+                "lncc" => sim.lncc = v,
+                _ => sim.mi = v,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_weight(name: &str, w: f64) -> Result<(), ParamError> {
+    if w.is_finite() && w >= 0.0 {
+        Ok(())
+    } else {
+        Err(ParamError(format!(
+            "{name} = {w}: weights must be finite and ≥ 0"
+        )))
+    }
+}
+
+fn check_rate(name: &str, lr: f64) -> Result<(), ParamError> {
+    if lr.is_finite() && lr > 0.0 {
+        Ok(())
+    } else {
+        Err(ParamError(format!(
+            "{name} = {lr}: a learning rate must be finite and > 0"
+        )))
+    }
+}
+
+fn check_similarity(stage: &str, s: &SimilarityWeights) -> Result<(), ParamError> {
+    for (n, w) in [
+        ("mse", s.mse),
+        ("ncc", s.ncc),
+        ("lncc", s.lncc),
+        ("mi", s.mi),
+    ] {
+        check_weight(&format!("{stage}.{n}"), w)?;
+    }
+    if s.mse + s.ncc + s.lncc + s.mi <= 0.0 {
+        return Err(ParamError(format!("{stage}: every similarity weight is 0")));
+    }
+    if s.lncc > 0.0 && (s.window == 0 || s.window.is_multiple_of(2) || s.window > 31) {
+        return Err(ParamError(format!(
+            "{stage}.window = {}: the LNCC window must be odd, between 1 and 31",
+            s.window
+        )));
+    }
+    if s.mi > 0.0 && !(4..=256).contains(&s.mi_bins) {
+        return Err(ParamError(format!(
+            "{stage}.mi_bins = {} must be between 4 and 256",
+            s.mi_bins
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! A registration session: runs a pipeline of stages on one device, sends
+//! [`Event`]s (progress every iteration, snapshots on request) and obeys
+//! [`Control`] messages between iterations.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor};
+
+use super::adam::Adam;
+use super::params::Pipeline;
+use crate::volume::{Grid, Volume};
+
+/// Commands from the UI or a test, applied between two iterations.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Control {
+    Pause,
+    Resume,
+    Stop,
+    /// A `key=value` override (see [`Pipeline::set`]), or
+    /// `iterations_left=N` for the running level.
+    Set {
+        key: String,
+        value: String,
+    },
+    /// Send a [`Snapshot`] of the current field after the next iteration.
+    Snapshot,
+}
+
+/// One iteration's report.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub stage: String,
+    /// 0-based level index in this stage, coarse → fine.
+    pub level: usize,
+    pub levels: usize,
+    /// 1-based iteration within the level.
+    pub iter: usize,
+    /// Iterations planned for this level (after any change).
+    pub iters: usize,
+    /// Each weighted term's unweighted value, by name.
+    pub terms: Vec<(String, f64)>,
+    /// The weighted total that was minimised.
+    pub total: f64,
+    pub elapsed_s: f64,
+    /// Parameter changes that took effect at this iteration.
+    pub applied: Vec<String>,
+}
+
+/// The current field, on request: displacement in voxels of `grid` (a
+/// pyramid level of the fixed image), 3 channels.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub stage: String,
+    pub level: usize,
+    pub iter: usize,
+    pub field_vox: Volume,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    Progress(Progress),
+    Snapshot(Snapshot),
+    /// A stage finished, with its wall time.
+    StageDone {
+        stage: String,
+        seconds: f64,
+    },
+    /// Something the user should know (a refused parameter change, …).
+    Notice(String),
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    Completed,
+    Stopped,
+    Failed(String),
+}
+
+/// Why an optimisation loop returned early.
+#[derive(Debug)]
+pub enum Halt {
+    Stopped,
+    Failed(String),
+}
+
+/// The channels a session talks through; both optional (the CLI may only listen).
+#[derive(Default)]
+pub struct Link {
+    pub events: Option<Sender<Event>>,
+    pub control: Option<Receiver<Control>>,
+}
+
+/// Live state shared by the stages: the pipeline (which controls may edit),
+/// the device, the clock and the channels.
+pub struct Runner {
+    pub pipeline: Pipeline,
+    pub device: Device,
+    pub link: Link,
+    pub start: Instant,
+    snapshot_wanted: bool,
+    /// Final term values of the last level run, for the report.
+    pub last_terms: Vec<(String, f64)>,
+    pub last_total: f64,
+    pub iterations_done: usize,
+}
+
+/// What one iteration's loss closure returns: the total to minimise and each
+/// term's (name, weight, value).
+pub struct Loss {
+    pub total: Tensor<1>,
+    pub terms: Vec<(String, Tensor<1>)>,
+}
+
+/// Where a loop is, for events and messages, and how its parameters
+/// become a voxel displacement field on `grid` (for snapshots).
+pub struct Place<'a> {
+    pub stage: &'a str,
+    pub level: usize,
+    pub levels: usize,
+    pub grid: &'a Grid,
+    pub to_field: &'a dyn Fn(&[Tensor<2>]) -> Tensor<2>,
+}
+
+impl Runner {
+    pub fn new(pipeline: Pipeline, device: Device, link: Link) -> Self {
+        Self {
+            pipeline,
+            device,
+            link,
+            start: Instant::now(),
+            snapshot_wanted: false,
+            last_terms: Vec::new(),
+            last_total: f64::NAN,
+            iterations_done: 0,
+        }
+    }
+
+    pub fn send(&self, e: Event) {
+        if let Some(tx) = &self.link.events {
+            // A closed receiver only means nobody listens any more.
+            let _ = tx.send(e);
+        }
+    }
+
+    /// Apply pending controls; blocks while paused. Returns the changes applied.
+    fn poll(&mut self, iters: &mut usize, done: usize) -> Result<Vec<String>, Halt> {
+        let mut applied = Vec::new();
+        let mut paused = false;
+        loop {
+            let msg = match &self.link.control {
+                None => return Ok(applied),
+                Some(rx) if paused => match rx.recv() {
+                    Ok(m) => m,
+                    // The controller is gone: nobody can resume us.
+                    Err(_) => return Err(Halt::Stopped),
+                },
+                Some(rx) => match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(applied),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return Ok(applied),
+                },
+            };
+            match msg {
+                Control::Pause => paused = true,
+                Control::Resume => paused = false,
+                Control::Stop => return Err(Halt::Stopped),
+                Control::Snapshot => self.snapshot_wanted = true,
+                Control::Set { key, value } => {
+                    let change = format!("{key}={value}");
+                    if key == "iterations_left" {
+                        match value.trim().parse::<usize>() {
+                            Ok(left) => {
+                                *iters = done + left;
+                                applied.push(change);
+                            }
+                            Err(_) => self.send(Event::Notice(format!(
+                                "refused {change}: expected a whole number"
+                            ))),
+                        }
+                        continue;
+                    }
+                    if !super::params::is_live_key(&key) {
+                        self.send(Event::Notice(format!(
+                            "refused {change}: only weights, learning rates and iterations_left \
+                             can change during a run"
+                        )));
+                        continue;
+                    }
+                    let mut next = self.pipeline.clone();
+                    match next.set(&key, &value).and_then(|_| next.validate()) {
+                        Ok(()) => {
+                            self.pipeline = next;
+                            applied.push(change);
+                        }
+                        Err(e) => self.send(Event::Notice(format!("refused {change}: {e}"))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adam on `params` for `iters` iterations (changeable by control).
+    /// `lr` reads the live pipeline; `loss` gets the live pipeline and the
+    /// tracked parameters. On a non-finite loss the parameters keep their
+    /// last good value and the loop fails.
+    pub fn optimise(
+        &mut self,
+        place: &Place,
+        iters: usize,
+        params: &mut [Tensor<2>],
+        lr: impl Fn(&Pipeline) -> f64,
+        mut loss: impl FnMut(&Pipeline, &[Tensor<2>]) -> Loss,
+    ) -> Result<(), Halt> {
+        let mut adams: Vec<Adam> = params.iter().map(Adam::new).collect();
+        let mut iters = iters;
+        let mut done = 0;
+        while done < iters {
+            let applied = self.poll(&mut iters, done)?;
+            if done >= iters {
+                break;
+            }
+            let tracked: Vec<Tensor<2>> = params
+                .iter()
+                .map(|p| p.clone().autodiff().require_grad())
+                .collect();
+            let l = loss(&self.pipeline, &tracked);
+            // One read for all values (one device sync per iteration).
+            let mut parts = vec![l.total.clone().detach().reshape([1])];
+            parts.extend(l.terms.iter().map(|(_, t)| t.clone().detach().reshape([1])));
+            let values = Tensor::cat(parts, 0)
+                .without_autodiff()
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| {
+                    Halt::Failed(format!("could not read the loss from the device: {e:?}"))
+                })?;
+            let total = values[0] as f64;
+            if !total.is_finite() {
+                return Err(Halt::Failed(format!(
+                    "the loss became {total} in stage {}, level {}, iteration {}: stopped, keeping the last good field",
+                    place.stage,
+                    place.level + 1,
+                    done + 1
+                )));
+            }
+            let grads = l.total.backward();
+            let rate = lr(&self.pipeline);
+            for (i, t) in tracked.iter().enumerate() {
+                let Some(g) = t.grad(&grads) else { continue };
+                let next = adams[i].step(params[i].clone(), g.without_autodiff(), rate);
+                params[i] = next;
+            }
+            done += 1;
+            self.iterations_done += 1;
+            self.last_total = total;
+            self.last_terms = l
+                .terms
+                .iter()
+                .zip(values.iter().skip(1))
+                .map(|((n, _), v)| (n.clone(), *v as f64))
+                .collect();
+            self.send(Event::Progress(Progress {
+                stage: place.stage.to_string(),
+                level: place.level,
+                levels: place.levels,
+                iter: done,
+                iters,
+                terms: self.last_terms.clone(),
+                total,
+                elapsed_s: self.start.elapsed().as_secs_f64(),
+                applied,
+            }));
+            if self.snapshot_wanted && self.link.events.is_some() {
+                self.snapshot_wanted = false;
+                let field = (place.to_field)(params);
+                match super::tensor_to_volume(field, place.grid) {
+                    Ok(v) => self.send(Event::Snapshot(Snapshot {
+                        stage: place.stage.to_string(),
+                        level: place.level,
+                        iter: done,
+                        field_vox: v,
+                    })),
+                    Err(e) => self.send(Event::Notice(format!("snapshot failed: {e}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+}

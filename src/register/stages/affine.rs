@@ -1,0 +1,161 @@
+//! Affine instance optimisation (methods.md §1 step 2).
+//!
+//! The parameter is the 3×4 matrix M acting on normalised coordinates of
+//! the full-resolution fixed grid (centre 0, half-extent 1 per axis, as
+//! PyTorch's `affine_grid`), initialised to the identity. Every pyramid
+//! level maps its voxels into those coordinates exactly, so the matrix
+//! carries over between levels unchanged.
+
+use burn::tensor::{Tensor, TensorData};
+
+use crate::register::field::{self, Outside};
+use crate::register::loss::similarity_terms;
+use crate::register::session::{Halt, Loss, Place, Runner};
+use crate::register::{Level, tensor_to_volume};
+use crate::volume::affine::{self, Mat4};
+
+pub struct AffineResult {
+    /// Fixed voxel → fixed-grid voxel of the moving image, full resolution.
+    pub matrix: Option<Mat4>,
+    pub halt: Option<Halt>,
+}
+
+/// Normalised coordinates of the full-resolution grid: x̂ = (p − c) / h.
+fn normaliser(dims: [usize; 3]) -> Mat4 {
+    let mut n = affine::IDENTITY;
+    for a in 0..3 {
+        let c = (dims[a] as f64 - 1.0) / 2.0;
+        let h = c.max(0.5);
+        n[a][a] = 1.0 / h;
+        n[a][3] = -c / h;
+    }
+    n
+}
+
+fn rows(m: &Mat4) -> [[f64; 4]; 3] {
+    [m[0], m[1], m[2]]
+}
+
+/// The full-resolution voxel matrix of the parameter `delta` (M = [I|0] + delta).
+pub fn voxel_matrix(delta: &[f32], full_dims: [usize; 3]) -> Option<Mat4> {
+    let n = normaliser(full_dims);
+    let n_inv = affine::inverse(&n)?;
+    let mut m = affine::IDENTITY;
+    for r in 0..3 {
+        for k in 0..4 {
+            m[r][k] += delta[r * 4 + k] as f64;
+        }
+    }
+    Some(affine::mul(&n_inv, &affine::mul(&m, &n)))
+}
+
+pub fn run(runner: &mut Runner, lv: &[Level]) -> AffineResult {
+    let p = runner.pipeline.affine.clone();
+    let device = runner.device.clone();
+    let full = lv[0].grid.clone();
+    let top = p.coarsest.min(lv.len() - 1);
+    let order: Vec<usize> = (0..p.levels.min(top + 1)).map(|i| top - i).collect();
+    let mut delta = Tensor::<2>::zeros([3, 4], &device);
+    let base = Tensor::<2>::from_data(
+        TensorData::new(
+            vec![1f32, 0., 0., 0., 0., 1., 0., 0., 0., 0., 1., 0.],
+            [3, 4],
+        ),
+        &device,
+    );
+    let norm = normaliser(full.dims);
+    let mut halt = None;
+    for (i, &k) in order.iter().enumerate() {
+        let level = &lv[k];
+        let dims = level.dims();
+        // Level voxel → full voxel → normalised, and back.
+        let Some(full_inv) = affine::inverse(&full.affine) else {
+            break;
+        };
+        let to_full = affine::mul(&full_inv, &level.grid.affine);
+        let Some(from_full) = affine::inverse(&to_full) else {
+            break;
+        };
+        let Some(norm_inv) = affine::inverse(&norm) else {
+            break;
+        };
+        let into = rows(&affine::mul(&norm, &to_full));
+        let back = rows(&affine::mul(&from_full, &norm_inv));
+        let n = level.grid.voxels();
+        let xhat = Tensor::cat(
+            vec![
+                field::apply_matrix(&into, level.identity.clone(), true),
+                Tensor::ones([1, n], &device),
+            ],
+            0,
+        );
+        let points = |d: Tensor<2>| -> Tensor<2> {
+            let qhat = (base.clone() + d).matmul(xhat.clone());
+            field::apply_matrix(&back, qhat, true)
+        };
+        let to_field = |ps: &[Tensor<2>]| points(ps[0].clone()) - level.identity.clone();
+        let place = Place {
+            stage: "affine",
+            level: i,
+            levels: order.len(),
+            grid: &level.grid,
+            to_field: &to_field,
+        };
+        let r = runner.optimise(
+            &place,
+            p.iterations,
+            std::slice::from_mut(&mut delta),
+            |pl| pl.affine.lr,
+            |pl, t| {
+                let warped = field::sample_linear(
+                    level.moving.clone(),
+                    dims,
+                    points(t[0].clone()),
+                    Outside::Zero,
+                );
+                let terms = similarity_terms(
+                    &pl.affine.sim,
+                    &warped,
+                    &level.fixed,
+                    dims,
+                    level.mask.as_ref(),
+                );
+                weighted_total(
+                    terms
+                        .into_iter()
+                        .map(|t| (t.name.to_string(), t.weight, t.value))
+                        .collect(),
+                )
+            },
+        );
+        if let Err(h) = r {
+            halt = Some(h);
+            break;
+        }
+    }
+    let matrix = tensor_to_volume(
+        delta.reshape([1, 12]),
+        &crate::volume::Grid::new([12, 1, 1], affine::IDENTITY),
+    )
+    .ok()
+    .and_then(|v| voxel_matrix(&v.data, full.dims));
+    AffineResult { matrix, halt }
+}
+
+/// Σ weight · value, with each term kept for the progress stream.
+pub fn weighted_total(terms: Vec<(String, f64, Tensor<1>)>) -> Loss {
+    let mut total: Option<Tensor<1>> = None;
+    let mut named = Vec::with_capacity(terms.len());
+    for (name, w, v) in terms {
+        let t = v.clone().mul_scalar(w as f32);
+        total = Some(match total {
+            None => t,
+            Some(s) => s + t,
+        });
+        named.push((name, v));
+    }
+    Loss {
+        total: total.expect("a validated pipeline has at least one similarity term"),
+        terms: named,
+    }
+}

@@ -1,0 +1,199 @@
+//! Deformable instance optimisation (methods.md §1 step 4, §2, §3, §5):
+//! a dense displacement field — or a stationary velocity field integrated by
+//! scaling and squaring — optimised with Adam, coarse to fine; optionally
+//! both directions at once with an inverse-consistency loss.
+
+use burn::tensor::{Tensor, TensorData};
+
+use super::affine::weighted_total;
+use crate::register::Level;
+use crate::register::field::{self, Dims};
+use crate::register::loss::similarity_terms;
+use crate::register::params::{FieldUnits, Pipeline};
+use crate::register::regularize;
+use crate::register::session::{Halt, Loss, Place, Runner};
+use crate::volume::affine;
+
+pub struct FieldResult {
+    /// Voxel displacement on the finest level's grid.
+    pub field: Option<Tensor<2>>,
+    pub halt: Option<Halt>,
+}
+
+/// Per-axis factor from parameter units to voxels, `[3, 1]`.
+pub fn unit_scale(units: FieldUnits, dims: Dims, device: &burn::tensor::Device) -> Tensor<2> {
+    let s: Vec<f32> = (0..3)
+        .map(|a| match units {
+            FieldUnits::Voxel => 1.0,
+            // align_corners = True: −1 and 1 are the centres of the edge voxels.
+            FieldUnits::Normalized => ((dims[a] as f32 - 1.0) / 2.0).max(0.5),
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(s, [3, 1]), device)
+}
+
+/// The voxel displacement a parameter tensor stands for (integrated if SVF).
+pub fn displacement(pl: &Pipeline, theta: Tensor<2>, level: &Level) -> Tensor<2> {
+    let d = &pl.deformable;
+    let u = theta * unit_scale(d.units, level.dims(), &level.identity.device());
+    if d.svf {
+        field::exp_velocity(u, level.dims(), level.identity.clone(), d.svf_steps)
+    } else {
+        u
+    }
+}
+
+/// The deformable objective at level index `li` (0 = coarsest run). With
+/// `weights` (IC weighting), the map multiplies both the similarity and the
+/// regulariser. Params: [forward] or [forward, backward] when symmetric.
+pub fn objective(
+    pl: &Pipeline,
+    level: &Level,
+    li: usize,
+    params: &[Tensor<2>],
+    weights: Option<&Tensor<2>>,
+) -> Loss {
+    let d = &pl.deformable;
+    let dims = level.dims();
+    let sim_weight = match (&level.mask, weights) {
+        (Some(m), Some(w)) => Some(m.clone() * w.clone()),
+        (Some(m), None) => Some(m.clone()),
+        (None, Some(w)) => Some(w.clone()),
+        (None, None) => None,
+    };
+    let lambda = Pipeline::level_value(&d.diffusion, li);
+    let mut terms: Vec<(String, f64, Tensor<1>)> = Vec::new();
+    let mut fields = Vec::new();
+    for (dir, theta) in params.iter().enumerate() {
+        let phi = displacement(pl, theta.clone(), level);
+        // Backward direction: the roles of the images swap; the fixed mask
+        // does not apply in moving space.
+        let (src, target, w) = if dir == 0 {
+            (&level.moving, &level.fixed, sim_weight.as_ref())
+        } else {
+            (&level.fixed, &level.moving, weights)
+        };
+        let warped = field::warp(src.clone(), dims, phi.clone(), level.identity.clone());
+        let suffix = if dir == 0 { "" } else { "_bwd" };
+        for t in similarity_terms(&d.sim, &warped, target, dims, w) {
+            terms.push((format!("{}{suffix}", t.name), t.weight, t.value));
+        }
+        if lambda > 0.0 {
+            terms.push((
+                format!("diffusion{suffix}"),
+                lambda,
+                regularize::diffusion(theta.clone(), dims, weights),
+            ));
+        }
+        if d.jacobian > 0.0 {
+            terms.push((
+                format!("jacobian{suffix}"),
+                d.jacobian,
+                regularize::jacobian_penalty(phi.clone(), dims, weights),
+            ));
+        }
+        fields.push(phi);
+    }
+    if fields.len() == 2 && d.inverse_consistency > 0.0 {
+        terms.push((
+            "inverse_consistency".into(),
+            d.inverse_consistency,
+            regularize::inverse_consistency(
+                fields[0].clone(),
+                fields[1].clone(),
+                dims,
+                level.identity.clone(),
+            ),
+        ));
+    }
+    weighted_total(terms)
+}
+
+/// Parameters of `from` (coarser) brought onto `to`'s grid.
+pub fn upsample(pl: &Pipeline, theta: Tensor<2>, from: &Level, to: &Level) -> Tensor<2> {
+    let units = pl.deformable.units;
+    let device = to.identity.device();
+    let u = theta * unit_scale(units, from.dims(), &device);
+    let (Some(to_inv), Some(from_inv)) = (
+        affine::inverse(&to.grid.affine),
+        affine::inverse(&from.grid.affine),
+    ) else {
+        return Tensor::zeros([3, to.grid.voxels()], &device);
+    };
+    let to_from = affine::mul(&from_inv, &to.grid.affine);
+    let from_to = affine::mul(&to_inv, &from.grid.affine);
+    let rows = |m: [[f64; 4]; 4]| [m[0], m[1], m[2]];
+    let v = field::resize(
+        u,
+        from.dims(),
+        to.dims(),
+        &rows(to_from),
+        &rows(from_to),
+        &device,
+    );
+    v / unit_scale(units, to.dims(), &device)
+}
+
+pub fn run(runner: &mut Runner, lv: &[Level]) -> FieldResult {
+    let nl = runner.pipeline.deformable.levels.min(lv.len());
+    let directions = if runner.pipeline.deformable.symmetric {
+        2
+    } else {
+        1
+    };
+    let mut params: Vec<Tensor<2>> = Vec::new();
+    let mut current = nl - 1;
+    let mut halt = None;
+    for li in 0..nl {
+        let k = nl - 1 - li;
+        let level = &lv[k];
+        params = if params.is_empty() {
+            (0..directions)
+                .map(|_| Tensor::zeros([3, level.grid.voxels()], &runner.device))
+                .collect()
+        } else {
+            params
+                .into_iter()
+                .map(|t| upsample(&runner.pipeline, t, &lv[current], level))
+                .collect()
+        };
+        current = k;
+        let pl_now = runner.pipeline.clone();
+        let to_field = |ps: &[Tensor<2>]| displacement(&pl_now, ps[0].clone(), level);
+        let place = Place {
+            stage: "deformable",
+            level: li,
+            levels: nl,
+            grid: &level.grid,
+            to_field: &to_field,
+        };
+        let iters = runner
+            .pipeline
+            .deformable
+            .iterations
+            .get(li)
+            .copied()
+            .unwrap_or(0);
+        let r = runner.optimise(
+            &place,
+            iters,
+            &mut params,
+            |pl| Pipeline::level_value(&pl.deformable.lr, li),
+            |pl, t| objective(pl, level, li, t, None),
+        );
+        if let Err(h) = r {
+            halt = Some(h);
+            break;
+        }
+    }
+    // Bring whatever we have to full resolution, in voxels.
+    let field = params.into_iter().next().map(|t| {
+        let t = if current == 0 {
+            t
+        } else {
+            upsample(&runner.pipeline, t, &lv[current], &lv[0])
+        };
+        displacement(&runner.pipeline, t, &lv[0])
+    });
+    FieldResult { field, halt }
+}
