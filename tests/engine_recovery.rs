@@ -133,3 +133,97 @@ fn affine_stage_recovers_the_rotation() {
     );
     assert!(metric(&r, "tre_mean") < 0.6 * metric(&r, "tre_before_mean"));
 }
+
+/// Distance (mm) from a landmark to the resection centre in pair.json.
+fn near_resection(p: &Pair, within_mm: f64) -> Vec<usize> {
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::shared(&format!("pairs/{}/pair.json", p.name)))
+            .expect("pair.json"),
+    )
+    .expect("json");
+    let c: Vec<f64> =
+        serde_json::from_value(meta["resection"]["center_ras_mm"].clone()).expect("centre");
+    let text = std::fs::read_to_string(p.landmarks.as_ref().expect("landmarks")).expect("csv");
+    text.lines()
+        .skip(1)
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let f: Vec<f64> = line
+                .split(',')
+                .skip(4)
+                .take(3)
+                .map(|v| v.parse().expect("number"))
+                .collect();
+            // Moving-space landmark vs the (moving-space) resection centre.
+            let d = ((f[0] - c[0]).powi(2) + (f[1] - c[1]).powi(2) + (f[2] - c[2]).powi(2)).sqrt();
+            (d <= within_mm).then_some(i)
+        })
+        .collect()
+}
+
+/// Mean TRE (mm) over the chosen landmarks, recomputed from the mapping.
+fn tre_of(p: &Pair, inputs: &Inputs, o: &Outcome, chosen: &[usize]) -> f64 {
+    let mapping = o.mapping(&inputs.fixed.grid);
+    let text = std::fs::read_to_string(p.landmarks.as_ref().expect("landmarks")).expect("csv");
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .skip(1)
+                .take(6)
+                .map(|v| v.parse().expect("number"))
+                .collect()
+        })
+        .collect();
+    let errs: Vec<f64> = chosen
+        .iter()
+        .filter_map(|&i| {
+            let r = &rows[i];
+            let m = mapping.map_point([r[0], r[1], r[2]])?;
+            Some(((m[0] - r[3]).powi(2) + (m[1] - r[4]).powi(2) + (m[2] - r[5]).powi(2)).sqrt())
+        })
+        .collect();
+    assert!(!errs.is_empty());
+    errs.iter().sum::<f64>() / errs.len() as f64
+}
+
+#[test]
+fn ic_weighting_helps_near_the_resection() {
+    let (p, mut inputs) = pair("brain2mm_resect");
+    inputs.fixed_mask = None;
+    let near = near_resection(&p, 15.0);
+    assert!(
+        near.len() >= 3,
+        "only {} landmarks near the resection",
+        near.len()
+    );
+    let with_ic = run(&inputs, Pipeline::preset("brats-ic").expect("preset"));
+    let weights = with_ic.ic_weights.as_ref().expect("IC weights computed");
+    let (lo, hi) = warpscope::volume::range_of(&weights.data).expect("range");
+    assert!(
+        lo >= -1e-4 && hi <= 1.0 + 1e-4 && hi - lo > 0.1,
+        "weights span [{lo}, {hi}]"
+    );
+    let without = run(
+        &inputs,
+        Pipeline::preset("brats-ic")
+            .expect("preset")
+            .with_overrides(&["ic.enabled=false".into()])
+            .expect("set"),
+    );
+    let (a, b) = (
+        tre_of(&p, &inputs, &with_ic, &near),
+        tre_of(&p, &inputs, &without, &near),
+    );
+    let r = score(&p, &inputs, &with_ic);
+    println!(
+        "{} landmarks within 15 mm: TRE with IC {a:.3} mm, without {b:.3} mm; overall with IC {:.3} mm",
+        near.len(),
+        metric(&r, "tre_mean")
+    );
+    assert!(
+        a < b,
+        "IC weighting: {a:.3} mm near the resection, without it {b:.3} mm"
+    );
+}

@@ -84,3 +84,9 @@ pub fn describe(device: &Device) -> String {
     }
     format!("{device:?}")
 }
+
+/// Whether tensors on `device` live in host memory (burn's flex backend),
+/// where the fused CPU kernels apply.
+pub fn is_cpu(device: &Device) -> bool {
+    *device == Device::flex()
+}

@@ -12,6 +12,7 @@
 pub mod adam;
 pub mod device;
 pub mod field;
+pub mod fused;
 pub mod loss;
 pub mod params;
 pub mod regularize;
@@ -224,11 +225,21 @@ pub fn prepare(
     Ok((fixed, moving, mask))
 }
 
+/// Host copies of one level's images (channel-major) and mask.
+pub struct HostImages {
+    pub fixed: Vec<f32>,
+    pub moving: Vec<f32>,
+    pub mask: Option<Vec<f32>>,
+}
+
 /// One pyramid level's data on the device.
 pub struct Level {
     pub grid: Grid,
     pub fixed: Tensor<2>,
     pub moving: Tensor<2>,
+    /// CPU copies of the images when the fused CPU kernels serve this
+    /// level (the device is the CPU backend).
+    pub host: Option<HostImages>,
     pub mask: Option<Tensor<2>>,
     pub identity: Tensor<2>,
 }
@@ -236,6 +247,31 @@ pub struct Level {
 impl Level {
     pub fn dims(&self) -> field::Dims {
         self.grid.dims
+    }
+
+    /// The images on the host, if the fused kernels may be used.
+    pub fn hosts(&self, enabled: bool) -> Option<loss::Hosts<'_>> {
+        self.host.as_ref().filter(|_| enabled).map(|h| loss::Hosts {
+            fixed: &h.fixed,
+            moving: &h.moving,
+        })
+    }
+
+    /// The same level with the images' roles swapped (backward direction);
+    /// the fixed mask does not apply in moving space.
+    pub fn swapped(&self) -> Level {
+        Level {
+            grid: self.grid.clone(),
+            fixed: self.moving.clone(),
+            moving: self.fixed.clone(),
+            host: self.host.as_ref().map(|h| HostImages {
+                fixed: h.moving.clone(),
+                moving: h.fixed.clone(),
+                mask: None,
+            }),
+            mask: None,
+            identity: self.identity.clone(),
+        }
     }
 }
 
@@ -246,6 +282,7 @@ pub fn levels(
     mask: Option<&[Volume]>,
     device: &Device,
 ) -> Vec<Level> {
+    let cpu = device::is_cpu(device);
     fixed
         .iter()
         .zip(moving)
@@ -254,6 +291,11 @@ pub fn levels(
             grid: f.grid.clone(),
             fixed: volume_to_tensor(f, device),
             moving: volume_to_tensor(m, device),
+            host: cpu.then(|| HostImages {
+                fixed: f.data.clone(),
+                moving: m.data.clone(),
+                mask: mask.and_then(|p| p.get(k)).map(|v| v.data.clone()),
+            }),
             mask: mask
                 .and_then(|p| p.get(k))
                 .map(|v| volume_to_tensor(v, device)),

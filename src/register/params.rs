@@ -117,6 +117,9 @@ pub struct IcParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {
     pub preset: String,
+    /// Use the fused CPU kernels for MSE and local NCC on the CPU backend
+    /// (false: the composed tensor path everywhere; same results).
+    pub fused: bool,
     /// Scale each channel to [0, 1] (0.5–99.5 percentiles) before registering.
     pub normalize: bool,
     pub affine: AffineParams,
@@ -183,6 +186,7 @@ impl Pipeline {
             // Our speed/accuracy trade-off: most iterations on coarse levels.
             "fast" => Pipeline {
                 preset: name.into(),
+                fused: true,
                 normalize: true,
                 affine: affine_base(),
                 deformable: deformable_base(),
@@ -191,6 +195,7 @@ impl Pipeline {
             // methods.md §3: L = 1·NCC + 6·‖∇u‖² (voxel units).
             "lumir" => Pipeline {
                 preset: name.into(),
+                fused: true,
                 normalize: true,
                 affine: AffineParams {
                     enabled: false,
@@ -208,6 +213,7 @@ impl Pipeline {
             // 12 500 / 25 000, lr 0.003 (normalised units); IC weighting p = 2, s = 2.
             "brats-ic" => Pipeline {
                 preset: name.into(),
+                fused: true,
                 normalize: true,
                 affine: affine_base(),
                 deformable: DeformableParams {
@@ -227,6 +233,7 @@ impl Pipeline {
             // 30 iterations, lr 1e-3 (normalised units).
             "mse+ncc" => Pipeline {
                 preset: name.into(),
+                fused: true,
                 normalize: true,
                 affine: AffineParams {
                     enabled: false,
@@ -252,6 +259,7 @@ impl Pipeline {
             // smoothness γ = 0.1, Jacobian δ = 1e-2, inverse consistency ε = 10.
             "symmetric" => Pipeline {
                 preset: name.into(),
+                fused: true,
                 normalize: true,
                 affine: affine_base(),
                 deformable: DeformableParams {
@@ -311,7 +319,7 @@ impl Pipeline {
                         .parse::<f64>()
                         .ok()
                         .filter(|v| v.is_finite())
-                        .ok_or_else(|| bad("expected numbers separated by commas"))
+                        .ok_or_else(|| bad("expected finite numbers separated by commas"))
                 })
                 .collect()
         };
@@ -328,6 +336,7 @@ impl Pipeline {
         let (stage, name) = key.split_once('.').unwrap_or(("", key));
         match (stage, name) {
             ("", "normalize") => self.normalize = b()?,
+            ("", "fused") => self.fused = b()?,
             ("affine", "enabled") => self.affine.enabled = b()?,
             ("affine", "coarsest") => self.affine.coarsest = u()?,
             ("affine", "levels") => self.affine.levels = u()?,
@@ -468,8 +477,9 @@ impl Pipeline {
     }
 }
 
-const KEYS: [&str; 32] = [
+const KEYS: [&str; 33] = [
     "normalize",
+    "fused",
     "affine.enabled",
     "affine.coarsest",
     "affine.levels",

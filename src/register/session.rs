@@ -104,6 +104,9 @@ pub struct Runner {
     pub last_terms: Vec<(String, f64)>,
     pub last_total: f64,
     pub iterations_done: usize,
+    /// While set, a live change is refused unless the changed pipeline
+    /// passes this check (an optimiser that computes a subset of terms).
+    pub live_guard: Option<fn(&Pipeline) -> bool>,
 }
 
 /// What one iteration's loss closure returns: the total to minimise and each
@@ -111,6 +114,14 @@ pub struct Runner {
 pub struct Loss {
     pub total: Tensor<1>,
     pub terms: Vec<(String, Tensor<1>)>,
+}
+
+/// What one iteration reports back to the loop.
+pub struct Step {
+    pub total: f64,
+    pub terms: Vec<(String, f64)>,
+    /// The field, when a snapshot was asked for.
+    pub snapshot: Option<Result<Volume, super::EngineError>>,
 }
 
 /// Where a loop is, for events and messages, and how its parameters
@@ -134,6 +145,7 @@ impl Runner {
             last_terms: Vec::new(),
             last_total: f64::NAN,
             iterations_done: 0,
+            live_guard: None,
         }
     }
 
@@ -190,6 +202,12 @@ impl Runner {
                     }
                     let mut next = self.pipeline.clone();
                     match next.set(&key, &value).and_then(|_| next.validate()) {
+                        Ok(()) if self.live_guard.is_some_and(|ok| !ok(&next)) => {
+                            self.send(Event::Notice(format!(
+                                "refused {change}: the running CPU optimiser does not compute this \
+                                 term; it can be switched on for the next run"
+                            )))
+                        }
                         Ok(()) => {
                             self.pipeline = next;
                             applied.push(change);
@@ -201,10 +219,73 @@ impl Runner {
         }
     }
 
-    /// Adam on `params` for `iters` iterations (changeable by control).
-    /// `lr` reads the live pipeline; `loss` gets the live pipeline and the
-    /// tracked parameters. On a non-finite loss the parameters keep their
-    /// last good value and the loop fails.
+    /// The iteration loop shared by every optimiser: applies controls
+    /// between iterations, calls `step` (which evaluates the objective,
+    /// refuses a non-finite one with [`Runner::non_finite`] before touching
+    /// the parameters, and updates them), and reports progress and, on
+    /// request, a snapshot of the field.
+    pub fn iterate(
+        &mut self,
+        place: &Place,
+        iters: usize,
+        mut step: impl FnMut(&Pipeline, usize, bool) -> Result<Step, Halt>,
+    ) -> Result<(), Halt> {
+        let mut iters = iters;
+        let mut done = 0;
+        while done < iters {
+            let applied = self.poll(&mut iters, done)?;
+            if done >= iters {
+                break;
+            }
+            let want = self.snapshot_wanted && self.link.events.is_some();
+            let out = step(&self.pipeline, done, want)?;
+            done += 1;
+            self.iterations_done += 1;
+            self.last_total = out.total;
+            self.last_terms = out.terms;
+            self.send(Event::Progress(Progress {
+                stage: place.stage.to_string(),
+                level: place.level,
+                levels: place.levels,
+                iter: done,
+                iters,
+                terms: self.last_terms.clone(),
+                total: out.total,
+                elapsed_s: self.start.elapsed().as_secs_f64(),
+                applied,
+            }));
+            if want {
+                self.snapshot_wanted = false;
+                match out.snapshot {
+                    Some(Ok(v)) => self.send(Event::Snapshot(Snapshot {
+                        stage: place.stage.to_string(),
+                        level: place.level,
+                        iter: done,
+                        field_vox: v,
+                    })),
+                    Some(Err(e)) => self.send(Event::Notice(format!("snapshot failed: {e}"))),
+                    None => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The failure for a loss that is NaN or infinite.
+    pub fn non_finite(place: &Place, iter: usize, total: f64) -> Halt {
+        Halt::Failed(format!(
+            "the loss became {total} in stage {}, level {}, iteration {}: stopped, keeping the last good field",
+            place.stage,
+            place.level + 1,
+            iter + 1
+        ))
+    }
+
+    /// Adam on `params` (burn tensors, gradients by autodiff) for `iters`
+    /// iterations (changeable by control). `lr` reads the live pipeline;
+    /// `loss` gets the live pipeline and the tracked parameters. On a
+    /// non-finite loss the parameters keep their last good value and the
+    /// loop fails.
     pub fn optimise(
         &mut self,
         place: &Place,
@@ -214,18 +295,15 @@ impl Runner {
         mut loss: impl FnMut(&Pipeline, &[Tensor<2>]) -> Loss,
     ) -> Result<(), Halt> {
         let mut adams: Vec<Adam> = params.iter().map(Adam::new).collect();
-        let mut iters = iters;
-        let mut done = 0;
-        while done < iters {
-            let applied = self.poll(&mut iters, done)?;
-            if done >= iters {
-                break;
-            }
+        // The latest parameters whose loss was finite (tensors are
+        // immutable: keeping them costs no copy).
+        let mut good: Vec<Tensor<2>> = params.to_vec();
+        self.iterate(place, iters, |pipeline, done, want| {
             let tracked: Vec<Tensor<2>> = params
                 .iter()
                 .map(|p| p.clone().autodiff().require_grad())
                 .collect();
-            let l = loss(&self.pipeline, &tracked);
+            let l = loss(pipeline, &tracked);
             // One read for all values (one device sync per iteration).
             let mut parts = vec![l.total.clone().detach().reshape([1])];
             parts.extend(l.terms.iter().map(|(_, t)| t.clone().detach().reshape([1])));
@@ -238,54 +316,29 @@ impl Runner {
                 })?;
             let total = values[0] as f64;
             if !total.is_finite() {
-                return Err(Halt::Failed(format!(
-                    "the loss became {total} in stage {}, level {}, iteration {}: stopped, keeping the last good field",
-                    place.stage,
-                    place.level + 1,
-                    done + 1
-                )));
+                params.clone_from_slice(&good);
+                return Err(Self::non_finite(place, done, total));
             }
+            good = params.to_vec();
             let grads = l.total.backward();
-            let rate = lr(&self.pipeline);
+            let rate = lr(pipeline);
             for (i, t) in tracked.iter().enumerate() {
                 let Some(g) = t.grad(&grads) else { continue };
                 let next = adams[i].step(params[i].clone(), g.without_autodiff(), rate);
                 params[i] = next;
             }
-            done += 1;
-            self.iterations_done += 1;
-            self.last_total = total;
-            self.last_terms = l
-                .terms
-                .iter()
-                .zip(values.iter().skip(1))
-                .map(|((n, _), v)| (n.clone(), *v as f64))
-                .collect();
-            self.send(Event::Progress(Progress {
-                stage: place.stage.to_string(),
-                level: place.level,
-                levels: place.levels,
-                iter: done,
-                iters,
-                terms: self.last_terms.clone(),
+            let snapshot =
+                want.then(|| super::tensor_to_volume((place.to_field)(params), place.grid));
+            Ok(Step {
                 total,
-                elapsed_s: self.start.elapsed().as_secs_f64(),
-                applied,
-            }));
-            if self.snapshot_wanted && self.link.events.is_some() {
-                self.snapshot_wanted = false;
-                let field = (place.to_field)(params);
-                match super::tensor_to_volume(field, place.grid) {
-                    Ok(v) => self.send(Event::Snapshot(Snapshot {
-                        stage: place.stage.to_string(),
-                        level: place.level,
-                        iter: done,
-                        field_vox: v,
-                    })),
-                    Err(e) => self.send(Event::Notice(format!("snapshot failed: {e}"))),
-                }
-            }
-        }
-        Ok(())
+                terms: l
+                    .terms
+                    .iter()
+                    .zip(values.iter().skip(1))
+                    .map(|((n, _), v)| (n.clone(), *v as f64))
+                    .collect(),
+                snapshot,
+            })
+        })
     }
 }

@@ -1026,7 +1026,7 @@ pub fn write_file(
     let gzip = opts.gzip.unwrap_or_else(|| name.ends_with(".gz"));
     crate::atomic::write_atomic(path, |w| {
         if gzip {
-            let mut enc = GzEncoder::new(w, Compression::new(6));
+            let mut enc = GzEncoder::new(w, Compression::new(1));
             enc.write_all(&bytes)?;
             enc.finish()?.flush()
         } else {

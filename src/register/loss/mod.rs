@@ -7,11 +7,12 @@ mod mi;
 mod ncc;
 
 pub use mi::mutual_information;
-pub use ncc::{local_ncc, ncc};
+pub use ncc::{FLAT_VAR, LOCAL_EPS, local_ncc, ncc};
 
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
-use super::field::Dims;
+use super::field::{self, Dims, Outside};
+use super::fused;
 use super::params::SimilarityWeights;
 
 /// Mean squared error, mean over channels and voxels.
@@ -71,6 +72,117 @@ pub fn similarity_terms(
             weight: sim.mi,
             value: mutual_information(warped.clone(), fixed.clone(), sim.mi_bins, weight),
         });
+    }
+    out
+}
+
+/// The moving image and where to sample it; `host` copies of the images
+/// select the fused CPU kernels for MSE and local NCC.
+pub struct Sampling<'a> {
+    pub moving: &'a Tensor<2>,
+    pub src: Dims,
+    /// `[3, N]` voxel coordinates of the moving grid, one per fixed voxel.
+    pub points: Tensor<2>,
+    pub host: Option<Hosts<'a>>,
+}
+
+/// CPU copies of the images (channel-major, as `Volume::data`).
+#[derive(Clone, Copy)]
+pub struct Hosts<'a> {
+    pub moving: &'a [f32],
+    pub fixed: &'a [f32],
+}
+
+impl<'a> Hosts<'a> {
+    /// The backward direction: the images swap roles.
+    pub fn swapped(self) -> Hosts<'a> {
+        Hosts {
+            moving: self.fixed,
+            fixed: self.moving,
+        }
+    }
+}
+
+/// A scalar tensor whose value is `value` and whose gradient with respect
+/// to `points` is `grad`: value + Σ g·p − Σ g·detach(p). The last two sums
+/// are computed from identical numbers, so they cancel exactly.
+pub fn surrogate(points: &Tensor<2>, grad: Vec<f32>, value: f64) -> Tensor<1> {
+    let device = points.device();
+    let n = points.dims()[1];
+    let g: Tensor<2> = Tensor::from_data(TensorData::new(grad, [3, n]), &device);
+    let linear = (points.clone() * g.clone()).sum() - (points.clone().detach() * g).sum();
+    linear + Tensor::<1>::from_data(TensorData::new(vec![value as f32], [1]), &device)
+}
+
+fn host_vec(t: &Tensor<2>) -> Option<Vec<f32>> {
+    t.clone()
+        .detach()
+        .without_autodiff()
+        .into_data()
+        .try_into_vec::<f32>()
+        .ok()
+}
+
+/// Every similarity term with a non-zero weight, for `moving` sampled at the
+/// given points against `fixed` on a grid of `dims`.
+pub fn similarity_at(
+    sim: &SimilarityWeights,
+    s: Sampling,
+    fixed: &Tensor<2>,
+    dims: Dims,
+    weight: Option<&Tensor<2>>,
+) -> Vec<Term> {
+    let Some(host) = s.host.filter(|_| sim.mse > 0.0 || sim.lncc > 0.0) else {
+        let warped = field::sample_linear(s.moving.clone(), s.src, s.points, Outside::Zero);
+        return similarity_terms(sim, &warped, fixed, dims, weight);
+    };
+    let channels = fixed.dims()[0];
+    let (Some(points), w) = (host_vec(&s.points), weight.map(host_vec)) else {
+        let warped = field::sample_linear(s.moving.clone(), s.src, s.points, Outside::Zero);
+        return similarity_terms(sim, &warped, fixed, dims, weight);
+    };
+    let w = w.flatten();
+    let mut out = Vec::new();
+    if sim.mse > 0.0 {
+        let r = fused::mse(
+            host.moving,
+            host.fixed,
+            channels,
+            s.src,
+            &points,
+            w.as_deref(),
+        );
+        out.push(Term {
+            name: "mse",
+            weight: sim.mse,
+            value: surrogate(&s.points, r.grad, r.value),
+        });
+    }
+    if sim.lncc > 0.0 {
+        let r = fused::local_ncc(
+            host.moving,
+            host.fixed,
+            channels,
+            dims,
+            s.src,
+            &points,
+            sim.window,
+            w.as_deref(),
+        );
+        out.push(Term {
+            name: "lncc",
+            weight: sim.lncc,
+            value: surrogate(&s.points, r.grad, r.value),
+        });
+    }
+    if sim.ncc > 0.0 || sim.mi > 0.0 {
+        let rest = SimilarityWeights {
+            mse: 0.0,
+            lncc: 0.0,
+            ..sim.clone()
+        };
+        let warped = field::sample_linear(s.moving.clone(), s.src, s.points, Outside::Zero);
+        out.extend(similarity_terms(&rest, &warped, fixed, dims, weight));
     }
     out
 }

@@ -61,8 +61,8 @@ pub fn box_sum(t: Tensor<2>, dims: Dims, window: usize) -> Tensor<2> {
 /// warped image's variance in low-contrast windows, so even identical images
 /// registered away from the identity (measured: a 2.5 % shrink at the 8 mm
 /// level of brain2mm_syn).
-const FLAT_VAR: f32 = 1e-5;
-const LOCAL_EPS: f32 = 1e-12;
+pub const FLAT_VAR: f32 = 1e-5;
+pub const LOCAL_EPS: f32 = 1e-12;
 
 /// 1 − local NCC: the squared correlation of each `window`³ neighbourhood
 /// (VoxelMorph's form, cov² / (var_a · var_b), with window means), averaged

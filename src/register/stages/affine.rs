@@ -8,8 +8,8 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use crate::register::field::{self, Outside};
-use crate::register::loss::similarity_terms;
+use crate::register::field;
+use crate::register::loss::{Sampling, similarity_at};
 use crate::register::session::{Halt, Loss, Place, Runner};
 use crate::register::{Level, tensor_to_volume};
 use crate::volume::affine::{self, Mat4};
@@ -107,15 +107,15 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> AffineResult {
             std::slice::from_mut(&mut delta),
             |pl| pl.affine.lr,
             |pl, t| {
-                let warped = field::sample_linear(
-                    level.moving.clone(),
-                    dims,
-                    points(t[0].clone()),
-                    Outside::Zero,
-                );
-                let terms = similarity_terms(
+                let sampling = Sampling {
+                    moving: &level.moving,
+                    src: dims,
+                    points: points(t[0].clone()),
+                    host: level.hosts(pl.fused),
+                };
+                let terms = similarity_at(
                     &pl.affine.sim,
-                    &warped,
+                    sampling,
                     &level.fixed,
                     dims,
                     level.mask.as_ref(),

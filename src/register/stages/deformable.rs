@@ -6,9 +6,10 @@
 use burn::tensor::{Tensor, TensorData};
 
 use super::affine::weighted_total;
+use super::native;
 use crate::register::Level;
 use crate::register::field::{self, Dims};
-use crate::register::loss::similarity_terms;
+use crate::register::loss::{Sampling, similarity_at};
 use crate::register::params::{FieldUnits, Pipeline};
 use crate::register::regularize;
 use crate::register::session::{Halt, Loss, Place, Runner};
@@ -20,16 +21,21 @@ pub struct FieldResult {
     pub halt: Option<Halt>,
 }
 
-/// Per-axis factor from parameter units to voxels, `[3, 1]`.
+/// Per-axis factor from parameter units to voxels.
+pub fn unit_factors(units: FieldUnits, dims: Dims) -> [f32; 3] {
+    std::array::from_fn(|a| match units {
+        FieldUnits::Voxel => 1.0,
+        // align_corners = True: −1 and 1 are the centres of the edge voxels.
+        FieldUnits::Normalized => ((dims[a] as f32 - 1.0) / 2.0).max(0.5),
+    })
+}
+
+/// [`unit_factors`] as a `[3, 1]` tensor.
 pub fn unit_scale(units: FieldUnits, dims: Dims, device: &burn::tensor::Device) -> Tensor<2> {
-    let s: Vec<f32> = (0..3)
-        .map(|a| match units {
-            FieldUnits::Voxel => 1.0,
-            // align_corners = True: −1 and 1 are the centres of the edge voxels.
-            FieldUnits::Normalized => ((dims[a] as f32 - 1.0) / 2.0).max(0.5),
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(s, [3, 1]), device)
+    Tensor::from_data(
+        TensorData::new(unit_factors(units, dims).to_vec(), [3, 1]),
+        device,
+    )
 }
 
 /// The voxel displacement a parameter tensor stands for (integrated if SVF).
@@ -73,9 +79,17 @@ pub fn objective(
         } else {
             (&level.fixed, &level.moving, weights)
         };
-        let warped = field::warp(src.clone(), dims, phi.clone(), level.identity.clone());
+        let hosts = level
+            .hosts(pl.fused)
+            .map(|h| if dir == 0 { h } else { h.swapped() });
+        let sampling = Sampling {
+            moving: src,
+            src: dims,
+            points: level.identity.clone() + phi.clone(),
+            host: hosts,
+        };
         let suffix = if dir == 0 { "" } else { "_bwd" };
-        for t in similarity_terms(&d.sim, &warped, target, dims, w) {
+        for t in similarity_at(&d.sim, sampling, target, dims, w) {
             terms.push((format!("{}{suffix}", t.name), t.weight, t.value));
         }
         if lambda > 0.0 {
@@ -134,6 +148,44 @@ pub fn upsample(pl: &Pipeline, theta: Tensor<2>, from: &Level, to: &Level) -> Te
     v / unit_scale(units, to.dims(), &device)
 }
 
+/// Optimise the field parameters of one level: natively on the CPU where
+/// [`native::supported`], else with the composed tensor path.
+pub fn optimise_field(
+    runner: &mut Runner,
+    place: &Place,
+    level: &Level,
+    li: usize,
+    params: &mut [Tensor<2>],
+    iters: usize,
+    weights: Option<&Tensor<2>>,
+) -> Result<(), Halt> {
+    if native::supported(&runner.pipeline, level, params.len()) {
+        let [_, n] = params[0].dims();
+        let device = params[0].device();
+        let to_host = |t: &Tensor<2>| {
+            t.clone()
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| Halt::Failed(format!("could not read the field: {e:?}")))
+        };
+        let mut theta = to_host(&params[0])?;
+        let w = match weights {
+            Some(w) => Some(to_host(w)?),
+            None => None,
+        };
+        let r = native::optimise(runner, place, level, li, &mut theta, iters, w.as_deref());
+        params[0] = Tensor::from_data(TensorData::new(theta, [3, n]), &device);
+        return r;
+    }
+    runner.optimise(
+        place,
+        iters,
+        params,
+        |pl| Pipeline::level_value(&pl.deformable.lr, li),
+        |pl, t| objective(pl, level, li, t, weights),
+    )
+}
+
 pub fn run(runner: &mut Runner, lv: &[Level]) -> FieldResult {
     let nl = runner.pipeline.deformable.levels.min(lv.len());
     let directions = if runner.pipeline.deformable.symmetric {
@@ -174,14 +226,7 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> FieldResult {
             .get(li)
             .copied()
             .unwrap_or(0);
-        let r = runner.optimise(
-            &place,
-            iters,
-            &mut params,
-            |pl| Pipeline::level_value(&pl.deformable.lr, li),
-            |pl, t| objective(pl, level, li, t, None),
-        );
-        if let Err(h) = r {
+        if let Err(h) = optimise_field(runner, &place, level, li, &mut params, iters, None) {
             halt = Some(h);
             break;
         }

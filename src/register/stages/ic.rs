@@ -11,10 +11,10 @@
 
 use burn::tensor::Tensor;
 
-use super::deformable::{displacement, objective, unit_scale};
+use super::deformable::{displacement, optimise_field, unit_scale};
 use crate::register::regularize::round_trip_error;
 use crate::register::session::{Halt, Place, Runner};
-use crate::register::{Level, Pipeline, tensor_to_volume, volume_to_tensor};
+use crate::register::{Level, tensor_to_volume, volume_to_tensor};
 use crate::volume::Volume;
 use crate::volume::smooth::gaussian_blur;
 
@@ -40,106 +40,87 @@ pub fn weights_from_error(error: &Volume, power: f64, sigma_vox: f64) -> Volume 
 }
 
 pub fn run(runner: &mut Runner, level: &Level, start_vox: Tensor<2>) -> IcResult {
-    let pl0 = runner.pipeline.clone();
-    let device = runner.device.clone();
-    let li = pl0.deformable.levels.saturating_sub(1);
-    let to_params =
-        |pl: &Pipeline, u: Tensor<2>| u / unit_scale(pl.deformable.units, level.dims(), &device);
-    // The SVF parametrisation is not inverted by negation of its output; the
-    // IC stage optimises displacements directly.
-    let mut pl_disp = pl0.clone();
-    pl_disp.deformable.svf = false;
-    pl_disp.deformable.symmetric = false;
+    let before = runner.pipeline.clone();
+    // The SVF parametrisation is not inverted by negating its output, and
+    // each direction is its own run: this stage optimises plain
+    // displacement fields.
     runner.pipeline.deformable.svf = false;
     runner.pipeline.deformable.symmetric = false;
-    let mut forward = vec![to_params(&pl_disp, start_vox.clone())];
-    let to_field = |ps: &[Tensor<2>]| displacement(&pl_disp, ps[0].clone(), level);
-    let n_iter = pl0.ic.iterations;
     let mut result = IcResult {
         field: Some(start_vox.clone()),
         weights: None,
         halt: None,
     };
-    let lr = move |pl: &Pipeline| Pipeline::level_value(&pl.deformable.lr, li);
-    // 1. Forward refinement.
-    let place = Place {
-        stage: "ic-forward",
-        level: 0,
-        levels: 1,
-        grid: &level.grid,
-        to_field: &to_field,
-    };
-    if let Err(h) = runner.optimise(&place, n_iter, &mut forward, lr, |pl, t| {
-        objective(pl, level, li, t, None)
-    }) {
-        result.halt = Some(h);
-        restore(runner, &pl0);
-        return result;
-    }
-    result.field = Some(displacement(&pl_disp, forward[0].clone(), level));
-    // 2. Backward run: the images swap roles.
-    let swapped = Level {
-        grid: level.grid.clone(),
-        fixed: level.moving.clone(),
-        moving: level.fixed.clone(),
-        mask: None,
-        identity: level.identity.clone(),
-    };
-    let mut backward = vec![to_params(&pl_disp, start_vox.neg())];
-    let place = Place {
-        stage: "ic-backward",
-        level: 0,
-        levels: 1,
-        grid: &level.grid,
-        to_field: &to_field,
-    };
-    if let Err(h) = runner.optimise(&place, n_iter, &mut backward, lr, |pl, t| {
-        objective(pl, &swapped, li, t, None)
-    }) {
-        result.halt = Some(h);
-        restore(runner, &pl0);
-        return result;
-    }
-    // 3. Weights from the round-trip error.
-    let u = displacement(&pl_disp, forward[0].clone(), level);
-    let v = displacement(&pl_disp, backward[0].clone(), level);
-    let err = round_trip_error(u, v, level.dims(), level.identity.clone());
-    let weights = match tensor_to_volume(err, &level.grid) {
-        Ok(e) => weights_from_error(&e, pl0.ic.power, pl0.ic.sigma),
-        Err(e) => {
-            result.halt = Some(Halt::Failed(e.0));
-            restore(runner, &pl0);
-            return result;
-        }
-    };
-    let w = volume_to_tensor(&weights, &device);
-    result.weights = Some(weights);
-    // 4. Final weighted run of the forward field.
-    let place = Place {
-        stage: "ic-final",
-        level: 0,
-        levels: 1,
-        grid: &level.grid,
-        to_field: &to_field,
-    };
-    let r = runner.optimise(
-        &place,
-        pl0.ic.final_iterations,
-        &mut forward,
-        lr,
-        |pl, t| objective(pl, level, li, t, Some(&w)),
-    );
-    result.field = Some(displacement(&pl_disp, forward[0].clone(), level));
-    if let Err(h) = r {
+    if let Err(h) = steps(runner, level, start_vox, &mut result) {
         result.halt = Some(h);
     }
-    restore(runner, &pl0);
+    // Give back the switches, keeping live changes made meanwhile.
+    runner.pipeline.deformable.svf = before.deformable.svf;
+    runner.pipeline.deformable.symmetric = before.deformable.symmetric;
     result
 }
 
-/// Give back the structural switches this stage turned off, keeping any
-/// live parameter changes made while it ran.
-fn restore(runner: &mut Runner, before: &Pipeline) {
-    runner.pipeline.deformable.svf = before.deformable.svf;
-    runner.pipeline.deformable.symmetric = before.deformable.symmetric;
+fn steps(
+    runner: &mut Runner,
+    level: &Level,
+    start_vox: Tensor<2>,
+    result: &mut IcResult,
+) -> Result<(), Halt> {
+    let pl = runner.pipeline.clone();
+    let device = runner.device.clone();
+    let li = pl.deformable.levels.saturating_sub(1);
+    let scale = unit_scale(pl.deformable.units, level.dims(), &device);
+    let to_field = |ps: &[Tensor<2>]| displacement(&pl, ps[0].clone(), level);
+    let place = |stage| Place {
+        stage,
+        level: 0,
+        levels: 1,
+        grid: &level.grid,
+        to_field: &to_field,
+    };
+    // 1. Forward refinement, 2. the backward direction from −u (the images
+    // swap roles).
+    let mut forward = vec![start_vox.clone() / scale.clone()];
+    let r = optimise_field(
+        runner,
+        &place("ic-forward"),
+        level,
+        li,
+        &mut forward,
+        pl.ic.iterations,
+        None,
+    );
+    result.field = Some(displacement(&pl, forward[0].clone(), level));
+    r?;
+    let swapped = level.swapped();
+    let mut backward = vec![start_vox.neg() / scale];
+    optimise_field(
+        runner,
+        &place("ic-backward"),
+        &swapped,
+        li,
+        &mut backward,
+        pl.ic.iterations,
+        None,
+    )?;
+    // 3. Weights from the round-trip error.
+    let u = displacement(&pl, forward[0].clone(), level);
+    let v = displacement(&pl, backward[0].clone(), level);
+    let err = round_trip_error(u, v, level.dims(), level.identity.clone());
+    let error = tensor_to_volume(err, &level.grid).map_err(|e| Halt::Failed(e.0))?;
+    let weights = weights_from_error(&error, pl.ic.power, pl.ic.sigma);
+    let w = volume_to_tensor(&weights, &device);
+    result.weights = Some(weights);
+    // 4. Final weighted run of the forward field.
+    let r = optimise_field(
+        runner,
+        &place("ic-final"),
+        level,
+        li,
+        &mut forward,
+        pl.ic.final_iterations,
+        Some(&w),
+    );
+    result.field = Some(displacement(&pl, forward[0].clone(), level));
+    r
 }

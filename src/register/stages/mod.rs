@@ -5,3 +5,4 @@
 pub mod affine;
 pub mod deformable;
 pub mod ic;
+pub mod native;
