@@ -74,3 +74,47 @@ pub fn headless() -> Result<Headless, GpuError> {
         info,
     })
 }
+
+/// The engine's burn device on this process's one headless wgpu device
+/// (created on first use, shared by every later call), with the adapter's
+/// name and whether it is hardware (not a software rasteriser such as
+/// lavapipe).
+pub struct EngineGpu {
+    pub device: burn::tensor::Device,
+    pub name: String,
+    pub hardware: bool,
+}
+
+static ENGINE_GPU: std::sync::OnceLock<Result<EngineGpu, String>> = std::sync::OnceLock::new();
+
+pub fn engine_gpu() -> Result<&'static EngineGpu, GpuError> {
+    ENGINE_GPU
+        .get_or_init(|| {
+            let h = headless().map_err(|e| e.to_string())?;
+            let name = format!("wgpu: {} ({:?})", h.info.name, h.info.backend);
+            let hardware = h.info.device_type != wgpu::DeviceType::Cpu;
+            let setup = burn::tensor::wgpu::WgpuSetup {
+                instance: h.instance,
+                adapter: h.adapter,
+                device: h.device,
+                queue: h.queue,
+                backend: h.info.backend,
+            };
+            let device = burn::tensor::Device::wgpu_options()
+                .setup(setup)
+                .init()
+                .map_err(|e| format!("burn could not use the GPU device: {e:?}"))?;
+            Ok(EngineGpu {
+                device,
+                name,
+                hardware,
+            })
+        })
+        .as_ref()
+        .map_err(|e| GpuError(e.clone()))
+}
+
+/// The engine GPU if it was already created (never creates it).
+pub fn engine_gpu_if_created() -> Option<&'static EngineGpu> {
+    ENGINE_GPU.get().and_then(|r| r.as_ref().ok())
+}

@@ -1,8 +1,6 @@
 //! Choosing the device the engine runs on: the GPU through wgpu (one device
-//! per process, created with the adapter's full limits as the viewer's is),
-//! or the CPU through burn's flex backend.
-
-use std::sync::OnceLock;
+//! per process, see [`crate::gpu::engine_gpu`]), or the CPU through burn's
+//! flex backend.
 
 use burn::tensor::Device;
 
@@ -24,14 +22,22 @@ impl Backend {
     }
 }
 
-static GPU: OnceLock<Result<(Device, String, bool), String>> = OnceLock::new();
+/// The engine's device for `backend`.
+pub fn make_device(backend: Backend) -> Result<Device, EngineError> {
+    match backend {
+        Backend::Cpu => Ok(Device::flex()),
+        Backend::Gpu => crate::gpu::engine_gpu()
+            .map(|g| g.device.clone())
+            .map_err(|e| EngineError(e.to_string())),
+    }
+}
 
 /// The GPU if there is a hardware one; otherwise the CPU backend (a software
-/// Vulkan driver such as lavapipe is slower than burn's own CPU backend), with
-/// a notice saying why.
+/// Vulkan driver such as lavapipe is slower than burn's own CPU backend and
+/// than the fused CPU kernels), with a notice saying why.
 pub fn auto_device() -> (Device, Option<String>) {
-    match make_device(Backend::Gpu) {
-        Ok(d) if matches!(GPU.get(), Some(Ok((_, _, true)))) => (d, None),
+    match crate::gpu::engine_gpu() {
+        Ok(g) if g.hardware => (g.device.clone(), None),
         Ok(_) => (
             Device::flex(),
             Some("the only GPU adapter is a software driver: running on the CPU backend".into()),
@@ -43,43 +49,14 @@ pub fn auto_device() -> (Device, Option<String>) {
     }
 }
 
-/// The engine's device for `backend`. The GPU device is created once per
-/// process and shared by every later call.
-pub fn make_device(backend: Backend) -> Result<Device, EngineError> {
-    match backend {
-        Backend::Cpu => Ok(Device::flex()),
-        Backend::Gpu => GPU
-            .get_or_init(|| {
-                let h = crate::gpu::headless().map_err(|e| e.to_string())?;
-                let name = format!("wgpu: {} ({:?})", h.info.name, h.info.backend);
-                let hardware = h.info.device_type != wgpu::DeviceType::Cpu;
-                let setup = burn::tensor::wgpu::WgpuSetup {
-                    instance: h.instance,
-                    adapter: h.adapter,
-                    device: h.device,
-                    queue: h.queue,
-                    backend: h.info.backend,
-                };
-                let device = Device::wgpu_options()
-                    .setup(setup)
-                    .init()
-                    .map_err(|e| format!("burn could not use the GPU device: {e:?}"))?;
-                Ok((device, name, hardware))
-            })
-            .as_ref()
-            .map(|(d, _, _)| d.clone())
-            .map_err(|e| EngineError(e.clone())),
-    }
-}
-
-/// A human-readable name of the device a tensor would run on.
+/// A human-readable name of a device.
 pub fn describe(device: &Device) -> String {
-    if let Some(Ok((d, name, _))) = GPU.get()
-        && d == device
+    if let Some(g) = crate::gpu::engine_gpu_if_created()
+        && g.device == *device
     {
-        return name.clone();
+        return g.name.clone();
     }
-    if *device == Device::flex() {
+    if is_cpu(device) {
         return "cpu: burn flex".into();
     }
     format!("{device:?}")

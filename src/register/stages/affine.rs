@@ -8,6 +8,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
+use super::native;
 use crate::register::field;
 use crate::register::loss::{Sampling, similarity_at};
 use crate::register::session::{Halt, Loss, Place, Runner};
@@ -101,33 +102,58 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> AffineResult {
             grid: &level.grid,
             to_field: &to_field,
         };
-        let r = runner.optimise(
-            &place,
-            p.iterations,
-            std::slice::from_mut(&mut delta),
-            |pl| pl.affine.lr,
-            |pl, t| {
-                let sampling = Sampling {
-                    moving: &level.moving,
-                    src: dims,
-                    points: points(t[0].clone()),
-                    host: level.hosts(pl.fused),
-                };
-                let terms = similarity_at(
-                    &pl.affine.sim,
-                    sampling,
-                    &level.fixed,
-                    dims,
-                    level.mask.as_ref(),
-                );
-                weighted_total(
-                    terms
-                        .into_iter()
-                        .map(|t| (t.name.to_string(), t.weight, t.value))
-                        .collect(),
+        let r = if native::similarity_supported(&runner.pipeline, &p.sim, level) {
+            let mut d = [0f64; 12];
+            let r = tensor_to_volume(
+                delta.clone().reshape([1, 12]),
+                &crate::volume::Grid::new([12, 1, 1], affine::IDENTITY),
+            )
+            .map_err(|e| Halt::Failed(e.0))
+            .and_then(|v| {
+                d.iter_mut().zip(&v.data).for_each(|(a, b)| *a = *b as f64);
+                native::optimise_affine(
+                    runner,
+                    &place,
+                    level,
+                    &mut d,
+                    p.iterations,
+                    i,
+                    &into,
+                    &back,
                 )
-            },
-        );
+            });
+            let values: Vec<f32> = d.iter().map(|v| *v as f32).collect();
+            delta = Tensor::from_data(TensorData::new(values, [3, 4]), &device);
+            r
+        } else {
+            runner.optimise(
+                &place,
+                p.iterations,
+                std::slice::from_mut(&mut delta),
+                |pl| level_rate(pl.affine.lr, i),
+                |pl, t| {
+                    let sampling = Sampling {
+                        moving: &level.moving,
+                        src: dims,
+                        points: points(t[0].clone()),
+                        host: level.hosts(pl.fused),
+                    };
+                    let terms = similarity_at(
+                        &pl.affine.sim,
+                        sampling,
+                        &level.fixed,
+                        dims,
+                        level.mask.as_ref(),
+                    );
+                    weighted_total(
+                        terms
+                            .into_iter()
+                            .map(|t| (t.name.to_string(), t.weight, t.value))
+                            .collect(),
+                    )
+                },
+            )
+        };
         if let Err(h) = r {
             halt = Some(h);
             break;
@@ -140,6 +166,14 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> AffineResult {
     .ok()
     .and_then(|v| voxel_matrix(&v.data, full.dims));
     AffineResult { matrix, halt }
+}
+
+/// The learning rate at level index `i` (0 = coarsest used): halved per
+/// finer level, so that a step moves the image by about the same number of
+/// voxels of that level (a normalised step is twice as many voxels at each
+/// finer level, and full-resolution LNCC does not forgive overshooting).
+pub fn level_rate(lr: f64, i: usize) -> f64 {
+    lr / f64::powi(2.0, i as i32)
 }
 
 /// Σ weight · value, with each term kept for the progress stream.
