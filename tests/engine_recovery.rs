@@ -2,6 +2,9 @@
 //! pairs (../shared/data/pairs): landmark TRE, folding, affine recovery and
 //! the benefit of inverse-consistency weighting near a resection.
 
+// Small matrix maths indexes rows and columns in step.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use serde_json::Value;
