@@ -2,6 +2,9 @@
 //! conventions the README states, readable by `warpscope eval`; bad
 //! arguments refused with a message.
 
+// Field components and matrix columns are indexed in step.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use std::process::Command;
