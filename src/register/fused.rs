@@ -554,3 +554,64 @@ pub fn diffusion_into(
     });
     slices.iter().sum::<f64>() / n as f64
 }
+
+/// Native [`crate::register::field::resize`]: trilinear resampling of a
+/// [3, N] voxel field from grid `from` onto grid `to` (clamped at the
+/// edges), `to_from` mapping `to` voxels to `from` voxels and `vectors`
+/// (its linear part is used) mapping the vectors.
+pub fn resize_field(
+    u: &[f32],
+    from: Dims,
+    to: Dims,
+    to_from: &[[f64; 4]; 3],
+    vectors: &[[f64; 4]; 3],
+) -> Vec<f32> {
+    let n_from = from[0] * from[1] * from[2];
+    let n = to[0] * to[1] * to[2];
+    let [tx, ty, _] = to;
+    let mut out = vec![0f32; 3 * n];
+    let op = Shared::new(&mut out);
+    par_blocks(n, |range| {
+        for i in range {
+            let p = [
+                (i % tx) as f64,
+                ((i / tx) % ty) as f64,
+                (i / (tx * ty)) as f64,
+            ];
+            let mut lo = [0usize; 3];
+            let mut hi = [0usize; 3];
+            let mut t = [0f32; 3];
+            for a in 0..3 {
+                let q = to_from[a][0] * p[0]
+                    + to_from[a][1] * p[1]
+                    + to_from[a][2] * p[2]
+                    + to_from[a][3];
+                let q = q.clamp(0.0, (from[a] - 1) as f64);
+                let f = q.floor();
+                lo[a] = f as usize;
+                hi[a] = (lo[a] + 1).min(from[a] - 1);
+                t[a] = (q - f) as f32;
+            }
+            let mut v = [0f32; 3];
+            for c in 0..3 {
+                let comp = &u[c * n_from..(c + 1) * n_from];
+                let at = |x: usize, y: usize, z: usize| comp[(z * from[1] + y) * from[0] + x];
+                let mut s = 0f32;
+                for (z, wz) in [(lo[2], 1.0 - t[2]), (hi[2], t[2])] {
+                    for (y, wy) in [(lo[1], 1.0 - t[1]), (hi[1], t[1])] {
+                        s += wz * wy * (at(lo[0], y, z) * (1.0 - t[0]) + at(hi[0], y, z) * t[0]);
+                    }
+                }
+                v[c] = s;
+            }
+            for r in 0..3 {
+                let w = vectors[r][0] * v[0] as f64
+                    + vectors[r][1] * v[1] as f64
+                    + vectors[r][2] * v[2] as f64;
+                // SAFETY: voxel i belongs to this block only.
+                unsafe { op.write(r * n + i, w as f32) };
+            }
+        }
+    });
+    out
+}

@@ -137,6 +137,19 @@ pub fn upsample(pl: &Pipeline, theta: Tensor<2>, from: &Level, to: &Level) -> Te
     let to_from = affine::mul(&from_inv, &to.grid.affine);
     let from_to = affine::mul(&to_inv, &from.grid.affine);
     let rows = |m: [[f64; 4]; 4]| [m[0], m[1], m[2]];
+    if crate::register::device::is_cpu(&device)
+        && let Ok(host) = u.clone().into_data().try_into_vec::<f32>()
+    {
+        let v = crate::register::fused::resize_field(
+            &host,
+            from.dims(),
+            to.dims(),
+            &rows(to_from),
+            &rows(from_to),
+        );
+        let v: Tensor<2> = Tensor::from_data(TensorData::new(v, [3, to.grid.voxels()]), &device);
+        return v / unit_scale(units, to.dims(), &device);
+    }
     let v = field::resize(
         u,
         from.dims(),
