@@ -30,6 +30,7 @@ fn run(inputs: &Inputs, backend: Backend, sets: &[&str]) -> Outcome {
     let device = make_device(backend).expect("device (install mesa-vulkan-drivers for wgpu)");
     let mut all = vec![
         "affine.iterations=30".to_string(),
+        "affine.levels=1".into(),
         "deformable.levels=2".into(),
         "deformable.iterations=30,15".into(),
     ];
@@ -124,4 +125,38 @@ fn fused_cpu_path_matches_composed_path() {
                 < 1e-3 * composed.final_total.abs().max(1e-3)
         );
     }
+}
+
+#[test]
+fn fused_and_composed_affine_agree() {
+    let inputs = small_pair();
+    let sets = [
+        "deformable.enabled=false",
+        "affine.coarsest=2",
+        "affine.levels=3",
+        "affine.iterations=40",
+    ];
+    let composed = run(
+        &inputs,
+        Backend::Cpu,
+        &[&sets[..], &["fused=false"]].concat(),
+    );
+    let fused = run(&inputs, Backend::Cpu, &sets);
+    let (a, b) = (composed.affine_vox, fused.affine_vox);
+    let linear = (0..3)
+        .flat_map(|i| (0..3).map(move |j| (i, j)))
+        .map(|(i, j)| (a[i][j] - b[i][j]).abs())
+        .fold(0.0, f64::max);
+    let shift = (0..3)
+        .map(|i| (a[i][3] - b[i][3]).abs())
+        .fold(0.0, f64::max);
+    println!("affine: linear part differs by {linear:.2e}, translation by {shift:.4} voxel; {a:?}");
+    assert!(
+        linear < 2e-3 && shift < 0.1,
+        "linear {linear}, translation {shift} voxel"
+    );
+    assert!(
+        (0..3).any(|i| (a[i][3]).abs() > 0.05),
+        "the affine stage should move the image"
+    );
 }
