@@ -46,6 +46,7 @@ fn quick() -> Pipeline {
         .expect("preset")
         .with_overrides(&[
             "affine.coarsest=1".into(),
+            "affine.levels=2".into(),
             "deformable.levels=2".into(),
             "deformable.iterations=30,20".into(),
         ])
