@@ -388,7 +388,8 @@ impl Pipeline {
             ("ic", "sigma") => self.ic.sigma = f()?,
             _ => {
                 return Err(ParamError(format!(
-                    "unknown parameter '{key}'; known: {}",
+                    "unknown parameter '{key}'; known: {} (lists: one value per level, \
+                     or one for all, comma-separated; booleans: true/false)",
                     KEYS.join(", ")
                 )));
             }
@@ -486,7 +487,7 @@ impl Pipeline {
     }
 }
 
-const KEYS: [&str; 33] = [
+const KEYS: [&str; 30] = [
     "normalize",
     "fused",
     "affine.enabled",
@@ -517,9 +518,6 @@ const KEYS: [&str; 33] = [
     "ic.final_iterations",
     "ic.power",
     "ic.sigma",
-    "(lists: comma-separated, one value per level",
-    "or one for all;",
-    "booleans: true/false)",
 ];
 
 /// Parameters that may change while a run is going (weights and learning

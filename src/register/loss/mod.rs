@@ -132,16 +132,16 @@ pub fn similarity_at(
     dims: Dims,
     weight: Option<&Tensor<2>>,
 ) -> Vec<Term> {
-    let Some(host) = s.host.filter(|_| sim.mse > 0.0 || sim.lncc > 0.0) else {
+    let fused_inputs = s
+        .host
+        .filter(|_| sim.mse > 0.0 || sim.lncc > 0.0)
+        .and_then(|h| Some((h, host_vec(&s.points)?)));
+    let Some((host, points)) = fused_inputs else {
         let warped = field::sample_linear(s.moving.clone(), s.src, s.points, Outside::Zero);
         return similarity_terms(sim, &warped, fixed, dims, weight);
     };
     let channels = fixed.dims()[0];
-    let (Some(points), w) = (host_vec(&s.points), weight.map(host_vec)) else {
-        let warped = field::sample_linear(s.moving.clone(), s.src, s.points, Outside::Zero);
-        return similarity_terms(sim, &warped, fixed, dims, weight);
-    };
-    let w = w.flatten();
+    let w = weight.and_then(host_vec);
     let mut out = Vec::new();
     if sim.mse > 0.0 {
         let r = fused::mse(

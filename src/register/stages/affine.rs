@@ -9,10 +9,10 @@
 use burn::tensor::{Tensor, TensorData};
 
 use super::native;
+use crate::register::Level;
 use crate::register::field;
 use crate::register::loss::{Sampling, similarity_at};
 use crate::register::session::{Halt, Loss, Place, Runner};
-use crate::register::{Level, tensor_to_volume};
 use crate::volume::affine::{self, Mat4};
 
 pub struct AffineResult {
@@ -104,13 +104,8 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> AffineResult {
         };
         let r = if native::similarity_supported(&runner.pipeline, &p.sim, level) {
             let mut d = [0f64; 12];
-            let r = tensor_to_volume(
-                delta.clone().reshape([1, 12]),
-                &crate::volume::Grid::new([12, 1, 1], affine::IDENTITY),
-            )
-            .map_err(|e| Halt::Failed(e.0))
-            .and_then(|v| {
-                d.iter_mut().zip(&v.data).for_each(|(a, b)| *a = *b as f64);
+            let r = read_delta(&delta).and_then(|v| {
+                d.iter_mut().zip(&v).for_each(|(a, b)| *a = *b as f64);
                 native::optimise_affine(
                     runner,
                     &place,
@@ -159,13 +154,19 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> AffineResult {
             break;
         }
     }
-    let matrix = tensor_to_volume(
-        delta.reshape([1, 12]),
-        &crate::volume::Grid::new([12, 1, 1], affine::IDENTITY),
-    )
-    .ok()
-    .and_then(|v| voxel_matrix(&v.data, full.dims));
+    let matrix = read_delta(&delta)
+        .ok()
+        .and_then(|v| voxel_matrix(&v, full.dims));
     AffineResult { matrix, halt }
+}
+
+/// The 12 parameters, row-major, on the host.
+fn read_delta(delta: &Tensor<2>) -> Result<Vec<f32>, Halt> {
+    delta
+        .clone()
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Halt::Failed(format!("could not read the affine parameters: {e:?}")))
 }
 
 /// The learning rate at level index `i` (0 = coarsest used): halved per
