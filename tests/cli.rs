@@ -2,21 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{Nifti1, noise, scratch_dir, shared};
-
-fn warpscope(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_warpscope"))
-        .args(args)
-        .output()
-        .expect("run warpscope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use common::{Nifti1, noise, scratch_dir, shared, warpscope};
 
 #[test]
 fn info_describes_the_demo_and_shared_images() {

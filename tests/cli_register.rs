@@ -7,23 +7,9 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::scratch_dir;
+use common::{scratch_dir, warpscope};
 use warpscope::metrics::mapping::world_coordinates;
 use warpscope::volume::nifti::{ReadOptions, read_file};
-
-fn warpscope(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_warpscope"))
-        .args(args)
-        .output()
-        .expect("run warpscope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 fn demo(f: &str) -> String {
     format!("{}/assets/demo/{f}", env!("CARGO_MANIFEST_DIR"))

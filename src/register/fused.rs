@@ -207,48 +207,44 @@ pub fn box_sum(data: &mut Vec<f32>, dims: Dims, window: usize, scratch: &mut Vec
             }
         });
     }
-    // y: whole x-lines at once, within each z slice.
-    {
-        let src = &*scratch;
-        let dst = Shared::new(data);
-        par_blocks(ny * nz, |lines| {
-            let mut acc = vec![0f32; nx];
-            for line in lines {
-                let (z, y) = (line / ny, line % ny);
-                acc.iter_mut().for_each(|v| *v = 0.0);
-                for yy in y.saturating_sub(r)..=(y + r).min(ny - 1) {
-                    let s = &src[(z * ny + yy) * nx..(z * ny + yy + 1) * nx];
-                    acc.iter_mut().zip(s).for_each(|(a, b)| *a += b);
-                }
-                for (x, v) in acc.iter().enumerate() {
-                    // SAFETY: line (z, y) belongs to this block only.
-                    unsafe { dst.write((z * ny + y) * nx + x, *v) };
-                }
-            }
-        });
-    }
-    // z: whole slices at once.
-    {
-        let plane = nx * ny;
-        let src = &*data;
-        let dst = Shared::new(scratch);
-        par_blocks(nz * ny, |lines| {
-            let mut acc = vec![0f32; nx];
-            for line in lines {
-                let (z, y) = (line / ny, line % ny);
-                acc.iter_mut().for_each(|v| *v = 0.0);
-                for zz in z.saturating_sub(r)..=(z + r).min(nz - 1) {
-                    let s = &src[zz * plane + y * nx..zz * plane + (y + 1) * nx];
-                    acc.iter_mut().zip(s).for_each(|(a, b)| *a += b);
-                }
-                for (x, v) in acc.iter().enumerate() {
-                    // SAFETY: line (z, y) belongs to this block only.
-                    unsafe { dst.write(z * plane + y * nx + x, *v) };
-                }
-            }
-        });
-    }
+    // y, then z: whole x-lines at once (contiguous, vectorisable).
+    sum_lines(scratch, Shared::new(data), nx, ny, nz, nx * ny, nx, r);
+    sum_lines(data, Shared::new(scratch), nx, nz, ny, nx, nx * ny, r);
     std::mem::swap(data, scratch);
+}
+
+/// One box pass along an axis whose x-lines start at
+/// `o·outer_stride + i·axis_stride` (o < `outer`, i < `len`): each output
+/// line is the sum of the input lines i − r ..= i + r (zero padding).
+#[allow(clippy::too_many_arguments)]
+fn sum_lines(
+    src: &[f32],
+    dst: Shared,
+    nx: usize,
+    len: usize,
+    outer: usize,
+    outer_stride: usize,
+    axis_stride: usize,
+    r: usize,
+) {
+    par_blocks(outer * len, |lines| {
+        let mut acc = vec![0f32; nx];
+        for line in lines {
+            let (o, i) = (line / len, line % len);
+            acc.iter_mut().for_each(|v| *v = 0.0);
+            for k in i.saturating_sub(r)..=(i + r).min(len - 1) {
+                let start = o * outer_stride + k * axis_stride;
+                acc.iter_mut()
+                    .zip(&src[start..start + nx])
+                    .for_each(|(a, b)| *a += b);
+            }
+            let base = o * outer_stride + i * axis_stride;
+            for (x, v) in acc.iter().enumerate() {
+                // SAFETY: output line (o, i) belongs to this block only.
+                unsafe { dst.write(base + x, *v) };
+            }
+        }
+    });
 }
 
 /// Value and gradient with respect to the points ([3, N]) or parameters.
