@@ -11,7 +11,7 @@ use serde_json::Value;
 use warpscope::metrics::protocol::{Pair, evaluate};
 use warpscope::register::{self, Backend, Inputs, Link, Outcome, Pipeline, Status, make_device};
 use warpscope::volume::nifti::{ReadOptions, read_file};
-use warpscope::volume::{Volume, affine};
+use warpscope::volume::{Volume, affine, voxel_of};
 
 fn read(path: &std::path::Path) -> Volume {
     read_file(path, ReadOptions::default())
@@ -125,15 +125,10 @@ fn true_affine(p: &Pair, inputs: &Inputs) -> [[f64; 3]; 3] {
     let mask = read(p.fixed_mask.as_ref().expect("mask"));
     let grid = &inputs.fixed.grid;
     let n = grid.voxels();
-    let [nx, ny, _] = grid.dims;
     let mut xtx = [[0.0; 4]; 4];
     let mut xty = [[0.0; 3]; 4];
     for i in (0..n).filter(|&i| mask.data[i] > 0.5) {
-        let w = grid.voxel_to_world([
-            (i % nx) as f64,
-            ((i / nx) % ny) as f64,
-            (i / (nx * ny)) as f64,
-        ]);
+        let w = grid.voxel_to_world(voxel_of(i, grid.dims));
         let x = [w[0], w[1], w[2], 1.0];
         let y = [0, 1, 2].map(|c| w[c] + gt.data[c * n + i] as f64);
         for r in 0..4 {
@@ -200,16 +195,9 @@ fn near_resection(p: &Pair, within_mm: f64) -> Vec<usize> {
         "pairs/{}/resection_moving.nii.gz",
         p.name
     )));
-    let [nx, ny, _] = region.grid.dims;
     let voxels: Vec<[f64; 3]> = (0..region.voxels())
         .filter(|&i| region.data[i] > 0.5)
-        .map(|i| {
-            region.grid.voxel_to_world([
-                (i % nx) as f64,
-                ((i / nx) % ny) as f64,
-                (i / (nx * ny)) as f64,
-            ])
-        })
+        .map(|i| region.grid.voxel_to_world(voxel_of(i, region.grid.dims)))
         .collect();
     assert!(!voxels.is_empty(), "the resection mask is empty");
     let text = std::fs::read_to_string(p.landmarks.as_ref().expect("landmarks")).expect("csv");

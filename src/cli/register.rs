@@ -166,7 +166,7 @@ pub fn ants_field(mapping: &Mapping) -> Volume {
     let n = grid.voxels();
     let mut out = Volume::filled(grid, 3, 0.0);
     for c in 0..3 {
-        let sign = if c < 2 { -1.0 } else { 1.0 };
+        let sign = crate::metrics::mapping::LPS_SIGN[c];
         for i in 0..n {
             out.data[c * n + i] = sign * (mapping.coords.data[c * n + i] - world.data[c * n + i]);
         }
@@ -182,7 +182,7 @@ fn affine_text(outcome: &Outcome, fixed: &Grid) -> String {
         .map(|inv| affine::mul(&wf, &affine::mul(&outcome.affine_vox, &inv)))
         .unwrap_or(affine::IDENTITY);
     // LPS = F · RAS with F = diag(−1, −1, 1): M_lps = F M F, t_lps = F t.
-    let f = [-1.0, -1.0, 1.0];
+    let f = crate::metrics::mapping::LPS_SIGN.map(f64::from);
     let mut params = Vec::new();
     for r in 0..3 {
         for c in 0..3 {

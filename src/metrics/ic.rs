@@ -13,7 +13,6 @@ pub fn ic_error(forward: &Mapping, backward: &Mapping) -> Volume {
     let g = forward.grid();
     let n = g.voxels();
     let c = &forward.coords.data;
-    let [nx, ny, _] = g.dims;
     let data = (0..n)
         .map(|i| {
             let y = [
@@ -21,11 +20,7 @@ pub fn ic_error(forward: &Mapping, backward: &Mapping) -> Volume {
                 f64::from(c[n + i]),
                 f64::from(c[2 * n + i]),
             ];
-            let x = g.voxel_to_world([
-                (i % nx) as f64,
-                ((i / nx) % ny) as f64,
-                (i / (nx * ny)) as f64,
-            ]);
+            let x = g.voxel_to_world(crate::volume::voxel_of(i, g.dims));
             match backward.map_point(y) {
                 Some(z) => {
                     (((z[0] - x[0]).powi(2) + (z[1] - x[1]).powi(2) + (z[2] - x[2]).powi(2)).sqrt())

@@ -33,6 +33,9 @@ impl FieldKind {
     }
 }
 
+/// RAS ⇄ LPS: the sign of each component (x and y flip, z stays).
+pub const LPS_SIGN: [f32; 3] = [-1.0, -1.0, 1.0];
+
 /// Fixed-grid map to moving world coordinates.
 #[derive(Clone, Debug)]
 pub struct Mapping {
@@ -102,7 +105,7 @@ impl Mapping {
             FieldKind::Mapped => {}
             FieldKind::DispRasMm | FieldKind::AntsLpsMm => {
                 let sign = if kind == FieldKind::AntsLpsMm {
-                    [-1.0, -1.0, 1.0]
+                    LPS_SIGN
                 } else {
                     [1.0; 3]
                 };

@@ -40,11 +40,11 @@ pub fn upload(data: Vec<f32>, rows: usize, device: &Device) -> Tensor<2> {
 pub fn identity_grid(dims: Dims, device: &Device) -> Tensor<2> {
     let n = voxels(dims);
     let mut data = vec![0f32; 3 * n];
-    let [nx, ny, _] = dims;
     for i in 0..n {
-        data[i] = (i % nx) as f32;
-        data[n + i] = ((i / nx) % ny) as f32;
-        data[2 * n + i] = (i / (nx * ny)) as f32;
+        let p = crate::volume::voxel_of(i, dims);
+        for a in 0..3 {
+            data[a * n + i] = p[a] as f32;
+        }
     }
     upload(data, 3, device)
 }

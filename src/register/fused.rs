@@ -442,6 +442,26 @@ pub fn lncc_into(
     value / total
 }
 
+/// Sample `moving` at `points`, let `compare` fill dL/dI ([C, N]) from the
+/// warped image and return the value, and chain the result to dL/dpoints.
+fn sampled(
+    moving: &[f32],
+    channels: usize,
+    src: Dims,
+    points: &[f32],
+    compare: impl FnOnce(&[f32], &mut [f32]) -> f64,
+) -> SimGrad {
+    let n = points.len() / 3;
+    let mut warped = vec![0f32; channels * n];
+    let mut deriv = vec![0f32; channels * 3 * n];
+    sample_into(moving, channels, src, points, &mut warped, &mut deriv);
+    let mut dl = vec![0f32; channels * n];
+    let value = compare(&warped, &mut dl);
+    let mut grad = vec![0f32; 3 * n];
+    chain_to_points(&dl, &deriv, channels, n, &mut grad);
+    SimGrad { value, grad }
+}
+
 /// MSE of `moving` sampled at `points` against `fixed`, with dL/dpoints.
 pub fn mse(
     moving: &[f32],
@@ -452,14 +472,9 @@ pub fn mse(
     weight: Option<&[f32]>,
 ) -> SimGrad {
     let n = points.len() / 3;
-    let mut warped = vec![0f32; channels * n];
-    let mut deriv = vec![0f32; channels * 3 * n];
-    sample_into(moving, channels, src, points, &mut warped, &mut deriv);
-    let mut dl = vec![0f32; channels * n];
-    let value = mse_into(&warped, fixed, weight, n, 1.0, &mut dl);
-    let mut grad = vec![0f32; 3 * n];
-    chain_to_points(&dl, &deriv, channels, n, &mut grad);
-    SimGrad { value, grad }
+    sampled(moving, channels, src, points, |warped, dl| {
+        mse_into(warped, fixed, weight, n, 1.0, dl)
+    })
 }
 
 /// 1 − local NCC of `moving` sampled at `points` against `fixed`, with dL/dpoints.
@@ -474,26 +489,21 @@ pub fn local_ncc(
     window: usize,
     weight: Option<&[f32]>,
 ) -> SimGrad {
-    let n = points.len() / 3;
-    let mut warped = vec![0f32; channels * n];
-    let mut deriv = vec![0f32; channels * 3 * n];
-    sample_into(moving, channels, src, points, &mut warped, &mut deriv);
     let stats = FixedStats::new(fixed, channels, dims, window);
-    let mut dl = vec![0f32; channels * n];
-    let value = lncc_into(
-        &warped,
-        fixed,
-        &stats,
-        dims,
-        window,
-        weight,
-        1.0,
-        &mut dl,
-        &mut LnccScratch::default(),
-    );
-    let mut grad = vec![0f32; 3 * n];
-    chain_to_points(&dl, &deriv, channels, n, &mut grad);
-    SimGrad { value, grad }
+    sampled(moving, channels, src, points, |warped, dl| {
+        let mut scratch = LnccScratch::default();
+        lncc_into(
+            warped,
+            fixed,
+            &stats,
+            dims,
+            window,
+            weight,
+            1.0,
+            dl,
+            &mut scratch,
+        )
+    })
 }
 
 /// Diffusion regulariser (as [`crate::register::regularize::diffusion`]):
@@ -564,16 +574,11 @@ pub fn resize_field(
 ) -> Vec<f32> {
     let n_from = from[0] * from[1] * from[2];
     let n = to[0] * to[1] * to[2];
-    let [tx, ty, _] = to;
     let mut out = vec![0f32; 3 * n];
     let op = Shared::new(&mut out);
     par_blocks(n, |range| {
         for i in range {
-            let p = [
-                (i % tx) as f64,
-                ((i / tx) % ty) as f64,
-                (i / (tx * ty)) as f64,
-            ];
+            let p = crate::volume::voxel_of(i, to);
             let mut lo = [0usize; 3];
             let mut hi = [0usize; 3];
             let mut t = [0f32; 3];

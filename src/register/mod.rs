@@ -86,15 +86,10 @@ impl Outcome {
     /// Total displacement in fixed voxels: A·(p + u(p)) − p, 3 channels.
     pub fn total_field_vox(&self, fixed: &Grid) -> Volume {
         let n = fixed.voxels();
-        let [nx, ny, _] = fixed.dims;
         let mut out = Volume::filled(fixed.clone(), 3, 0.0);
         let a = self.affine_vox;
         for i in 0..n {
-            let p = [
-                (i % nx) as f64,
-                ((i / nx) % ny) as f64,
-                (i / (nx * ny)) as f64,
-            ];
+            let p = crate::volume::voxel_of(i, fixed.dims);
             let mut q = p;
             if let Some(u) = &self.field_vox {
                 for c in 0..3 {

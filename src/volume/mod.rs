@@ -58,6 +58,17 @@ impl Grid {
     }
 }
 
+/// Voxel coordinates (x, y, z) of linear index `i` on a grid of `dims`
+/// (x fastest, as volumes store their samples).
+pub fn voxel_of(i: usize, dims: [usize; 3]) -> [f64; 3] {
+    let [nx, ny, _] = dims;
+    [
+        (i % nx) as f64,
+        ((i / nx) % ny) as f64,
+        (i / (nx * ny)) as f64,
+    ]
+}
+
 /// A multi-channel scalar volume.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Volume {

@@ -15,7 +15,7 @@ use crate::register::params::Pipeline;
 use crate::register::params::SimilarityWeights;
 use crate::register::session::{Halt, Place, Runner, Step};
 use crate::register::{EngineError, Level};
-use crate::volume::Volume;
+use crate::volume::{Volume, voxel_of};
 
 /// The similarity part of a native objective: samples the moving image at
 /// given points, evaluates MSE and/or local NCC against the fixed image and
@@ -138,7 +138,6 @@ pub fn optimise(
         ));
     };
     let dims = level.dims();
-    let [nx, ny, _] = dims;
     let n = level.grid.voxels();
     let units = runner.pipeline.deformable.units;
     let s = unit_factors(units, dims);
@@ -169,14 +168,10 @@ pub fn optimise(
             let th = &*theta;
             par_blocks(n, |range| {
                 for i in range {
-                    let p = [
-                        (i % nx) as f32,
-                        ((i / nx) % ny) as f32,
-                        (i / (nx * ny)) as f32,
-                    ];
+                    let p = voxel_of(i, dims);
                     for a in 0..3 {
                         // SAFETY: index a·n + i belongs to this block only.
-                        unsafe { pp.write(a * n + i, p[a] + th[a * n + i] * s[a]) };
+                        unsafe { pp.write(a * n + i, p[a] as f32 + th[a * n + i] * s[a]) };
                     }
                 }
             });
@@ -265,7 +260,6 @@ pub fn optimise_affine(
         ));
     };
     let dims = level.dims();
-    let [nx, ny, _] = dims;
     let n = level.grid.voxels();
     let mut eval = SimEval::new(host, dims, &runner.pipeline.affine.sim);
     let mut points = vec![0f32; 3 * n];
@@ -273,11 +267,7 @@ pub fn optimise_affine(
     let mut good = *delta;
     let mut t = 0i32;
     let xhat = |i: usize| -> [f64; 3] {
-        let p = [
-            (i % nx) as f64,
-            ((i / nx) % ny) as f64,
-            (i / (nx * ny)) as f64,
-        ];
+        let p = voxel_of(i, dims);
         std::array::from_fn(|r| {
             into[r][0] * p[0] + into[r][1] * p[1] + into[r][2] * p[2] + into[r][3]
         })
@@ -344,13 +334,9 @@ pub fn optimise_affine(
         let snapshot = want.then(|| {
             let mut u = points.clone();
             for i in 0..n {
-                let p = [
-                    (i % nx) as f32,
-                    ((i / nx) % ny) as f32,
-                    (i / (nx * ny)) as f32,
-                ];
+                let p = voxel_of(i, dims);
                 for a in 0..3 {
-                    u[a * n + i] -= p[a];
+                    u[a * n + i] -= p[a] as f32;
                 }
             }
             Volume::from_data(level.grid.clone(), 3, u).map_err(|e| EngineError(e.to_string()))
