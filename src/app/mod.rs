@@ -1,34 +1,303 @@
 //! The desktop GUI (egui only; no algorithms here).
+//!
+//! - `viewer`: the state (images, field, products, navigation) and GPU sync.
+//! - `views`: the slice views, mouse, crosshair; `legend`: colour bars.
+//! - `panels`: menus and the side panel; `files`: dialogs, drops, recent files.
+//! - `data`: loading off the UI thread; `navigation`: cursor, zoom, pan.
+//! - `callback`: the egui-wgpu paint callback; `screenshot`: PNG export.
 
-mod slice_widget;
+mod callback;
+pub mod data;
+mod files;
+mod legend;
+pub mod navigation;
+mod panels;
+mod screenshot;
 pub mod viewer;
+mod views;
 
 use std::sync::Arc;
 
+use eframe::egui;
 use eframe::egui_wgpu;
 
-pub use viewer::{Layer, ViewerApp};
+pub use data::Role;
+pub use files::config_dir;
+pub use screenshot::utc_stamp;
+pub use viewer::{Message, Source, Startup, ViewerApp};
 
-/// Open the viewer window with the given layers (fixed first).
-pub fn run(layers: Vec<Layer>) -> Result<(), String> {
+use files::{DropGuess, Pick, guess_role};
+use screenshot::ShotTarget;
+
+use crate::render::{Mode, Plane};
+
+/// eframe options that create the wgpu device with the adapter's full
+/// features and limits, so that compute work can share it.
+pub fn native_options() -> eframe::NativeOptions {
     let mut setup = egui_wgpu::WgpuSetupCreateNew::without_display_handle();
-    // Full adapter features and limits, so that compute work can share this device.
     setup.device_descriptor = Arc::new(crate::gpu::full_device_descriptor);
-    let options = eframe::NativeOptions {
+    eframe::NativeOptions {
         renderer: eframe::Renderer::Wgpu,
-        viewport: eframe::egui::ViewportBuilder::default()
-            .with_inner_size([1280.0, 720.0])
-            .with_title("Warpscope"),
+        viewport: egui::ViewportBuilder::default()
+            .with_inner_size([1400.0, 900.0])
+            .with_title("Warpscope")
+            .with_drag_and_drop(true),
         wgpu_options: egui_wgpu::WgpuConfiguration {
             wgpu_setup: egui_wgpu::WgpuSetup::CreateNew(setup),
             ..Default::default()
         },
         ..Default::default()
-    };
+    }
+}
+
+/// Open the viewer window.
+pub fn run(startup: Startup) -> Result<(), String> {
     eframe::run_native(
         "Warpscope",
-        options,
-        Box::new(move |cc| Ok(Box::new(ViewerApp::new(cc, layers)?) as Box<dyn eframe::App>)),
+        native_options(),
+        Box::new(move |cc| Ok(Box::new(ViewerApp::new(cc, startup)?) as Box<dyn eframe::App>)),
     )
     .map_err(|e| format!("could not open the window: {e}"))
+}
+
+impl ViewerApp {
+    fn keyboard(&mut self, ctx: &egui::Context) {
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        let target = self
+            .hovered_plane
+            .or(self.nav.enlarged)
+            .unwrap_or(Plane::Axial);
+        let keys = ctx.input(|i| {
+            let k = |key| i.key_pressed(key);
+            (
+                [k(egui::Key::A), k(egui::Key::C), k(egui::Key::S)],
+                k(egui::Key::V) || k(egui::Key::Escape),
+                (k(egui::Key::PageUp) || k(egui::Key::ArrowUp)) as i32
+                    - (k(egui::Key::PageDown) || k(egui::Key::ArrowDown)) as i32,
+                [
+                    egui::Key::Num1,
+                    egui::Key::Num2,
+                    egui::Key::Num3,
+                    egui::Key::Num4,
+                    egui::Key::Num5,
+                    egui::Key::Num6,
+                    egui::Key::Num7,
+                ]
+                .iter()
+                .position(|&key| k(key)),
+                [
+                    k(egui::Key::G),
+                    k(egui::Key::M),
+                    k(egui::Key::J),
+                    k(egui::Key::I),
+                    k(egui::Key::L),
+                ],
+                k(egui::Key::X),
+                k(egui::Key::R),
+                (k(egui::Key::F12), i.modifiers.shift),
+            )
+        });
+        let (planes, three, slice, mode, toggles, swap, reset, (shot, shift)) = keys;
+        for (i, pressed) in planes.iter().enumerate() {
+            if *pressed {
+                self.toggle_enlarged(Plane::ALL[i]);
+            }
+        }
+        if three {
+            self.nav.enlarged = None;
+        }
+        if slice != 0 {
+            self.nav.step_slice(target, f64::from(slice));
+        }
+        if let Some(m) = mode {
+            self.composite.mode = Mode::ALL[m];
+        }
+        let o = &mut self.overlays;
+        for (on, pressed) in [
+            (&mut o.grid.on, toggles[0]),
+            (&mut o.vectors.on, toggles[1]),
+            (&mut o.jacobian.on, toggles[2]),
+            (&mut o.ic.on, toggles[3]),
+            (&mut o.labels.on, toggles[4]),
+        ] {
+            if pressed {
+                *on = !*on;
+            }
+        }
+        if swap {
+            std::mem::swap(&mut self.a, &mut self.b);
+        }
+        if reset {
+            self.nav.reset();
+        }
+        if shot {
+            match (shift, self.hovered_plane) {
+                (true, Some(p)) => {
+                    let rect = self.view_rects[p.index()];
+                    self.screenshots.request(ctx, ShotTarget::View(p), rect);
+                }
+                _ => self.screenshots.request(ctx, ShotTarget::Window, None),
+            }
+        }
+    }
+
+    /// Files dropped on the window: folders are result folders, fields are
+    /// recognised by their header, images fill fixed then moving; anything
+    /// else waits for the user to say what it is.
+    fn dropped(&mut self, ctx: &egui::Context) {
+        let paths: Vec<std::path::PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        for p in paths {
+            match guess_role(&p) {
+                Some(DropGuess::ResultFolder) => self.open_result_folder(p),
+                Some(DropGuess::Role(r)) => self.open(r, p),
+                None if self.fixed.is_none() && !self.loader.pending_role(Role::Fixed) => {
+                    self.open(Role::Fixed, p)
+                }
+                None if self.moving.is_none() && !self.loader.pending_role(Role::Moving) => {
+                    self.open(Role::Moving, p)
+                }
+                None => self.files.dropped.push(p),
+            }
+        }
+    }
+
+    /// Ask what the dropped files are (when it could not be guessed).
+    fn drop_chooser(&mut self, ctx: &egui::Context) {
+        if self.files.dropped.is_empty() {
+            return;
+        }
+        let mut chosen = None;
+        let mut cancel = false;
+        egui::Window::new("Open dropped file as")
+            .collapsible(false)
+            .resizable(false)
+            .show(ctx, |ui| {
+                if let Some(p) = self.files.dropped.first() {
+                    ui.label(p.display().to_string());
+                    ui.horizontal_wrapped(|ui| {
+                        for r in Role::ALL {
+                            if ui.button(r.name()).clicked() {
+                                chosen = Some((r, p.clone()));
+                            }
+                        }
+                        if ui.button("skip").clicked() {
+                            cancel = true;
+                        }
+                    });
+                }
+            });
+        if let Some((role, p)) = chosen {
+            self.files.dropped.remove(0);
+            self.open(role, p);
+        } else if cancel {
+            self.files.dropped.remove(0);
+        }
+    }
+
+    fn dialogs(&mut self) {
+        for (what, answer) in self.files.poll() {
+            let Some(p) = answer else { continue };
+            match what {
+                Pick::Open(role) => self.open(role, p),
+                Pick::ResultFolder => self.open_result_folder(p),
+                Pick::ScreenshotFolder => self.screenshots.folder = p,
+            }
+        }
+    }
+
+    fn flicker(&mut self, ctx: &egui::Context) {
+        if self.composite.mode != Mode::Flicker {
+            return;
+        }
+        let now = ctx.input(|i| i.time);
+        let period = f64::from(self.composite.flicker_period_s.max(0.05));
+        if now - self.flicker_since >= period {
+            self.flicker_shows_b = !self.flicker_shows_b;
+            self.flicker_since = now;
+        }
+        let left = (period - (now - self.flicker_since)).max(0.0);
+        ctx.request_repaint_after(std::time::Duration::from_secs_f64(left));
+    }
+
+    fn save_screenshots(&mut self) {
+        if self.screenshots.pending == 0 {
+            return;
+        }
+        let description = self.describe();
+        for r in self.screenshots.poll(&description) {
+            match r {
+                Ok(p) => self.notice(format!("screenshot saved: {}", p.display())),
+                Err(e) => self.error(format!("screenshot not saved: {e}")),
+            }
+        }
+    }
+
+    fn error_banner(&mut self, ui: &mut egui::Ui) {
+        let mut dismiss = false;
+        if let Some(e) = self.messages.iter().rev().find(|m| m.error) {
+            ui.horizontal_wrapped(|ui| {
+                ui.colored_label(egui::Color32::from_rgb(255, 110, 90), &e.text);
+                if ui.small_button("×").on_hover_text("Dismiss").clicked() {
+                    dismiss = true;
+                }
+            });
+        }
+        if dismiss && let Some(i) = self.messages.iter().rposition(|m| m.error) {
+            self.messages.remove(i);
+        }
+    }
+}
+
+impl eframe::App for ViewerApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        self.poll_jobs();
+        self.dialogs();
+        self.dropped(&ctx);
+        self.save_screenshots();
+        self.keyboard(&ctx);
+        self.flicker(&ctx);
+        if self.busy() || self.files.dialog_open || self.screenshots.pending > 0 {
+            ctx.request_repaint_after(std::time::Duration::from_millis(50));
+        }
+        self.hovered_plane = None;
+        self.view_rects = [None; 3];
+        egui::Panel::top("menu").show(ui, |ui| self.menu_bar(ui));
+        egui::Panel::bottom("status").show(ui, |ui| {
+            ui.label(if self.status.is_empty() {
+                "Move the mouse over a view to read coordinates and values"
+            } else {
+                &self.status
+            });
+        });
+        egui::Panel::left("side")
+            .default_size(270.0)
+            .show(ui, |ui| self.side_panel(ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            self.error_banner(ui);
+            self.view_area(ui);
+        });
+        self.drop_chooser(&ctx);
+        let hovering = ctx.input(|i| !i.raw.hovered_files.is_empty());
+        if hovering {
+            let screen = ctx.content_rect();
+            egui::Area::new(egui::Id::unique("drop hint"))
+                .fixed_pos(screen.center())
+                .pivot(egui::Align2::CENTER_CENTER)
+                .show(&ctx, |ui| {
+                    ui.label(
+                        egui::RichText::new("Drop NIfTI images, fields or a result folder")
+                            .heading(),
+                    );
+                });
+        }
+    }
 }

@@ -1,457 +1,727 @@
-//! The main window: the fixed and moving images side by side in one plane,
-//! slices linked, resliced in world coordinates by the WGSL slice shader.
+//! The viewer's state and its frame loop: images, field and maps as loaded,
+//! kept in step with the GPU scene; field products (warped image, det J)
+//! computed on the GPU and read back once for read-outs and statistics.
 //!
-//! Mouse (as in ITK-SNAP / 3D Slicer): wheel = next slice, left drag =
-//! window/level, right drag = zoom, middle drag = pan. Keys: A/C/S choose
-//! the plane, Page Up/Down or arrow keys move the slice, R resets the view.
+//! Layout and mouse follow ITK-SNAP / 3D Slicer: axial, coronal and
+//! sagittal views with a linked crosshair (one can be enlarged); wheel =
+//! slice, ctrl-wheel or right drag = zoom, middle drag = pan, left drag =
+//! window/level, left click = move the crosshair.
 
-use std::collections::HashMap;
+use std::path::PathBuf;
 
 use eframe::egui;
+use eframe::egui_wgpu;
 
-use super::slice_widget::{SliceCallback, SliceResources, paint_slice};
-use crate::render::{Convention, Plane, SlicePipeline, SliceUniform, SliceView, VolumeTexture};
-use crate::volume::resample::{Border, Sampler};
-use crate::volume::{Grid, Volume, intensity};
+use super::data::{
+    Limits, Loaded, LoadedField, LoadedImage, Loader, Role, display_name, world_gap_mm,
+};
+use super::files::Files;
+use super::navigation::Navigation;
+use super::screenshot::Screenshots;
+use crate::metrics::FieldKind;
+use crate::render::{
+    Composite, FieldCompute, GpuScene, GpuVolume, ImageStyle, Map, Overlays, Present, Readback,
+    Slot,
+};
+use crate::volume::affine;
+use crate::volume::intensity::WindowPreset;
+use crate::volume::{Grid, Volume, same_affine};
 
-/// An image shown in the viewer.
-pub struct Layer {
-    pub name: String,
-    pub volume: Volume,
-    /// Display window (low, high) in the image's intensity units.
-    pub window: (f32, f32),
+/// Where an image comes from at start-up.
+pub enum Source {
+    Path(PathBuf),
+    /// Already in memory (the embedded demo).
+    Volume {
+        name: String,
+        volume: Volume,
+    },
 }
 
-impl Layer {
-    pub fn new(name: impl Into<String>, volume: Volume) -> Self {
-        let window = default_window(&volume);
+/// What to open when the window appears.
+#[derive(Default)]
+pub struct Startup {
+    pub images: Vec<(Role, Source)>,
+    pub field_kind: Option<FieldKind>,
+    pub labels_in_moving: bool,
+    /// A `warpscope register --out` folder.
+    pub result: Option<PathBuf>,
+    /// Where recent files are remembered (`None`: not remembered).
+    pub config_dir: Option<PathBuf>,
+}
+
+/// A line shown to the user: errors stay until dismissed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub text: String,
+    pub error: bool,
+}
+
+/// det J statistics over the field's grid (from the GPU's map).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JacobianStats {
+    pub min: f32,
+    pub max: f32,
+    pub folds: usize,
+    pub voxels: usize,
+}
+
+impl JacobianStats {
+    pub fn from_values(v: &[f32]) -> Self {
+        let mut min = f32::INFINITY;
+        let mut max = f32::NEG_INFINITY;
+        let mut folds = 0;
+        for &x in v {
+            min = min.min(x);
+            max = max.max(x);
+            if x <= 0.0 {
+                folds += 1;
+            }
+        }
         Self {
-            name: name.into(),
-            volume,
-            window,
+            min,
+            max,
+            folds,
+            voxels: v.len(),
         }
     }
+
+    pub fn fold_percent(&self) -> f64 {
+        100.0 * self.folds as f64 / self.voxels.max(1) as f64
+    }
 }
 
-/// 0.5–99.5 percentile of the non-zero samples of channel 0 (ITK-SNAP-like auto contrast).
-pub fn default_window(vol: &Volume) -> (f32, f32) {
-    let mut v: Vec<f32> = vol
-        .channel(0)
-        .iter()
-        .copied()
-        .filter(|x| x.is_finite() && *x != 0.0)
-        .collect();
-    let lo = intensity::percentile(&mut v, 0.5);
-    let hi = intensity::percentile(&mut v, 99.5);
-    match (lo, hi) {
-        (Some(lo), Some(hi)) if hi > lo => (lo, hi),
-        _ => vol
-            .range(0)
-            .map(|(a, b)| if b > a { (a, b) } else { (a, a + 1.0) })
-            .unwrap_or((0.0, 1.0)),
-    }
+/// The GPU-computed products of the field, as far as they have arrived.
+#[derive(Default)]
+pub struct Products {
+    pub warped_ready: bool,
+    /// CPU copy of the warped image (on the field's grid), for read-outs.
+    pub warped: Option<Volume>,
+    warped_rb: Option<Readback>,
+    pub jacobian_ready: bool,
+    pub jacobian: Option<Volume>,
+    pub jacobian_stats: Option<JacobianStats>,
+    jacobian_rb: Option<Readback>,
 }
 
 pub struct ViewerApp {
-    layers: Vec<Layer>,
-    plane: Plane,
-    convention: Convention,
-    /// Slice position (mm) for each plane, shared by all layers.
-    positions: HashMap<Plane, f64>,
-    zoom: f64,
-    pan_mm: [f64; 2],
-    /// Grid that frames the views (the first layer's, i.e. the fixed image).
-    frame: Grid,
-    status: String,
-    gpu_error: Option<String>,
+    pub(super) rs: egui_wgpu::RenderState,
+    compute: FieldCompute,
+    pub(super) limits: Limits,
+    pub fixed: Option<LoadedImage>,
+    pub moving: Option<LoadedImage>,
+    pub field: Option<LoadedField>,
+    pub ic: Option<LoadedImage>,
+    pub labels: Option<LoadedImage>,
+    /// Labels drawn in moving space (through the field) instead of fixed space.
+    pub labels_in_moving: bool,
+    pub products: Products,
+    pub nav: Navigation,
+    pub a: Slot,
+    pub b: Slot,
+    pub composite: Composite,
+    pub overlays: Overlays,
+    pub(super) flicker_shows_b: bool,
+    pub(super) flicker_since: f64,
+    pub messages: Vec<Message>,
+    pub status: String,
+    /// Set when fixed and moving do not overlap in world space: the gap (mm).
+    pub no_overlap_mm: Option<f64>,
+    pub(super) loader: Loader,
+    /// Fields waiting for the fixed image (they are resampled onto its grid).
+    deferred_fields: Vec<(PathBuf, Option<FieldKind>)>,
+    /// The kind chosen for the next field opened ("auto" = from the header).
+    pub field_kind: Option<FieldKind>,
+    pub(super) files: Files,
+    pub(super) screenshots: Screenshots,
+    pub(super) dragging_divider: bool,
+    /// Each plane's image rectangle this frame (screenshots of a view crop to it).
+    pub(super) view_rects: [Option<egui::Rect>; 3],
+    /// The view under the mouse (keys act on it).
+    pub(super) hovered_plane: Option<crate::render::Plane>,
 }
 
 impl ViewerApp {
-    /// Build the app and upload every layer to the shared wgpu device.
-    pub fn new(cc: &eframe::CreationContext<'_>, layers: Vec<Layer>) -> Result<Self, String> {
-        let first = layers
-            .first()
-            .ok_or("nothing to show: no image was loaded")?;
-        let frame = first.volume.grid.clone();
+    /// Build the app on eframe's wgpu device.
+    pub fn new(cc: &eframe::CreationContext<'_>, startup: Startup) -> Result<Self, String> {
         let rs = cc
             .wgpu_render_state
-            .as_ref()
+            .clone()
             .ok_or("the wgpu renderer is not available")?;
-        let mut textures = Vec::with_capacity(layers.len());
-        for layer in &layers {
-            textures.push(
-                VolumeTexture::upload(&rs.device, &rs.queue, &layer.volume, 0)
-                    .map_err(|e| format!("{}: {e}", layer.name))?,
-            );
-        }
-        let pipeline = SlicePipeline::new(&rs.device, rs.target_format);
-        rs.renderer
-            .write()
-            .callback_resources
-            .insert(SliceResources {
-                pipeline,
-                textures,
-                bindings: HashMap::new(),
-            });
+        Self::with_render_state(rs, startup)
+    }
+
+    pub fn with_render_state(rs: egui_wgpu::RenderState, startup: Startup) -> Result<Self, String> {
+        let scene = GpuScene::new(&rs.device, &rs.queue, rs.target_format);
+        rs.renderer.write().callback_resources.insert(scene);
+        let limits = Limits(rs.device.limits());
+        let compute = FieldCompute::new(&rs.device);
+        let placeholder = Grid::new([1, 1, 1], affine::IDENTITY);
         let mut app = Self {
-            layers,
-            plane: Plane::Axial,
-            convention: Convention::Radiological,
-            positions: HashMap::new(),
-            zoom: 1.0,
-            pan_mm: [0.0, 0.0],
-            frame,
+            rs,
+            compute,
+            limits,
+            fixed: None,
+            moving: None,
+            field: None,
+            ic: None,
+            labels: None,
+            labels_in_moving: startup.labels_in_moving,
+            products: Products::default(),
+            nav: Navigation::framing(&placeholder),
+            a: Slot::Fixed,
+            b: Slot::Moving,
+            composite: Composite::default(),
+            overlays: Overlays::default(),
+            flicker_shows_b: false,
+            flicker_since: 0.0,
+            messages: Vec::new(),
             status: String::new(),
-            gpu_error: None,
+            no_overlap_mm: None,
+            loader: Loader::default(),
+            deferred_fields: Vec::new(),
+            field_kind: startup.field_kind,
+            files: Files::load(startup.config_dir.clone()),
+            screenshots: Screenshots::default(),
+            dragging_divider: false,
+            view_rects: [None; 3],
+            hovered_plane: None,
         };
-        app.reset_view();
+        for (role, source) in startup.images {
+            match source {
+                Source::Path(p) => app.open(role, p),
+                Source::Volume { name, volume } => {
+                    if let Err(e) = app.accept_image(role, name, None, volume, None) {
+                        app.error(e);
+                    }
+                }
+            }
+        }
+        if let Some(dir) = startup.result {
+            app.loader.result_folder(dir);
+        }
         Ok(app)
     }
 
-    fn reset_view(&mut self) {
-        for plane in Plane::ALL {
-            let view = SliceView::centred(plane, &self.frame, self.convention);
-            self.positions.insert(plane, view.position_mm);
-        }
-        self.zoom = 1.0;
-        self.pan_mm = [0.0, 0.0];
+    pub fn error(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        self.status = text.clone();
+        self.messages.push(Message { text, error: true });
     }
 
-    fn view(&self) -> SliceView {
-        let mut v = SliceView::centred(self.plane, &self.frame, self.convention);
-        v.position_mm = self
-            .positions
-            .get(&self.plane)
-            .copied()
-            .unwrap_or(v.position_mm);
-        v.zoom = self.zoom;
-        v.pan_mm = self.pan_mm;
-        v
+    pub fn notice(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        self.status = text.clone();
+        self.messages.push(Message { text, error: false });
     }
 
-    fn step_slice(&mut self, steps: f64) {
-        let view = self.view();
-        let (lo, hi, step) = view.slice_range(&self.frame);
-        let p = (view.position_mm + steps * step).clamp(lo, hi);
-        self.positions.insert(self.plane, p);
+    /// A plane's image rectangle in the last frame (`None` when not shown).
+    pub fn view_rect(&self, plane: crate::render::Plane) -> Option<egui::Rect> {
+        self.view_rects[plane.index()]
     }
 
-    fn keyboard(&mut self, ctx: &egui::Context) {
-        ctx.input(|i| {
-            if i.key_pressed(egui::Key::A) {
-                self.plane = Plane::Axial;
-            }
-            if i.key_pressed(egui::Key::C) {
-                self.plane = Plane::Coronal;
-            }
-            if i.key_pressed(egui::Key::S) {
-                self.plane = Plane::Sagittal;
-            }
-        });
-        let (up, down, reset) = ctx.input(|i| {
-            (
-                i.key_pressed(egui::Key::PageUp) || i.key_pressed(egui::Key::ArrowUp),
-                i.key_pressed(egui::Key::PageDown) || i.key_pressed(egui::Key::ArrowDown),
-                i.key_pressed(egui::Key::R),
-            )
-        });
-        if up {
-            self.step_slice(1.0);
-        }
-        if down {
-            self.step_slice(-1.0);
-        }
-        if reset {
-            self.reset_view();
-        }
+    /// The device's largest 3-D texture edge (voxels).
+    pub fn max_texture_3d(&self) -> u32 {
+        self.limits.0.max_texture_dimension_3d
     }
 
-    fn top_bar(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal(|ui| {
-            ui.strong("Warpscope");
-            ui.separator();
-            for plane in Plane::ALL {
-                let key = plane.name()[..1].to_uppercase();
-                ui.selectable_value(&mut self.plane, plane, plane.name())
-                    .on_hover_text(format!("Show the {} plane ({key})", plane.name()));
-            }
-            ui.separator();
-            egui::ComboBox::from_id_salt("convention")
-                .selected_text(match self.convention {
-                    Convention::Radiological => "Radiological",
-                    Convention::Neurological => "Neurological",
-                })
-                .show_ui(ui, |ui| {
-                    ui.selectable_value(
-                        &mut self.convention,
-                        Convention::Radiological,
-                        "Radiological",
-                    )
-                    .on_hover_text("Patient's right on the screen's left");
-                    ui.selectable_value(
-                        &mut self.convention,
-                        Convention::Neurological,
-                        "Neurological",
-                    )
-                    .on_hover_text("Patient's right on the screen's right");
-                });
-            if ui
-                .button("Reset view")
-                .on_hover_text("Centre slices, zoom 1 (R)")
-                .clicked()
-            {
-                self.reset_view();
-            }
-        });
+    /// The recent-files list, newest first.
+    pub fn recent_files(&self) -> Vec<(Role, PathBuf)> {
+        self.files
+            .recent
+            .iter()
+            .map(|r| (r.role, r.path.clone()))
+            .collect()
     }
 
-    fn side_panel(&mut self, ui: &mut egui::Ui) {
-        let view = self.view();
-        let (lo, hi, step) = view.slice_range(&self.frame);
-        let mut pos = view.position_mm;
-        ui.label(format!("{} slice (mm)", self.plane.name()));
-        if ui
-            .add(
-                egui::Slider::new(&mut pos, lo..=hi)
-                    .step_by(step)
-                    .fixed_decimals(1),
-            )
-            .on_hover_text("Mouse wheel over a view, or Page Up / Page Down")
-            .changed()
-        {
-            self.positions.insert(self.plane, pos);
-        }
-        ui.separator();
-        for layer in &mut self.layers {
-            let g = &layer.volume.grid;
-            let sp = g.spacing_mm();
-            ui.strong(&layer.name);
-            ui.label(format!(
-                "{}×{}×{} · {:.2}×{:.2}×{:.2} mm · {}",
-                g.dims[0],
-                g.dims[1],
-                g.dims[2],
-                sp[0],
-                sp[1],
-                sp[2],
-                g.orientation()
-            ));
-            ui.horizontal(|ui| {
-                let speed = ((layer.window.1 - layer.window.0).abs() * 0.005).max(1e-6);
-                ui.label("window");
-                ui.add(egui::DragValue::new(&mut layer.window.0).speed(speed))
-                    .on_hover_text("Lowest value shown as black");
-                ui.add(egui::DragValue::new(&mut layer.window.1).speed(speed))
-                    .on_hover_text("Highest value shown as white");
-            });
-            ui.separator();
-        }
-        if let Some(e) = &self.gpu_error {
-            ui.colored_label(egui::Color32::RED, e);
-        }
+    pub fn errors(&self) -> Vec<&str> {
+        self.messages
+            .iter()
+            .filter(|m| m.error)
+            .map(|m| m.text.as_str())
+            .collect()
     }
 
-    fn views(&mut self, ui: &mut egui::Ui) {
-        let n = self.layers.len().max(1);
-        let avail = ui.available_rect_before_wrap();
-        let gap = 6.0;
-        let w = (avail.width() - gap * (n as f32 - 1.0)) / n as f32;
-        let caption_h = 18.0;
-        let mut hovered = None;
-        for i in 0..self.layers.len() {
-            let x0 = avail.left() + i as f32 * (w + gap);
-            let caption =
-                egui::Rect::from_min_size(egui::pos2(x0, avail.top()), egui::vec2(w, caption_h));
-            let rect = egui::Rect::from_min_max(
-                egui::pos2(x0, avail.top() + caption_h),
-                egui::pos2(x0 + w, avail.bottom()),
-            );
-            ui.painter().text(
-                caption.left_center(),
-                egui::Align2::LEFT_CENTER,
-                &self.layers[i].name,
-                egui::FontId::proportional(14.0),
-                ui.visuals().text_color(),
-            );
-            let response = ui.interact(
-                rect,
-                ui.scope_id().with(("slice", i)),
-                egui::Sense::click_and_drag(),
-            );
-            self.interact(ui, &response, i, rect);
-            let view = self.view();
-            let size = [rect.width() as f64, rect.height() as f64];
-            let layer = &self.layers[i];
-            match SliceUniform::new(&view, &layer.volume.grid, size, layer.window) {
-                Some(uniform) => paint_slice(
-                    ui,
-                    rect,
-                    SliceCallback {
-                        view: i,
-                        layer: i,
-                        uniform,
-                    },
-                ),
+    /// Open a file in a role (read on a worker thread; applied when it arrives).
+    pub fn open(&mut self, role: Role, path: PathBuf) {
+        self.files.remember(role, &path);
+        match role {
+            Role::Field => match &self.fixed {
+                Some(f) => self
+                    .loader
+                    .field(path, self.field_kind, f.display.grid.clone()),
                 None => {
-                    self.gpu_error = Some(format!("{}: singular voxel-to-world matrix", layer.name))
+                    self.notice(format!(
+                        "{}: waiting for the fixed image (a field lives on its grid)",
+                        display_name(&path)
+                    ));
+                    self.deferred_fields.push((path, self.field_kind));
+                }
+            },
+            _ => self.loader.image(role, path),
+        }
+    }
+
+    pub fn open_result_folder(&mut self, dir: PathBuf) {
+        self.loader.result_folder(dir);
+    }
+
+    /// Block until every pending load has arrived and been applied, fields
+    /// that waited for the fixed image included (tests, start-up scripts).
+    pub fn wait_for_loads(&mut self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.loader.wait_one(left) {
+                Some(job) => self.apply_job(job),
+                None => break,
+            }
+            self.start_deferred_fields();
+        }
+        self.wait_for_products();
+    }
+
+    /// Block until the field products have been read back.
+    pub fn wait_for_products(&mut self) {
+        if let Some(rb) = self.products.jacobian_rb.take() {
+            let r = rb.wait(&self.rs.device);
+            self.accept_jacobian(r);
+        }
+        if let Some(rb) = self.products.warped_rb.take() {
+            let r = rb.wait(&self.rs.device);
+            self.accept_warped(r);
+        }
+    }
+
+    pub(super) fn poll_jobs(&mut self) {
+        for job in self.loader.poll() {
+            self.apply_job(job);
+        }
+        self.start_deferred_fields();
+        if let Some(rb) = &self.products.jacobian_rb
+            && let Some(r) = rb.try_take(&self.rs.device)
+        {
+            self.products.jacobian_rb = None;
+            self.accept_jacobian(r);
+        }
+        if let Some(rb) = &self.products.warped_rb
+            && let Some(r) = rb.try_take(&self.rs.device)
+        {
+            self.products.warped_rb = None;
+            self.accept_warped(r);
+        }
+    }
+
+    pub fn busy(&self) -> bool {
+        self.loader.pending() > 0
+            || self.products.jacobian_rb.is_some()
+            || self.products.warped_rb.is_some()
+    }
+
+    fn apply_job(&mut self, job: super::data::Job) {
+        match job.result {
+            Err(e) => self.error(format!("could not open {}: {e}", job.label)),
+            Ok(Loaded::Image {
+                role,
+                path,
+                volume,
+                info,
+            }) => {
+                let name = display_name(&path);
+                if let Err(e) = self.accept_image(role, name, Some(path), volume, Some(&info)) {
+                    self.error(e);
                 }
             }
-            self.draw_orientation_labels(ui, rect, &view, size);
-            if let Some(pos) = response.hover_pos() {
-                hovered = Some((pos, rect));
+            Ok(Loaded::Field {
+                path,
+                kind,
+                mapping,
+                disp_vox,
+                notice,
+            }) => {
+                // The fixed image may have changed while the field was read.
+                let current = self.fixed.as_ref().map(|f| f.display.grid.clone());
+                if current.as_ref() != Some(&disp_vox.grid) {
+                    self.deferred_fields.push((path, Some(kind)));
+                    return;
+                }
+                let field = LoadedField {
+                    name: display_name(&path),
+                    path: Some(path),
+                    kind,
+                    disp_vox,
+                    mapping,
+                    notice,
+                };
+                if let Err(e) = self.accept_field(field) {
+                    self.error(e);
+                }
             }
-        }
-        if let Some((pos, rect)) = hovered {
-            self.status = self.cursor_readout(pos, rect);
+            Ok(Loaded::ResultFolder {
+                dir,
+                files,
+                missing,
+            }) => {
+                for m in missing {
+                    self.notice(format!("{}: not found: {m}", display_name(&dir)));
+                }
+                let mut kinds = Vec::new();
+                for (role, p) in files {
+                    if role == Role::Field {
+                        kinds.push(p);
+                    } else {
+                        self.open(role, p);
+                    }
+                }
+                for p in kinds {
+                    // The fixed image named in run.json is still loading: wait for it.
+                    let kind = self.field_kind;
+                    self.files.remember(Role::Field, &p);
+                    self.deferred_fields.push((p, kind));
+                }
+                self.start_deferred_fields();
+            }
         }
     }
 
-    fn interact(
-        &mut self,
-        ui: &egui::Ui,
-        response: &egui::Response,
-        layer: usize,
-        rect: egui::Rect,
-    ) {
-        if response.hovered() {
-            // One slice per wheel notch (or per trackpad event), like ITK-SNAP.
-            let steps: f64 = ui.input(|i| {
-                i.raw
-                    .events
-                    .iter()
-                    .map(|e| match e {
-                        egui::Event::MouseWheel { delta, .. } if delta.y != 0.0 => {
-                            f64::from(delta.y.signum())
-                        }
-                        _ => 0.0,
-                    })
-                    .sum()
-            });
-            if steps != 0.0 {
-                self.step_slice(steps);
-            }
-        }
-        let d = response.drag_delta();
-        if d == egui::Vec2::ZERO {
+    fn start_deferred_fields(&mut self) {
+        if self.deferred_fields.is_empty() {
             return;
         }
-        if response.dragged_by(egui::PointerButton::Primary) {
-            // Horizontal = window width, vertical = level, like ITK-SNAP.
-            let (lo, hi) = self.layers[layer].window;
-            let width = (hi - lo).max(1e-6);
-            let level = 0.5 * (lo + hi) - d.y * width * 0.005;
-            let width = (width * (1.0 + d.x * 0.005)).max(1e-6);
-            self.layers[layer].window = (level - 0.5 * width, level + 0.5 * width);
-        } else if response.dragged_by(egui::PointerButton::Secondary) {
-            self.zoom = (self.zoom * (-d.y as f64 * 0.01).exp()).clamp(0.1, 50.0);
-        } else if response.dragged_by(egui::PointerButton::Middle) {
-            let view = self.view();
-            let size = [rect.width() as f64, rect.height() as f64];
-            let a = view.world_at([0.0, 0.0], size);
-            let b = view.world_at([d.x as f64 / size[0], d.y as f64 / size[1]], size);
-            let (h, v) = self.plane.in_plane_axes();
-            self.pan_mm[0] -= b[h] - a[h];
-            self.pan_mm[1] -= b[v] - a[v];
-        }
-    }
-
-    /// Anatomical direction letters at the edges of a view.
-    fn draw_orientation_labels(
-        &self,
-        ui: &egui::Ui,
-        rect: egui::Rect,
-        view: &SliceView,
-        size: [f64; 2],
-    ) {
-        let dir = |from: [f64; 2], to: [f64; 2]| {
-            let a = view.world_at(from, size);
-            let b = view.world_at(to, size);
-            let d = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
-            let axis = (0..3)
-                .max_by(|&i, &j| d[i].abs().total_cmp(&d[j].abs()))
-                .unwrap_or(0);
-            let (pos, neg) = [("R", "L"), ("A", "P"), ("S", "I")][axis];
-            if d[axis] > 0.0 { pos } else { neg }
-        };
-        let color = egui::Color32::from_rgb(255, 200, 80);
-        let font = egui::FontId::proportional(13.0);
-        let p = ui.painter_at(rect);
-        p.text(
-            rect.left_center() + egui::vec2(4.0, 0.0),
-            egui::Align2::LEFT_CENTER,
-            dir([0.5, 0.5], [0.0, 0.5]),
-            font.clone(),
-            color,
-        );
-        p.text(
-            rect.right_center() - egui::vec2(4.0, 0.0),
-            egui::Align2::RIGHT_CENTER,
-            dir([0.5, 0.5], [1.0, 0.5]),
-            font.clone(),
-            color,
-        );
-        p.text(
-            rect.center_top() + egui::vec2(0.0, 4.0),
-            egui::Align2::CENTER_TOP,
-            dir([0.5, 0.5], [0.5, 0.0]),
-            font.clone(),
-            color,
-        );
-        p.text(
-            rect.center_bottom() - egui::vec2(0.0, 4.0),
-            egui::Align2::CENTER_BOTTOM,
-            dir([0.5, 0.5], [0.5, 1.0]),
-            font,
-            color,
-        );
-    }
-
-    /// World RAS mm under the cursor, and each layer's voxel index and value there.
-    fn cursor_readout(&self, pos: egui::Pos2, rect: egui::Rect) -> String {
-        let view = self.view();
-        let size = [rect.width() as f64, rect.height() as f64];
-        let uv = [
-            ((pos.x - rect.left()) / rect.width()) as f64,
-            ((pos.y - rect.top()) / rect.height()) as f64,
-        ];
-        let w = view.world_at(uv, size);
-        let mut s = format!("RAS {:.1}, {:.1}, {:.1} mm", w[0], w[1], w[2]);
-        for layer in &self.layers {
-            let g = &layer.volume.grid;
-            if let Some(ijk) = g.world_to_voxel(w) {
-                let r = ijk.map(|v| (v + 0.5).floor());
-                let inside = (0..3).all(|a| r[a] >= 0.0 && r[a] < g.dims[a] as f64);
-                if inside {
-                    let value = Sampler {
-                        dims: g.dims,
-                        border: Border::Constant(0.0),
-                    }
-                    .nearest(layer.volume.channel(0), ijk);
-                    s += &format!(
-                        "   {}: [{}, {}, {}] = {:.4}",
-                        layer.name, r[0], r[1], r[2], value
-                    );
-                }
+        if let Some(f) = &self.fixed
+            && !self.loader.pending_role(Role::Fixed)
+        {
+            let grid = f.display.grid.clone();
+            for (p, k) in std::mem::take(&mut self.deferred_fields) {
+                self.loader.field(p, k, grid.clone());
             }
         }
-        s
+    }
+
+    fn scene<R>(&self, f: impl FnOnce(&mut GpuScene) -> R) -> Option<R> {
+        let mut r = self.rs.renderer.write();
+        r.callback_resources.get_mut::<GpuScene>().map(f)
+    }
+
+    fn upload(&self, img: &LoadedImage) -> Result<GpuVolume, String> {
+        GpuVolume::scalar(
+            &self.rs.device,
+            &self.rs.queue,
+            &img.name,
+            img.display.grid.dims,
+            &img.display.data,
+        )
+    }
+
+    /// Take a loaded volume into a role: checked, fitted, uploaded; the
+    /// previous one is replaced only if all of that succeeds.
+    pub fn accept_image(
+        &mut self,
+        role: Role,
+        name: String,
+        path: Option<PathBuf>,
+        volume: Volume,
+        info: Option<&crate::volume::nifti::NiftiInfo>,
+    ) -> Result<(), String> {
+        if role == Role::Field {
+            return Err("a field is read through Loader::field".into());
+        }
+        let labels = role == Role::Labels;
+        let preset = match role {
+            Role::Labels | Role::IcWeights => WindowPreset::MinMax,
+            _ => WindowPreset::MriBrain,
+        };
+        let img = LoadedImage::new(name, path, volume, info, &self.limits, labels, preset)?;
+        let texture = self.upload(&img)?;
+        if let Some(n) = &img.notice {
+            self.notice(n.clone());
+        }
+        let name = img.name.clone();
+        match role {
+            Role::Fixed => {
+                let grid_changed = self
+                    .fixed
+                    .as_ref()
+                    .is_none_or(|f| f.display.grid != img.display.grid);
+                self.nav.reframe(&img.display.grid);
+                self.fixed = Some(img);
+                self.scene(|s| s.set_image(Slot::Fixed, Some(texture)));
+                if grid_changed && let Some(f) = self.field.take() {
+                    // The field lives on the fixed grid: read it again onto the new one.
+                    self.clear_field_products();
+                    match f.path {
+                        Some(p) => self.deferred_fields.push((p, Some(f.kind))),
+                        None => self.notice(
+                            "the field was closed: it belonged to the previous fixed image",
+                        ),
+                    }
+                }
+            }
+            Role::Moving => {
+                self.moving = Some(img);
+                self.scene(|s| s.set_image(Slot::Moving, Some(texture)));
+                self.recompute_warped();
+            }
+            Role::IcWeights => {
+                self.ic = Some(img);
+                self.overlays.ic.on = true;
+                self.scene(|s| s.set_map(Map::IcWeights, Some(texture)));
+            }
+            Role::Labels => {
+                // Labels on the moving grid (and not the fixed one) are drawn through the field.
+                let on = |other: &Option<LoadedImage>| {
+                    other.as_ref().is_some_and(|o| {
+                        o.volume.grid.dims == img.volume.grid.dims
+                            && same_affine(&o.volume.grid.affine, &img.volume.grid.affine)
+                    })
+                };
+                match (on(&self.fixed), on(&self.moving)) {
+                    (false, true) => self.labels_in_moving = true,
+                    (true, false) => self.labels_in_moving = false,
+                    _ => {}
+                }
+                self.labels = Some(img);
+                self.overlays.labels.on = true;
+                self.scene(|s| s.set_map(Map::Labels, Some(texture)));
+            }
+            Role::Field => {}
+        }
+        self.check_overlap();
+        self.status = format!("opened {} as the {}", name, role.name());
+        Ok(())
+    }
+
+    fn check_overlap(&mut self) {
+        self.no_overlap_mm = match (&self.fixed, &self.moving) {
+            (Some(f), Some(m)) => world_gap_mm(&f.volume.grid, &m.volume.grid),
+            _ => None,
+        };
+    }
+
+    fn clear_field_products(&mut self) {
+        self.products = Products::default();
+        self.scene(|s| {
+            s.set_map(Map::Field, None);
+            s.set_map(Map::Jacobian, None);
+            s.set_image(Slot::Warped, None);
+        });
+    }
+
+    /// Take a field (already on the fixed display grid): upload, then det J
+    /// and the warped image on the GPU.
+    pub fn accept_field(&mut self, field: LoadedField) -> Result<(), String> {
+        let g = &field.disp_vox.grid;
+        let texture = GpuVolume::field(
+            &self.rs.device,
+            &self.rs.queue,
+            &field.name,
+            g.dims,
+            &field.disp_vox.data,
+        )?;
+        let jac = self
+            .compute
+            .jacobian(&self.rs.device, &self.rs.queue, &texture)?;
+        let rb = Readback::start(&self.rs.device, &self.rs.queue, &jac)?;
+        if let Some(n) = &field.notice {
+            self.notice(format!("{}: {n}", field.name));
+        }
+        self.status = format!("opened {} as the field ({})", field.name, field.kind.name());
+        self.products = Products::default();
+        self.products.jacobian_rb = Some(rb);
+        self.products.jacobian_ready = true;
+        self.scene(|s| {
+            s.set_map(Map::Field, Some(texture));
+            s.set_map(Map::Jacobian, Some(jac));
+        });
+        self.field = Some(field);
+        self.recompute_warped();
+        if self.products.warped_ready {
+            self.b = Slot::Warped;
+        }
+        Ok(())
+    }
+
+    /// Warp the moving image through the field on the GPU (when both exist).
+    fn recompute_warped(&mut self) {
+        let (Some(field), Some(moving)) = (&self.field, &self.moving) else {
+            return;
+        };
+        let fixed_grid = field.disp_vox.grid.clone();
+        let moving_grid = moving.display.grid.clone();
+        let Some(inv) = affine::inverse(&moving_grid.affine) else {
+            self.error("the moving image's world matrix is singular");
+            return;
+        };
+        let m = affine::mul(&inv, &fixed_grid.affine);
+        let device = self.rs.device.clone();
+        let queue = self.rs.queue.clone();
+        let result = self.scene(|s| -> Result<GpuVolume, String> {
+            let (Some(mv), Some(f)) = (s.image(Slot::Moving), s.map(Map::Field)) else {
+                return Err("the moving image or the field is not on the GPU".into());
+            };
+            self.compute.warp(&device, &queue, mv, f, &m)
+        });
+        match result {
+            Some(Ok(warped)) => match Readback::start(&device, &queue, &warped) {
+                Ok(rb) => {
+                    self.products.warped_rb = Some(rb);
+                    self.products.warped = None;
+                    self.products.warped_ready = true;
+                    self.scene(|s| s.set_image(Slot::Warped, Some(warped)));
+                }
+                Err(e) => self.error(e),
+            },
+            Some(Err(e)) => self.error(e),
+            None => {}
+        }
+    }
+
+    fn accept_jacobian(&mut self, r: Result<Vec<f32>, String>) {
+        let grid = self.field.as_ref().map(|f| f.disp_vox.grid.clone());
+        match (r, grid) {
+            (Ok(values), Some(grid)) => {
+                let stats = JacobianStats::from_values(&values);
+                if stats.folds > 0 {
+                    self.notice(format!(
+                        "det J ≤ 0 at {} voxels ({:.3} %): the field folds",
+                        stats.folds,
+                        stats.fold_percent()
+                    ));
+                }
+                self.products.jacobian_stats = Some(stats);
+                self.products.jacobian = Volume::from_data(grid, 1, values).ok();
+            }
+            (Err(e), _) => self.error(e),
+            (Ok(_), None) => {}
+        }
+    }
+
+    fn accept_warped(&mut self, r: Result<Vec<f32>, String>) {
+        let grid = self.field.as_ref().map(|f| f.disp_vox.grid.clone());
+        match (r, grid) {
+            (Ok(values), Some(grid)) => {
+                self.products.warped = Volume::from_data(grid, 1, values).ok()
+            }
+            (Err(e), _) => self.error(e),
+            (Ok(_), None) => {}
+        }
+    }
+
+    /// Show another channel of a multi-channel image.
+    pub fn select_channel(&mut self, role: Role, c: usize) {
+        let limits = self.limits.clone();
+        let labels = role == Role::Labels;
+        let Some(img) = slot_mut(self, role) else {
+            return;
+        };
+        let previous = img.channel;
+        if let Err(e) = img.select_channel(c, &limits, labels) {
+            self.error(e);
+            return;
+        }
+        let result = match slot_ref(self, role) {
+            Some(img) => self.upload(img),
+            None => return,
+        };
+        match result {
+            Ok(t) => {
+                self.scene(|s| match role {
+                    Role::Fixed => s.set_image(Slot::Fixed, Some(t)),
+                    Role::Moving => s.set_image(Slot::Moving, Some(t)),
+                    Role::IcWeights => s.set_map(Map::IcWeights, Some(t)),
+                    _ => s.set_map(Map::Labels, Some(t)),
+                });
+                if role == Role::Moving {
+                    self.recompute_warped();
+                }
+            }
+            Err(e) => {
+                if let Some(img) = slot_mut(self, role) {
+                    let _ = img.select_channel(previous, &limits, labels);
+                }
+                self.error(e);
+            }
+        }
+    }
+
+    /// The image in a slot, its grid and style (warped: the field's grid, the moving style).
+    pub fn slot_image(&self, slot: Slot) -> Option<(&Grid, ImageStyle)> {
+        match slot {
+            Slot::Fixed => self.fixed.as_ref().map(|i| (&i.display.grid, i.style)),
+            Slot::Moving => self.moving.as_ref().map(|i| (&i.display.grid, i.style)),
+            Slot::Warped => match (&self.field, &self.moving) {
+                (Some(f), Some(m)) if self.products.warped_ready => {
+                    Some((&f.disp_vox.grid, m.style))
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// Which textures and grids the views draw this frame.
+    pub fn present(&self) -> Present<'_> {
+        Present {
+            a: self.slot_image(self.a),
+            b: self.slot_image(self.b),
+            field: self.field.as_ref().map(|f| &f.disp_vox.grid),
+            jacobian: self.products.jacobian_ready,
+            ic: self.ic.as_ref().map(|i| (&i.display.grid, i.style.window)),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| (&l.display.grid, self.labels_in_moving)),
+            flicker_shows_b: self.flicker_shows_b,
+        }
+    }
+
+    /// Mode, windows, overlays and cursor as JSON (screenshots record it).
+    pub fn describe(&self) -> serde_json::Value {
+        let img = |i: &Option<LoadedImage>| {
+            i.as_ref().map(|i| {
+                serde_json::json!({
+                    "name": i.name,
+                    "path": i.path.as_ref().map(|p| p.display().to_string()),
+                    "channel": i.channel,
+                    "window": [i.style.window.0, i.style.window.1],
+                    "colormap": i.style.colormap.name(),
+                })
+            })
+        };
+        serde_json::json!({
+            "software": format!("warpscope {}", env!("CARGO_PKG_VERSION")),
+            "a": self.a.name(),
+            "b": if self.composite.mode.uses_b() { Some(self.b.name()) } else { None },
+            "composite": self.composite,
+            "overlays": self.overlays,
+            "navigation": self.nav,
+            "fixed": img(&self.fixed),
+            "moving": img(&self.moving),
+            "field": self.field.as_ref().map(|f| serde_json::json!({
+                "name": f.name,
+                "path": f.path.as_ref().map(|p| p.display().to_string()),
+                "kind": f.kind.name(),
+            })),
+            "ic_weights": img(&self.ic),
+            "labels": img(&self.labels),
+        })
     }
 }
 
-impl eframe::App for ViewerApp {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        self.keyboard(ui.ctx());
-        egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
-        egui::Panel::bottom("status").show(ui, |ui| {
-            ui.label(if self.status.is_empty() {
-                "Move the mouse over a view to read coordinates and values"
-            } else {
-                &self.status
-            });
-        });
-        egui::Panel::left("side")
-            .default_size(230.0)
-            .show(ui, |ui| self.side_panel(ui));
-        egui::CentralPanel::default().show(ui, |ui| self.views(ui));
+fn slot_ref(app: &ViewerApp, role: Role) -> Option<&LoadedImage> {
+    match role {
+        Role::Fixed => app.fixed.as_ref(),
+        Role::Moving => app.moving.as_ref(),
+        Role::IcWeights => app.ic.as_ref(),
+        Role::Labels => app.labels.as_ref(),
+        Role::Field => None,
+    }
+}
+
+fn slot_mut(app: &mut ViewerApp, role: Role) -> Option<&mut LoadedImage> {
+    match role {
+        Role::Fixed => app.fixed.as_mut(),
+        Role::Moving => app.moving.as_mut(),
+        Role::IcWeights => app.ic.as_mut(),
+        Role::Labels => app.labels.as_mut(),
+        Role::Field => None,
     }
 }

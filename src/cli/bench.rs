@@ -29,6 +29,19 @@ pub struct BenchArgs {
     /// Write the figures as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Time the viewer instead: frames per second drawing the three views
+    /// of a synthetic SIZE³ pair with overlays, offscreen on the GPU.
+    #[arg(long)]
+    pub viewer: bool,
+    /// Viewer benchmark: volume edge in voxels.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// Viewer benchmark: frames timed per configuration.
+    #[arg(long, default_value_t = 60)]
+    pub frames: usize,
+    /// Viewer benchmark: target size in pixels (width height).
+    #[arg(long, num_args = 2, default_values_t = [1600, 1000])]
+    pub window: Vec<u32>,
 }
 
 /// Peak resident memory of this process in MiB (Linux), and a way to reset it.
@@ -45,6 +58,9 @@ fn reset_peak_rss() {
 }
 
 pub fn run(a: &BenchArgs) -> CliResult {
+    if a.viewer {
+        return super::bench_view::run(a);
+    }
     let pairs = if a.pair.is_empty() {
         vec![PathBuf::from("../shared/data/pairs/brain2mm_syn")]
     } else {

@@ -19,7 +19,7 @@ use super::CliResult;
 use crate::landmarks::formats::{IndexBase, Side, read_set};
 use crate::metrics::protocol::{Pair, evaluate};
 use crate::metrics::{FieldKind, Mapping, jacobian, lesions, opt, overlap, similarity, tre};
-use crate::volume::nifti::{self, ChannelLayout, INTENT_VECTOR, ReadOptions, WriteOptions};
+use crate::volume::nifti::{self, ChannelLayout, ReadOptions, WriteOptions};
 use crate::volume::resample::{Border, Interp, resample};
 use crate::volume::{Volume, same_affine};
 
@@ -116,22 +116,7 @@ fn load_mapping(
     kind: Option<FieldKind>,
     fixed: &crate::volume::Grid,
 ) -> Result<Mapping, Box<dyn std::error::Error>> {
-    let (field, info) = nifti::read_file(path, ReadOptions::default())?;
-    let kind = match kind {
-        Some(k) => k,
-        None if info.intent_code == INTENT_VECTOR && info.dims.len() == 5 => FieldKind::AntsLpsMm,
-        None if info.description.starts_with("warpscope:mapped") => FieldKind::Mapped,
-        None if info.description.starts_with("warpscope:field_vox") => FieldKind::DispVox,
-        None => {
-            return Err(format!(
-                "{}: cannot tell how to read this field; pass --field-kind mapped|disp-ras|disp-vox|ants",
-                path.display()
-            )
-            .into());
-        }
-    };
-    let (m, notice) =
-        Mapping::from_field(&field, kind, fixed).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (m, _, notice) = Mapping::load(path, kind, fixed)?;
     if let Some(n) = notice {
         eprintln!("notice: {}: {n}", path.display());
     }

@@ -1,6 +1,7 @@
 //! Command line: no subcommand opens the GUI; `info` and `convert` work headless.
 
 mod bench;
+mod bench_view;
 mod convert;
 mod eval;
 mod info;
@@ -10,8 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::Layer;
-use crate::volume::nifti::{self, ReadOptions};
+use crate::app::{Role, Source, Startup};
 
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -28,8 +28,32 @@ pub struct Args {
     #[arg(long)]
     pub fixed: Option<PathBuf>,
     /// Moving image to open beside the fixed one.
-    #[arg(long, requires = "fixed")]
+    #[arg(long)]
     pub moving: Option<PathBuf>,
+    /// Displacement field to show (warped image, grid, det J): `field_vox.nii.gz`
+    /// of `warpscope register`, an ANTs/ITK warp, or any kind named by --field-kind.
+    #[arg(long)]
+    pub field: Option<PathBuf>,
+    /// How to read --field: mapped, disp-ras, disp-vox or ants (default: from its header).
+    #[arg(long, value_parser = parse_field_kind)]
+    pub field_kind: Option<crate::metrics::FieldKind>,
+    /// A `warpscope register --out` folder: its inputs, field and IC weights.
+    #[arg(long)]
+    pub result: Option<PathBuf>,
+    /// A label map to outline.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// The labels belong to the moving image (drawn through the field).
+    #[arg(long)]
+    pub labels_moving: bool,
+    /// Inverse-consistency weights (or any [0, 1] map) to show as a heat overlay.
+    #[arg(long)]
+    pub ic_weights: Option<PathBuf>,
+}
+
+fn parse_field_kind(s: &str) -> Result<crate::metrics::FieldKind, String> {
+    crate::metrics::FieldKind::parse(s)
+        .ok_or_else(|| format!("unknown field kind '{s}' (mapped, disp-ras, disp-vox, ants)"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,35 +77,49 @@ pub fn run(args: Args) -> CliResult {
         Some(Command::Eval(a)) => eval::run(&a),
         Some(Command::Register(a)) => register::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
-        None => gui(args.fixed, args.moving),
+        None => gui(args),
     }
 }
 
-fn gui(fixed: Option<PathBuf>, moving: Option<PathBuf>) -> CliResult {
-    let layers = match fixed {
-        None => vec![
-            Layer::new("fixed (demo)", crate::demo::fixed()?.0),
-            Layer::new("moving (demo)", crate::demo::moving()?.0),
-        ],
-        Some(f) => {
-            let mut layers = vec![Layer::new(
-                format!("fixed: {}", file_name(&f)),
-                nifti::read_file(&f, ReadOptions::default())?.0,
-            )];
-            if let Some(m) = moving {
-                layers.push(Layer::new(
-                    format!("moving: {}", file_name(&m)),
-                    nifti::read_file(&m, ReadOptions::default())?.0,
-                ));
-            }
-            layers
-        }
+fn gui(args: Args) -> CliResult {
+    let mut startup = Startup {
+        field_kind: args.field_kind,
+        labels_in_moving: args.labels_moving,
+        result: args.result.clone(),
+        config_dir: crate::app::config_dir(),
+        ..Default::default()
     };
-    crate::app::run(layers).map_err(Into::into)
-}
-
-fn file_name(p: &std::path::Path) -> String {
-    p.file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string())
+    let opened_any = args.fixed.is_some() || args.moving.is_some() || args.result.is_some();
+    if !opened_any {
+        // The embedded demo pair; read here so that a damaged build fails loudly.
+        startup.images.push((
+            Role::Fixed,
+            Source::Volume {
+                name: "fixed (demo)".into(),
+                volume: crate::demo::fixed()?.0,
+            },
+        ));
+        startup.images.push((
+            Role::Moving,
+            Source::Volume {
+                name: "moving (demo)".into(),
+                volume: crate::demo::moving()?.0,
+            },
+        ));
+    }
+    for (role, path) in [
+        (Role::Fixed, args.fixed),
+        (Role::Moving, args.moving),
+        (Role::Field, args.field),
+        (Role::Labels, args.labels),
+        (Role::IcWeights, args.ic_weights),
+    ] {
+        if let Some(p) = path {
+            if !p.exists() {
+                return Err(format!("{}: no such file", p.display()).into());
+            }
+            startup.images.push((role, Source::Path(p)));
+        }
+    }
+    crate::app::run(startup).map_err(Into::into)
 }

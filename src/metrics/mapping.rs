@@ -2,8 +2,11 @@
 //! the world RAS mm point of the moving image it corresponds to (the format
 //! `../shared/bench/evaluate.py` reads). Every field convention reduces to it.
 
+use std::path::Path;
+
 use crate::parallel;
 use crate::volume::affine::{self, Mat4};
+use crate::volume::nifti::{self, INTENT_VECTOR, NiftiInfo, ReadOptions};
 use crate::volume::resample::{Border, Interp, Sampler, resample};
 use crate::volume::{Grid, Volume, VolumeError, VolumeErrorKind, same_affine};
 
@@ -22,6 +25,30 @@ pub enum FieldKind {
 }
 
 impl FieldKind {
+    /// The kind a file's header declares: an ANTs/ITK 5-D vector image, or
+    /// Warpscope's own `descrip` tags; `None` when the header does not say.
+    pub fn detect(info: &NiftiInfo) -> Option<Self> {
+        if info.intent_code == INTENT_VECTOR && info.dims.len() == 5 {
+            Some(Self::AntsLpsMm)
+        } else if info.description.starts_with("warpscope:mapped") {
+            Some(Self::Mapped)
+        } else if info.description.starts_with("warpscope:field_vox") {
+            Some(Self::DispVox)
+        } else {
+            None
+        }
+    }
+
+    /// The name `parse` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mapped => "mapped",
+            Self::DispRasMm => "disp-ras",
+            Self::DispVox => "disp-vox",
+            Self::AntsLpsMm => "ants",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "mapped" => Some(Self::Mapped),
@@ -145,6 +172,57 @@ impl Mapping {
             },
             Some(notice),
         ))
+    }
+
+    /// Read a field file as a mapping on `fixed` (kind from `kind`, else from
+    /// the header). Returns the kind used and a notice when the field was
+    /// resampled onto `fixed`.
+    pub fn load(
+        path: &Path,
+        kind: Option<FieldKind>,
+        fixed: &Grid,
+    ) -> Result<(Self, FieldKind, Option<String>), String> {
+        let (field, info) =
+            nifti::read_file(path, ReadOptions::default()).map_err(|e| e.to_string())?;
+        let kind = kind.or_else(|| FieldKind::detect(&info)).ok_or_else(|| {
+            format!(
+                "{}: cannot tell how to read this field (its header names no convention); \
+                 give its kind (mapped, disp-ras, disp-vox or ants: `--field-kind` on the command line)",
+                path.display()
+            )
+        })?;
+        let (m, notice) = Self::from_field(&field, kind, fixed)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok((m, kind, notice))
+    }
+
+    /// The displacement u in voxels of the mapping's own grid, components
+    /// (i, j, k): mapped point = A·(p + u(p)) (the engine's `field_vox`).
+    pub fn displacement_vox(&self) -> Result<Volume, VolumeError> {
+        let g = self.grid();
+        let inv = affine::inverse(&g.affine).ok_or_else(|| {
+            VolumeError::new(
+                "",
+                VolumeErrorKind::SingularMatrix {
+                    which: "fixed affine",
+                },
+            )
+        })?;
+        let n = g.voxels();
+        let c = &self.coords.data;
+        let mut data = vec![0f32; 3 * n];
+        for i in 0..n {
+            let p = crate::volume::voxel_of(i, g.dims);
+            let q = affine::apply(&inv, [c[i] as f64, c[n + i] as f64, c[2 * n + i] as f64]);
+            for a in 0..3 {
+                data[a * n + i] = (q[a] - p[a]) as f32;
+            }
+        }
+        Ok(Volume {
+            grid: g.clone(),
+            channels: 3,
+            data,
+        })
     }
 
     /// Mapped point at a fractional fixed voxel (trilinear; clamped at the edges).

@@ -13,7 +13,7 @@
 use crate::volume::Grid;
 use crate::volume::affine::{self, Mat4};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Plane {
     Sagittal,
     Coronal,
@@ -41,6 +41,15 @@ impl Plane {
         }
     }
 
+    /// 0, 1, 2 for axial, coronal, sagittal (the order of `ALL`).
+    pub fn index(self) -> usize {
+        match self {
+            Plane::Axial => 0,
+            Plane::Coronal => 1,
+            Plane::Sagittal => 2,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Plane::Sagittal => "sagittal",
@@ -50,7 +59,7 @@ impl Plane {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Convention {
     /// Patient's right on the screen's left (radiology reading rooms, ITK-SNAP default).
     #[default]
@@ -162,6 +171,16 @@ impl SliceView {
         affine::apply(&self.uv_to_world(size_px), [uv[0], uv[1], 0.0])
     }
 
+    /// View coordinates (u, v) of a world point projected onto the view plane.
+    pub fn uv_of(&self, world: [f64; 3], size_px: [f64; 2]) -> [f64; 2] {
+        let m = self.uv_to_world(size_px);
+        let (h, v) = self.plane.in_plane_axes();
+        [
+            (world[h] - m[h][3]) / m[h][0],
+            (world[v] - m[v][3]) / m[v][1],
+        ]
+    }
+
     /// Range of slice positions (mm) along the normal, and a natural step:
     /// the grid's finest spacing.
     pub fn slice_range(&self, grid: &Grid) -> (f64, f64, f64) {
@@ -209,6 +228,9 @@ mod tests {
         assert!((top_left[0] - 9.5).abs() < 1e-9 && (bottom_right[0] + 0.5).abs() < 1e-9);
         assert!((top_left[1] - 19.5).abs() < 1e-9 && (bottom_right[1] + 0.5).abs() < 1e-9);
         assert!((top_left[2] - 2.0).abs() < 1e-9, "centre slice");
+        let uv = view.uv_of([3.0, 7.0, 2.0], size);
+        let back = view.world_at(uv, size);
+        assert!((back[0] - 3.0).abs() < 1e-9 && (back[1] - 7.0).abs() < 1e-9);
         let neuro = SliceView {
             convention: Convention::Neurological,
             ..view

@@ -36,6 +36,80 @@ pub const CT_WINDOWS: [CtWindow; 3] = [
     },
 ];
 
+/// Display window presets, as offered by ITK-SNAP and 3D Slicer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum WindowPreset {
+    /// The full range of the data.
+    MinMax,
+    /// MRI (arbitrary units): 0.5–99.5 percentiles of the non-zero voxels.
+    MriBrain,
+    /// CT brain W80/L40 HU.
+    CtBrain,
+    /// CT bone W1000/L400 HU (methods.md §5).
+    CtBone,
+    /// CT lung W1400/L−500 HU (methods.md §5).
+    CtLung,
+    /// CT abdomen W400/L40 HU (methods.md §5).
+    CtAbdomen,
+    /// PET standardised uptake value 0–5.
+    PetSuv,
+}
+
+impl WindowPreset {
+    pub const ALL: [WindowPreset; 7] = [
+        WindowPreset::MinMax,
+        WindowPreset::MriBrain,
+        WindowPreset::CtBrain,
+        WindowPreset::CtBone,
+        WindowPreset::CtLung,
+        WindowPreset::CtAbdomen,
+        WindowPreset::PetSuv,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WindowPreset::MinMax => "full range",
+            WindowPreset::MriBrain => "MRI brain (0.5–99.5 %)",
+            WindowPreset::CtBrain => "CT brain (W80 L40)",
+            WindowPreset::CtBone => "CT bone (W1000 L400)",
+            WindowPreset::CtLung => "CT lung (W1400 L−500)",
+            WindowPreset::CtAbdomen => "CT abdomen (W400 L40)",
+            WindowPreset::PetSuv => "PET SUV (0–5)",
+        }
+    }
+
+    fn ct(width: f32, level: f32) -> (f32, f32) {
+        (level - 0.5 * width, level + 0.5 * width)
+    }
+
+    /// The window (low, high) for samples `values`.
+    pub fn window(self, values: &[f32]) -> (f32, f32) {
+        match self {
+            WindowPreset::MinMax => match super::range_of(values) {
+                Some((lo, hi)) if hi > lo => (lo, hi),
+                Some((lo, _)) => (lo, lo + 1.0),
+                None => (0.0, 1.0),
+            },
+            WindowPreset::MriBrain => {
+                let mut v: Vec<f32> = values
+                    .iter()
+                    .copied()
+                    .filter(|x| x.is_finite() && *x != 0.0)
+                    .collect();
+                match (percentile(&mut v, 0.5), percentile(&mut v, 99.5)) {
+                    (Some(lo), Some(hi)) if hi > lo => (lo, hi),
+                    _ => WindowPreset::MinMax.window(values),
+                }
+            }
+            WindowPreset::CtBrain => Self::ct(80.0, 40.0),
+            WindowPreset::CtBone => Self::ct(CT_WINDOWS[2].width, CT_WINDOWS[2].level),
+            WindowPreset::CtLung => Self::ct(CT_WINDOWS[1].width, CT_WINDOWS[1].level),
+            WindowPreset::CtAbdomen => Self::ct(CT_WINDOWS[0].width, CT_WINDOWS[0].level),
+            WindowPreset::PetSuv => (0.0, 5.0),
+        }
+    }
+}
+
 /// Turn a one-channel CT (HU) into three windowed channels in [0, 1].
 pub fn ct_windows(ct: &Volume) -> Result<Volume, VolumeError> {
     if ct.channels != 1 {

@@ -1,0 +1,47 @@
+//! The egui-wgpu paint callback that draws one slice view with `GpuScene`
+//! (kept in egui-wgpu's callback resources for the app's lifetime).
+
+use eframe::egui;
+use eframe::egui_wgpu;
+
+use crate::render::{CompositeUniform, GpuScene, Slot};
+
+pub struct ViewCallback {
+    pub id: u64,
+    pub a: Slot,
+    pub b: Slot,
+    pub uniform: CompositeUniform,
+}
+
+impl egui_wgpu::CallbackTrait for ViewCallback {
+    fn prepare(
+        &self,
+        device: &eframe::wgpu::Device,
+        queue: &eframe::wgpu::Queue,
+        _screen: &egui_wgpu::ScreenDescriptor,
+        _encoder: &mut eframe::wgpu::CommandEncoder,
+        resources: &mut egui_wgpu::CallbackResources,
+    ) -> Vec<eframe::wgpu::CommandBuffer> {
+        if let Some(scene) = resources.get_mut::<GpuScene>() {
+            scene.prepare(device, queue, self.id, self.a, self.b, &self.uniform);
+        }
+        Vec::new()
+    }
+
+    fn paint(
+        &self,
+        _info: egui::PaintCallbackInfo,
+        pass: &mut eframe::wgpu::RenderPass<'static>,
+        resources: &egui_wgpu::CallbackResources,
+    ) {
+        if let Some(scene) = resources.get::<GpuScene>() {
+            scene.draw(pass, self.id);
+        }
+    }
+}
+
+/// Queue the drawing of a view into `rect`.
+pub fn paint(ui: &egui::Ui, rect: egui::Rect, callback: ViewCallback) {
+    ui.painter()
+        .add(egui_wgpu::Callback::new_paint_callback(rect, callback));
+}

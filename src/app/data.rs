@@ -1,0 +1,432 @@
+//! What the viewer has loaded, and loading it off the UI thread. A load
+//! either succeeds whole or returns a message; the caller swaps the result
+//! in only on success, so a bad file never loses the current state.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use crate::metrics::{FieldKind, Mapping};
+use crate::render::texture::fit_for_display;
+use crate::render::{ColorMap, ImageStyle};
+use crate::volume::intensity::WindowPreset;
+use crate::volume::nifti::{self, NiftiInfo, ReadOptions};
+use crate::volume::{Grid, Volume};
+
+/// What a file is opened as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    Fixed,
+    Moving,
+    /// A displacement or mapped-coordinate field (needs the fixed image).
+    Field,
+    /// Inverse-consistency weights (or any [0, 1] map) to show as a heat overlay.
+    IcWeights,
+    /// A label map, drawn as outlines.
+    Labels,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Fixed,
+        Role::Moving,
+        Role::Field,
+        Role::IcWeights,
+        Role::Labels,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Fixed => "fixed image",
+            Role::Moving => "moving image",
+            Role::Field => "field",
+            Role::IcWeights => "IC weights",
+            Role::Labels => "labels",
+        }
+    }
+}
+
+/// An image as loaded: full resolution for read-outs, one channel (possibly
+/// reduced to fit the GPU) for display.
+pub struct LoadedImage {
+    pub name: String,
+    pub path: Option<PathBuf>,
+    pub volume: Volume,
+    pub channel: usize,
+    /// The displayed channel on the display grid.
+    pub display: Volume,
+    /// Set when the display copy was reduced to fit the GPU.
+    pub notice: Option<String>,
+    pub style: ImageStyle,
+    pub preset: WindowPreset,
+    /// One line: dims, spacing, orientation, sample type.
+    pub summary: String,
+}
+
+/// The GPU limits a display copy must respect (taken from the device).
+#[derive(Clone, Debug)]
+pub struct Limits(pub wgpu::Limits);
+
+impl LoadedImage {
+    pub fn new(
+        name: String,
+        path: Option<PathBuf>,
+        volume: Volume,
+        info: Option<&NiftiInfo>,
+        limits: &Limits,
+        labels: bool,
+        preset: WindowPreset,
+    ) -> Result<Self, String> {
+        if volume.voxels() == 0 {
+            return Err(format!("{name}: the volume is empty"));
+        }
+        let g = &volume.grid;
+        let sp = g.spacing_mm();
+        let mut summary = format!(
+            "{}×{}×{} · {:.2}×{:.2}×{:.2} mm · {}",
+            g.dims[0],
+            g.dims[1],
+            g.dims[2],
+            sp[0],
+            sp[1],
+            sp[2],
+            g.orientation()
+        );
+        if volume.channels > 1 {
+            summary += &format!(" · {} channels", volume.channels);
+        }
+        if let Some(i) = info {
+            summary += &format!(" · {}", i.datatype.name());
+        }
+        let mut img = Self {
+            name,
+            path,
+            display: volume.extract_channel(0),
+            volume,
+            channel: 0,
+            notice: None,
+            style: ImageStyle::default(),
+            preset,
+            summary,
+        };
+        img.select_channel(0, limits, labels)?;
+        Ok(img)
+    }
+
+    /// Show channel `c`: extract it, fit it to the GPU, re-apply the window preset.
+    pub fn select_channel(
+        &mut self,
+        c: usize,
+        limits: &Limits,
+        labels: bool,
+    ) -> Result<(), String> {
+        if c >= self.volume.channels {
+            return Err(format!(
+                "{}: channel {c} asked of a {}-channel volume",
+                self.name, self.volume.channels
+            ));
+        }
+        let one = self.volume.extract_channel(c);
+        let (small, notice) =
+            fit_for_display(&one, &limits.0, wgpu::TextureFormat::R32Float, labels)
+                .map_err(|e| format!("{}: {e}", self.name))?;
+        self.display = small.unwrap_or(one);
+        self.notice = notice.map(|n| format!("{}: {n}", self.name));
+        self.channel = c;
+        self.apply_preset(self.preset);
+        Ok(())
+    }
+
+    pub fn apply_preset(&mut self, preset: WindowPreset) {
+        self.preset = preset;
+        self.style.window = preset.window(self.volume.channel(self.channel));
+        if preset == WindowPreset::PetSuv {
+            self.style.colormap = ColorMap::Viridis;
+        }
+    }
+
+    /// The full-resolution value at a world point (nearest voxel), if inside.
+    pub fn value_at(&self, world: [f64; 3]) -> Option<([i64; 3], f32)> {
+        value_at(&self.volume, self.channel, world)
+    }
+}
+
+/// Nearest-voxel value of channel `c` at a world point, with its voxel index.
+pub fn value_at(vol: &Volume, c: usize, world: [f64; 3]) -> Option<([i64; 3], f32)> {
+    let g = &vol.grid;
+    let p = g.world_to_voxel(world)?;
+    let r = p.map(|v| (v + 0.5).floor() as i64);
+    if (0..3).any(|a| r[a] < 0 || r[a] >= g.dims[a] as i64) {
+        return None;
+    }
+    let i = (r[2] as usize * g.dims[1] + r[1] as usize) * g.dims[0] + r[0] as usize;
+    Some((r, vol.channel(c)[i]))
+}
+
+/// A field loaded onto the fixed image's display grid.
+pub struct LoadedField {
+    pub name: String,
+    pub path: Option<PathBuf>,
+    pub kind: FieldKind,
+    /// Displacement in voxels of the display grid (3 channels).
+    pub disp_vox: Volume,
+    pub mapping: Mapping,
+    pub notice: Option<String>,
+}
+
+/// The result of a job on the loader thread.
+pub enum Loaded {
+    Image {
+        role: Role,
+        path: PathBuf,
+        volume: Volume,
+        info: NiftiInfo,
+    },
+    Field {
+        path: PathBuf,
+        kind: FieldKind,
+        mapping: Mapping,
+        disp_vox: Volume,
+        notice: Option<String>,
+    },
+    /// A `warpscope register --out` folder: the files found in it.
+    ResultFolder {
+        dir: PathBuf,
+        files: Vec<(Role, PathBuf)>,
+        missing: Vec<String>,
+    },
+}
+
+pub struct Job {
+    pub role: Option<Role>,
+    pub label: String,
+    pub result: Result<Loaded, String>,
+}
+
+/// Runs loads on worker threads and hands results back to the UI thread.
+pub struct Loader {
+    tx: mpsc::Sender<Job>,
+    rx: mpsc::Receiver<Job>,
+    /// The role of each job under way (`None`: a result folder).
+    pending: Vec<Option<Role>>,
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel();
+        Self {
+            tx,
+            rx,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl Loader {
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether a job for `role` is under way.
+    pub fn pending_role(&self, role: Role) -> bool {
+        self.pending.contains(&Some(role))
+    }
+
+    fn done(&mut self, job: &Job) {
+        if let Some(i) = self.pending.iter().position(|r| *r == job.role) {
+            self.pending.swap_remove(i);
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        role: Option<Role>,
+        label: String,
+        f: impl FnOnce() -> Result<Loaded, String> + Send + 'static,
+    ) {
+        let tx = self.tx.clone();
+        self.pending.push(role);
+        let l = label.clone();
+        let spawned = std::thread::Builder::new()
+            .name("warpscope-load".into())
+            .spawn(move || {
+                // A panic inside a reader must not kill the UI: report it.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                    .unwrap_or_else(|_| Err(format!("{l}: the reader failed unexpectedly")));
+                let _ = tx.send(Job {
+                    role,
+                    label: l,
+                    result,
+                });
+            });
+        if let Err(e) = spawned {
+            let _ = self.tx.send(Job {
+                role,
+                label: label.clone(),
+                result: Err(format!("{label}: could not start a loader thread: {e}")),
+            });
+        }
+    }
+
+    /// Read a NIfTI volume for `role`.
+    pub fn image(&mut self, role: Role, path: PathBuf) {
+        let label = format!("{}: {}", role.name(), display_name(&path));
+        self.spawn(Some(role), label, move || {
+            let (volume, info) =
+                nifti::read_file(&path, ReadOptions::default()).map_err(|e| e.to_string())?;
+            Ok(Loaded::Image {
+                role,
+                path,
+                volume,
+                info,
+            })
+        });
+    }
+
+    /// Read a field and bring it onto `fixed` (the fixed image's display grid).
+    pub fn field(&mut self, path: PathBuf, kind: Option<FieldKind>, fixed: Grid) {
+        let label = format!("field: {}", display_name(&path));
+        self.spawn(Some(Role::Field), label, move || {
+            let (mapping, kind, notice) = Mapping::load(&path, kind, &fixed)?;
+            let disp_vox = mapping.displacement_vox().map_err(|e| e.to_string())?;
+            Ok(Loaded::Field {
+                path,
+                kind,
+                mapping,
+                disp_vox,
+                notice,
+            })
+        });
+    }
+
+    /// Look into a result folder of `warpscope register`.
+    pub fn result_folder(&mut self, dir: PathBuf) {
+        let label = format!("result: {}", display_name(&dir));
+        self.spawn(None, label, move || result_folder_files(&dir));
+    }
+
+    /// Results that have arrived (never blocks).
+    pub fn poll(&mut self) -> Vec<Job> {
+        let jobs: Vec<Job> = self.rx.try_iter().collect();
+        for j in &jobs {
+            self.done(j);
+        }
+        jobs
+    }
+
+    /// Wait for the next finished job, at most `timeout`.
+    pub fn wait_one(&mut self, timeout: std::time::Duration) -> Option<Job> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let job = self.rx.recv_timeout(timeout).ok()?;
+        self.done(&job);
+        Some(job)
+    }
+}
+
+/// The files of a `warpscope register --out` folder, and its inputs as
+/// `run.json` names them (relative paths tried from the working directory,
+/// then from the folder's parent).
+fn result_folder_files(dir: &Path) -> Result<Loaded, String> {
+    if !dir.is_dir() {
+        return Err(format!("{}: not a folder", dir.display()));
+    }
+    let mut files = Vec::new();
+    let mut missing = Vec::new();
+    let run = dir.join("run.json");
+    if let Ok(text) = std::fs::read_to_string(&run) {
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not valid JSON: {e}", run.display()))?;
+        for (key, role) in [("fixed", Role::Fixed), ("moving", Role::Moving)] {
+            let first = v.get(key).and_then(|x| match x {
+                serde_json::Value::Array(a) => a.first().and_then(|s| s.as_str()),
+                serde_json::Value::String(s) => Some(s.as_str()),
+                _ => None,
+            });
+            if let Some(p) = first {
+                let p = PathBuf::from(p);
+                let candidates = [p.clone(), dir.parent().unwrap_or(dir).join(&p)];
+                match candidates.into_iter().find(|c| c.is_file()) {
+                    Some(found) => files.push((role, found)),
+                    None => {
+                        missing.push(format!("{key} image {} (named in run.json)", p.display()))
+                    }
+                }
+            }
+        }
+    }
+    for (name, role) in [
+        ("field_vox.nii.gz", Role::Field),
+        ("ic_weights.nii.gz", Role::IcWeights),
+    ] {
+        let p = dir.join(name);
+        if p.is_file() {
+            files.push((role, p));
+        }
+    }
+    if !files.iter().any(|(r, _)| *r == Role::Field) {
+        let ants = dir.join("warp_ants.nii.gz");
+        if ants.is_file() {
+            files.push((Role::Field, ants));
+        } else {
+            missing.push("field_vox.nii.gz".into());
+        }
+    }
+    if files.is_empty() {
+        return Err(format!(
+            "{}: no result files found (expected run.json, field_vox.nii.gz)",
+            dir.display()
+        ));
+    }
+    Ok(Loaded::ResultFolder {
+        dir: dir.to_path_buf(),
+        files,
+        missing,
+    })
+}
+
+pub fn display_name(p: &Path) -> String {
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// Whether two grids' world boxes overlap; if not, the gap between them (mm).
+pub fn world_gap_mm(a: &Grid, b: &Grid) -> Option<f64> {
+    let (alo, ahi) = crate::render::geometry::world_bounds(a);
+    let (blo, bhi) = crate::render::geometry::world_bounds(b);
+    let mut gap2 = 0.0;
+    for k in 0..3 {
+        let d = (blo[k] - ahi[k]).max(alo[k] - bhi[k]);
+        if d > 0.0 {
+            gap2 += d * d;
+        }
+    }
+    let overlapping = (0..3).all(|k| alo[k] < bhi[k] && blo[k] < ahi[k]);
+    (!overlapping).then(|| gap2.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::affine;
+
+    #[test]
+    fn gap_between_boxes() {
+        let a = Grid::new([10, 10, 10], affine::diagonal([1.0; 3]));
+        let mut m = affine::diagonal([1.0; 3]);
+        m[0][3] = 5.0;
+        assert_eq!(world_gap_mm(&a, &Grid::new([10, 10, 10], m)), None);
+        m[0][3] = 30.0;
+        let gap = world_gap_mm(&a, &Grid::new([10, 10, 10], m)).expect("apart");
+        assert!((gap - 20.0).abs() < 1e-9, "{gap}");
+    }
+
+    #[test]
+    fn values_are_read_at_the_nearest_voxel() {
+        let g = Grid::new([3, 2, 1], affine::diagonal([2.0, 1.0, 1.0]));
+        let v = Volume::from_data(g, 1, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).expect("sizes");
+        assert_eq!(value_at(&v, 0, [2.1, 1.0, 0.0]), Some(([1, 1, 0], 4.0)));
+        assert_eq!(value_at(&v, 0, [-1.5, 0.0, 0.0]), None);
+    }
+}

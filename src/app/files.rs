@@ -1,0 +1,179 @@
+//! Choosing files: native dialogs (rfd: the desktop portal, or zenity) run
+//! on a helper thread so the UI never blocks; drag-and-drop; recent files,
+//! remembered in the user's config folder (written atomically).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use serde::{Deserialize, Serialize};
+
+use super::data::Role;
+use crate::metrics::FieldKind;
+use crate::volume::nifti;
+
+/// What a dialog was opened for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    Open(Role),
+    ResultFolder,
+    ScreenshotFolder,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recent {
+    pub role: Role,
+    pub path: PathBuf,
+}
+
+/// How many recent files are kept.
+const RECENT_MAX: usize = 12;
+
+pub struct Files {
+    tx: mpsc::Sender<(Pick, Option<PathBuf>)>,
+    rx: mpsc::Receiver<(Pick, Option<PathBuf>)>,
+    /// A dialog is open (only one at a time).
+    pub dialog_open: bool,
+    pub recent: Vec<Recent>,
+    /// Dropped files waiting for the user to say what they are.
+    pub dropped: Vec<PathBuf>,
+    /// The "open a path" field (for desktops without a dialog service).
+    pub typed_path: String,
+    pub typed_role: Role,
+    config: Option<PathBuf>,
+}
+
+/// The user's config folder for Warpscope: `$WARPSCOPE_CONFIG_DIR`, else
+/// `$XDG_CONFIG_HOME/warpscope`, else `~/.config/warpscope`.
+pub fn config_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("WARPSCOPE_CONFIG_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("warpscope"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config").join("warpscope"))
+}
+
+impl Files {
+    /// Start with the recent-files list from `config` (if any).
+    pub fn load(config: Option<PathBuf>) -> Self {
+        let recent = config
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("recent.json")).ok())
+            .and_then(|t| serde_json::from_str::<Vec<Recent>>(&t).ok())
+            .unwrap_or_default();
+        let (tx, rx) = mpsc::channel();
+        Self {
+            tx,
+            rx,
+            dialog_open: false,
+            recent,
+            dropped: Vec::new(),
+            typed_path: String::new(),
+            typed_role: Role::Fixed,
+            config,
+        }
+    }
+
+    /// Put a file at the top of the recent list and save the list.
+    pub fn remember(&mut self, role: Role, path: &Path) {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        self.recent.retain(|r| !(r.role == role && r.path == path));
+        self.recent.insert(0, Recent { role, path });
+        self.recent.truncate(RECENT_MAX);
+        self.save();
+    }
+
+    fn save(&self) {
+        let Some(dir) = &self.config else { return };
+        if std::fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        if let Ok(text) = serde_json::to_string_pretty(&self.recent) {
+            // Losing the recent list is harmless; a half-written one is not, hence atomic.
+            let _ = crate::atomic::write_atomic(&dir.join("recent.json"), |w| {
+                std::io::Write::write_all(w, text.as_bytes())
+            });
+        }
+    }
+
+    /// Open a native dialog on a helper thread; the answer arrives through `poll`.
+    pub fn pick(&mut self, what: Pick, start_in: Option<&Path>) {
+        if self.dialog_open {
+            return;
+        }
+        self.dialog_open = true;
+        let tx = self.tx.clone();
+        let start = start_in.map(Path::to_path_buf);
+        let spawned = std::thread::Builder::new()
+            .name("warpscope-dialog".into())
+            .spawn(move || {
+                let mut d = rfd::FileDialog::new();
+                if let Some(s) = &start {
+                    d = d.set_directory(s);
+                }
+                let answer = match what {
+                    Pick::Open(role) => d
+                        .set_title(format!("Open the {}", role.name()))
+                        .add_filter("NIfTI", &["nii", "gz"])
+                        .add_filter("all files", &["*"])
+                        .pick_file(),
+                    Pick::ResultFolder => d
+                        .set_title("Open a result folder of warpscope register")
+                        .pick_folder(),
+                    Pick::ScreenshotFolder => d.set_title("Folder for screenshots").pick_folder(),
+                };
+                let _ = tx.send((what, answer));
+            });
+        if spawned.is_err() {
+            self.dialog_open = false;
+        }
+    }
+
+    /// Answers from dialogs (a `None` path: cancelled, or no dialog service).
+    pub fn poll(&mut self) -> Vec<(Pick, Option<PathBuf>)> {
+        let answers: Vec<_> = self.rx.try_iter().collect();
+        if !answers.is_empty() {
+            self.dialog_open = false;
+        }
+        answers
+    }
+}
+
+/// What a dropped path most likely is: a folder is a result folder; a file
+/// whose header names a field convention is a field. `None`: ask the user.
+pub fn guess_role(path: &Path) -> Option<DropGuess> {
+    if path.is_dir() {
+        return Some(DropGuess::ResultFolder);
+    }
+    let h = nifti::read_header(path).ok()?;
+    let ants = h.intent_code == nifti::INTENT_VECTOR && h.dim[0] == 5;
+    let ours =
+        h.descrip.starts_with("warpscope:field_vox") || h.descrip.starts_with("warpscope:mapped");
+    (ants || ours).then_some(DropGuess::Role(Role::Field))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropGuess {
+    Role(Role),
+    ResultFolder,
+}
+
+/// Field kinds offered when opening a field (`None` = from the header).
+pub const FIELD_KINDS: [Option<FieldKind>; 5] = [
+    None,
+    Some(FieldKind::DispVox),
+    Some(FieldKind::AntsLpsMm),
+    Some(FieldKind::DispRasMm),
+    Some(FieldKind::Mapped),
+];
+
+pub fn field_kind_name(k: Option<FieldKind>) -> &'static str {
+    match k {
+        None => "from the header",
+        Some(FieldKind::DispVox) => "voxel displacement (field_vox)",
+        Some(FieldKind::AntsLpsMm) => "ANTs/ITK (LPS mm)",
+        Some(FieldKind::DispRasMm) => "RAS mm displacement",
+        Some(FieldKind::Mapped) => "mapped coordinates",
+    }
+}

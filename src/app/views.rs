@@ -1,0 +1,365 @@
+//! The view area: axial, coronal and sagittal views in a 2×2 grid (the
+//! fourth tile holds the colour bars), or one view enlarged; each view drawn
+//! by the composite shader through a paint callback, with the crosshair,
+//! orientation letters and read-out drawn by egui on top.
+
+use eframe::egui;
+
+use super::callback::{ViewCallback, paint};
+use super::data::value_at;
+use super::viewer::ViewerApp;
+use crate::render::{CompositeUniform, Mode, Plane, SliceView};
+
+const CAPTION_H: f32 = 22.0;
+const GAP: f32 = 4.0;
+
+impl ViewerApp {
+    /// The central area: banners, then the views.
+    pub(super) fn view_area(&mut self, ui: &mut egui::Ui) {
+        if let Some(gap) = self.no_overlap_mm {
+            ui.colored_label(
+                egui::Color32::from_rgb(255, 120, 90),
+                format!(
+                    "The moving image does not overlap the fixed image in world space \
+                     ({gap:.0} mm apart): their headers place them in different positions. \
+                     Check their sform/qform (warpscope info)."
+                ),
+            );
+        }
+        if self.fixed.is_none() && self.moving.is_none() {
+            ui.centered_and_justified(|ui| {
+                ui.label(if self.loader.pending() > 0 {
+                    "Loading…"
+                } else {
+                    "Open a fixed image (menu File, Open fixed image…) or drop NIfTI files here."
+                });
+            });
+            return;
+        }
+        let area = ui.available_rect_before_wrap();
+        match self.nav.enlarged {
+            Some(plane) => self.view_tile(ui, plane, area),
+            None => {
+                let w = (area.width() - GAP) / 2.0;
+                let h = (area.height() - GAP) / 2.0;
+                let tile = |col: f32, row: f32| {
+                    egui::Rect::from_min_size(
+                        area.min + egui::vec2(col * (w + GAP), row * (h + GAP)),
+                        egui::vec2(w, h),
+                    )
+                };
+                self.view_tile(ui, Plane::Axial, tile(0.0, 0.0));
+                self.view_tile(ui, Plane::Coronal, tile(1.0, 0.0));
+                self.view_tile(ui, Plane::Sagittal, tile(0.0, 1.0));
+                let legend = tile(1.0, 1.0);
+                let mut child = ui.new_child(egui::UiBuilder::new().max_rect(legend.shrink(6.0)));
+                self.legend(&mut child);
+            }
+        }
+    }
+
+    fn view_tile(&mut self, ui: &mut egui::Ui, plane: Plane, tile: egui::Rect) {
+        let caption = egui::Rect::from_min_size(tile.min, egui::vec2(tile.width(), CAPTION_H));
+        let rect = egui::Rect::from_min_max(tile.min + egui::vec2(0.0, CAPTION_H), tile.max);
+        if rect.width() < 8.0 || rect.height() < 8.0 {
+            return;
+        }
+        self.view_rects[plane.index()] = Some(rect);
+        self.caption(ui, plane, caption);
+
+        let id = ui.scope_id().with(("view", plane.index()));
+        let response = ui.interact(rect, id, egui::Sense::click_and_drag());
+        self.interact(ui, &response, plane, rect);
+
+        let view = self.nav.view(plane);
+        let size = [f64::from(rect.width()), f64::from(rect.height())];
+        let present = self.present();
+        match CompositeUniform::new(&view, size, &present, &self.composite, &self.overlays) {
+            Some(uniform) => paint(
+                ui,
+                rect,
+                ViewCallback {
+                    id: plane.index() as u64,
+                    a: self.a,
+                    b: self.b,
+                    uniform,
+                },
+            ),
+            None => {
+                ui.painter_at(rect).text(
+                    rect.center(),
+                    egui::Align2::CENTER_CENTER,
+                    "an image's world matrix is singular",
+                    egui::FontId::proportional(14.0),
+                    egui::Color32::RED,
+                );
+            }
+        }
+        let painter = ui.painter_at(rect);
+        self.draw_crosshair(&painter, &view, rect);
+        draw_orientation_letters(&painter, &view, rect);
+        if self.composite.mode == Mode::Swipe {
+            let x = rect.left() + self.composite.swipe * rect.width();
+            painter.line_segment(
+                [egui::pos2(x, rect.top()), egui::pos2(x, rect.bottom())],
+                egui::Stroke::new(2.0, egui::Color32::from_rgb(255, 255, 255)),
+            );
+        }
+        if let Some(pos) = response.hover_pos() {
+            self.hovered_plane = Some(plane);
+            self.status = self.readout(&view, rect, pos);
+        }
+    }
+
+    fn caption(&mut self, ui: &mut egui::Ui, plane: Plane, rect: egui::Rect) {
+        let mut child = ui.new_child(
+            egui::UiBuilder::new()
+                .max_rect(rect)
+                .layout(egui::Layout::left_to_right(egui::Align::Center)),
+        );
+        let ui = &mut child;
+        ui.strong(plane.name());
+        let n = plane.normal_axis();
+        let (lo, hi) = self.nav.slice_range(plane);
+        let mut pos = self.nav.cursor_ras[n];
+        ui.spacing_mut().slider_width = (rect.width() - 210.0).max(40.0);
+        let axis = ["x (R)", "y (A)", "z (S)"][n];
+        if ui
+            .add(
+                egui::Slider::new(&mut pos, lo..=hi)
+                    .step_by(self.nav.step_mm)
+                    .fixed_decimals(1)
+                    .suffix(" mm"),
+            )
+            .on_hover_text(format!(
+                "Slice position, {axis} in world mm. Mouse wheel over the view, or Page Up / Page Down"
+            ))
+            .changed()
+        {
+            self.nav.cursor_ras[n] = pos;
+        }
+        let (label, tip) = if self.nav.enlarged == Some(plane) {
+            ("back", "Back to three views (V or Esc)")
+        } else {
+            ("enlarge", "Enlarge this view (A / C / S, or double-click)")
+        };
+        if ui.small_button(label).on_hover_text(tip).clicked() {
+            self.toggle_enlarged(plane);
+        }
+    }
+
+    pub(super) fn toggle_enlarged(&mut self, plane: Plane) {
+        self.nav.enlarged = if self.nav.enlarged == Some(plane) {
+            None
+        } else {
+            Some(plane)
+        };
+    }
+
+    fn interact(
+        &mut self,
+        ui: &egui::Ui,
+        response: &egui::Response,
+        plane: Plane,
+        rect: egui::Rect,
+    ) {
+        let view = self.nav.view(plane);
+        let size = [f64::from(rect.width()), f64::from(rect.height())];
+        let uv_at = |p: egui::Pos2| {
+            [
+                f64::from((p.x - rect.left()) / rect.width()),
+                f64::from((p.y - rect.top()) / rect.height()),
+            ]
+        };
+        if response.hovered() {
+            let (zoom, ctrl, steps) = ui.input(|i| {
+                let steps: f64 = i
+                    .raw
+                    .events
+                    .iter()
+                    .map(|e| match e {
+                        egui::Event::MouseWheel { delta, .. } if delta.y != 0.0 => {
+                            f64::from(delta.y.signum())
+                        }
+                        _ => 0.0,
+                    })
+                    .sum();
+                (
+                    i.zoom_delta(),
+                    i.modifiers.command || i.modifiers.ctrl,
+                    steps,
+                )
+            });
+            if ctrl {
+                // ctrl-wheel: zoom (egui reports it as a zoom delta).
+                if zoom != 1.0 {
+                    self.nav.zoom_by(plane, f64::from(zoom));
+                } else if steps != 0.0 {
+                    self.nav.zoom_by(plane, (0.15 * steps).exp());
+                }
+            } else if steps != 0.0 {
+                // One slice per wheel notch, like ITK-SNAP.
+                self.nav.step_slice(plane, steps);
+            }
+        }
+        if response.double_clicked() {
+            self.toggle_enlarged(plane);
+        } else if response.clicked()
+            && let Some(p) = response.interact_pointer_pos()
+        {
+            // Left click moves the crosshair; the other views follow.
+            let w = view.world_at(uv_at(p), size);
+            let (h, v) = plane.in_plane_axes();
+            self.nav.cursor_ras[h] = w[h];
+            self.nav.cursor_ras[v] = w[v];
+        }
+        if response.drag_started_by(egui::PointerButton::Primary) {
+            self.dragging_divider = self.composite.mode == Mode::Swipe
+                && response.interact_pointer_pos().is_some_and(|p| {
+                    (p.x - (rect.left() + self.composite.swipe * rect.width())).abs() < 8.0
+                });
+        }
+        let d = response.drag_delta();
+        if d == egui::Vec2::ZERO {
+            return;
+        }
+        if response.dragged_by(egui::PointerButton::Primary) {
+            if self.dragging_divider {
+                if let Some(p) = response.interact_pointer_pos() {
+                    self.composite.swipe = ((p.x - rect.left()) / rect.width()).clamp(0.0, 1.0);
+                }
+            } else {
+                // Window/level of image A (B with shift): horizontal = width, vertical = level.
+                let b = ui.input(|i| i.modifiers.shift);
+                self.drag_window(if b { self.b } else { self.a }, d);
+            }
+        } else if response.dragged_by(egui::PointerButton::Secondary) {
+            self.nav.zoom_by(plane, (-f64::from(d.y) * 0.01).exp());
+        } else if response.dragged_by(egui::PointerButton::Middle) {
+            let a = view.world_at([0.0, 0.0], size);
+            let b = view.world_at([f64::from(d.x) / size[0], f64::from(d.y) / size[1]], size);
+            let (h, v) = plane.in_plane_axes();
+            let pan = &mut self.nav.pan_mm[plane.index()];
+            pan[0] -= b[h] - a[h];
+            pan[1] -= b[v] - a[v];
+        }
+    }
+
+    fn drag_window(&mut self, slot: crate::render::Slot, d: egui::Vec2) {
+        let img = match slot {
+            crate::render::Slot::Fixed => self.fixed.as_mut(),
+            // The warped image shares the moving image's window.
+            _ => self.moving.as_mut(),
+        };
+        if let Some(img) = img {
+            let (lo, hi) = img.style.window;
+            let width = (hi - lo).max(1e-6);
+            let level = 0.5 * (lo + hi) - d.y * width * 0.005;
+            let width = (width * (1.0 + d.x * 0.005)).max(1e-6);
+            img.style.window = (level - 0.5 * width, level + 0.5 * width);
+        }
+    }
+
+    fn draw_crosshair(&self, painter: &egui::Painter, view: &SliceView, rect: egui::Rect) {
+        let size = [f64::from(rect.width()), f64::from(rect.height())];
+        let uv = view.uv_of(self.nav.cursor_ras, size);
+        let x = rect.left() + uv[0] as f32 * rect.width();
+        let y = rect.top() + uv[1] as f32 * rect.height();
+        let stroke = egui::Stroke::new(
+            1.0,
+            egui::Color32::from_rgba_unmultiplied(80, 200, 255, 150),
+        );
+        let gap = 6.0;
+        painter.line_segment([egui::pos2(rect.left(), y), egui::pos2(x - gap, y)], stroke);
+        painter.line_segment(
+            [egui::pos2(x + gap, y), egui::pos2(rect.right(), y)],
+            stroke,
+        );
+        painter.line_segment([egui::pos2(x, rect.top()), egui::pos2(x, y - gap)], stroke);
+        painter.line_segment(
+            [egui::pos2(x, y + gap), egui::pos2(x, rect.bottom())],
+            stroke,
+        );
+    }
+
+    /// RAS mm under the cursor; each image's voxel index and value there.
+    fn readout(&self, view: &SliceView, rect: egui::Rect, pos: egui::Pos2) -> String {
+        let size = [f64::from(rect.width()), f64::from(rect.height())];
+        let uv = [
+            f64::from((pos.x - rect.left()) / rect.width()),
+            f64::from((pos.y - rect.top()) / rect.height()),
+        ];
+        let w = view.world_at(uv, size);
+        let mut s = format!("RAS {:.1}, {:.1}, {:.1} mm", w[0], w[1], w[2]);
+        let mut add = |name: &str, vol: Option<(&crate::volume::Volume, usize)>| {
+            if let Some((v, c)) = vol
+                && let Some((ijk, value)) = value_at(v, c, w)
+            {
+                s += &format!(
+                    "   {name} [{}, {}, {}] = {value:.4}",
+                    ijk[0], ijk[1], ijk[2]
+                );
+            }
+        };
+        add("fixed", self.fixed.as_ref().map(|i| (&i.volume, i.channel)));
+        add(
+            "moving",
+            self.moving.as_ref().map(|i| (&i.volume, i.channel)),
+        );
+        add("warped", self.products.warped.as_ref().map(|v| (v, 0)));
+        add("det J", self.products.jacobian.as_ref().map(|v| (v, 0)));
+        add("IC", self.ic.as_ref().map(|i| (&i.volume, i.channel)));
+        add(
+            "label",
+            self.labels.as_ref().map(|i| (&i.volume, i.channel)),
+        );
+        if let Some(f) = &self.field
+            && let Some(m) = f.mapping.map_point(w)
+        {
+            let d = [m[0] - w[0], m[1] - w[1], m[2] - w[2]];
+            s += &format!("   u = ({:.2}, {:.2}, {:.2}) mm", d[0], d[1], d[2]);
+        }
+        s
+    }
+}
+
+/// Anatomical direction letters at the edges of a view.
+fn draw_orientation_letters(painter: &egui::Painter, view: &SliceView, rect: egui::Rect) {
+    let size = [f64::from(rect.width()), f64::from(rect.height())];
+    let dir = |from: [f64; 2], to: [f64; 2]| {
+        let a = view.world_at(from, size);
+        let b = view.world_at(to, size);
+        let d = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+        let axis = (0..3)
+            .max_by(|&i, &j| d[i].abs().total_cmp(&d[j].abs()))
+            .unwrap_or(0);
+        let (pos, neg) = [("R", "L"), ("A", "P"), ("S", "I")][axis];
+        if d[axis] > 0.0 { pos } else { neg }
+    };
+    let color = egui::Color32::from_rgb(255, 200, 80);
+    let font = egui::FontId::proportional(13.0);
+    for (anchor, align, to) in [
+        (
+            rect.left_center() + egui::vec2(4.0, 0.0),
+            egui::Align2::LEFT_CENTER,
+            [0.0, 0.5],
+        ),
+        (
+            rect.right_center() - egui::vec2(4.0, 0.0),
+            egui::Align2::RIGHT_CENTER,
+            [1.0, 0.5],
+        ),
+        (
+            rect.center_top() + egui::vec2(0.0, 4.0),
+            egui::Align2::CENTER_TOP,
+            [0.5, 0.0],
+        ),
+        (
+            rect.center_bottom() - egui::vec2(0.0, 4.0),
+            egui::Align2::CENTER_BOTTOM,
+            [0.5, 1.0],
+        ),
+    ] {
+        painter.text(anchor, align, dir([0.5, 0.5], to), font.clone(), color);
+    }
+}

@@ -1,0 +1,375 @@
+//! The viewer as a user meets it, driven through egui_kittest with the wgpu
+//! renderer (lavapipe without a GPU): files opened, the field's products
+//! computed on the GPU, bad input answered on screen, keys, recent files.
+
+#![allow(clippy::needless_range_loop)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::scratch_dir;
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use warpscope::app::{Role, Source, Startup, ViewerApp};
+use warpscope::render::{Mode, Slot};
+use warpscope::volume::nifti::{self, ChannelLayout, WriteOptions};
+use warpscope::volume::{Grid, Volume, affine};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn harness(startup: Startup) -> Harness<'static, ViewerApp> {
+    Harness::builder()
+        .with_size(egui::vec2(1200.0, 800.0))
+        .wgpu()
+        .build_eframe(|cc| ViewerApp::new(cc, startup).expect("the viewer starts"))
+}
+
+/// Load everything asked for, then draw a few frames.
+fn settle(h: &mut Harness<'static, ViewerApp>) {
+    h.state_mut().wait_for_loads(WAIT);
+    h.run_steps(4);
+}
+
+fn write(path: &Path, vol: &Volume, description: &str) {
+    let opts = WriteOptions {
+        description: description.into(),
+        ..Default::default()
+    };
+    nifti::write_file(path, vol, &opts).expect("write test volume");
+}
+
+fn grid() -> Grid {
+    Grid::new([24, 20, 16], affine::diagonal([2.0, 2.0, 2.0]))
+}
+
+/// A smooth test image (values in [0, 1]).
+fn image(grid: &Grid, phase: f64) -> Volume {
+    let mut v = Volume::filled(grid.clone(), 1, 0.0);
+    for i in 0..v.data.len() {
+        let p = warpscope::volume::voxel_of(i, grid.dims);
+        v.data[i] = (0.5 + 0.4 * (p[0] / 3.0 + phase).sin() * (p[1] / 4.0).cos()) as f32;
+    }
+    v
+}
+
+/// Fixed, moving and a uniform-scaling field (1.1 about the centre) on disk.
+fn pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let g = grid();
+    let (f, m, u) = (
+        dir.join("fixed.nii.gz"),
+        dir.join("moving.nii.gz"),
+        dir.join("field_vox.nii.gz"),
+    );
+    write(&f, &image(&g, 0.0), "test");
+    write(&m, &image(&g, 0.4), "test");
+    let n = g.voxels();
+    let mut disp = Volume::filled(g.clone(), 3, 0.0);
+    for i in 0..n {
+        let p = warpscope::volume::voxel_of(i, g.dims);
+        for a in 0..3 {
+            disp.data[a * n + i] = (0.1 * (p[a] - 0.5 * (g.dims[a] as f64 - 1.0))) as f32;
+        }
+    }
+    write(&u, &disp, "warpscope:field_vox fixed->moving");
+    (f, m, u)
+}
+
+fn startup(paths: &[(Role, &Path)]) -> Startup {
+    Startup {
+        images: paths
+            .iter()
+            .map(|(r, p)| (*r, Source::Path(p.to_path_buf())))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_field_opened_with_its_images_gives_the_warped_image_and_det_j() {
+    let dir = scratch_dir("ui_field");
+    let (f, m, u) = pair(&dir);
+    // The field is named before the fixed image has arrived: it waits for it.
+    let mut h = harness(startup(&[
+        (Role::Field, &u),
+        (Role::Fixed, &f),
+        (Role::Moving, &m),
+    ]));
+    settle(&mut h);
+    let app = h.state();
+    assert!(app.errors().is_empty(), "{:?}", app.errors());
+    let stats = app
+        .products
+        .jacobian_stats
+        .clone()
+        .expect("det J read back");
+    assert!(
+        (stats.min - 1.331).abs() < 1e-3 && (stats.max - 1.331).abs() < 1e-3,
+        "{stats:?}"
+    );
+    assert_eq!(app.b, Slot::Warped, "B switches to the warped image");
+    // The GPU's warped image equals the CPU warp through the same field.
+    let warped = app.products.warped.clone().expect("warped read back");
+    let moving = nifti::read_file(&m, Default::default()).expect("moving").0;
+    let cpu = app
+        .field
+        .as_ref()
+        .expect("field")
+        .mapping
+        .warp(&moving, warpscope::volume::resample::Interp::Linear)
+        .expect("cpu warp");
+    let worst = warped
+        .data
+        .iter()
+        .zip(&cpu.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "GPU vs CPU warp: {worst}");
+    // The legend reports det J.
+    h.get_by_label_contains("det J: min 1.331");
+}
+
+#[test]
+fn the_views_are_drawn_by_the_shader_inside_the_app() {
+    let dir = scratch_dir("ui_draw");
+    let g = grid();
+    let f = dir.join("flat.nii.gz");
+    write(&f, &Volume::filled(g, 1, 0.5), "test");
+    let mut h = harness(startup(&[(Role::Fixed, &f)]));
+    settle(&mut h);
+    h.state_mut().fixed.as_mut().expect("fixed").style.window = (0.0, 1.0);
+    h.run_steps(2);
+    let rect = h
+        .state()
+        .view_rect(warpscope::render::Plane::Axial)
+        .expect("axial view on screen");
+    let img = h.render().expect("render");
+    let c = rect.center();
+    let px = img.get_pixel(c.x as u32, c.y as u32).0;
+    // 0.5 in the window [0, 1]: mid grey (the crosshair is drawn 6 px away from the centre).
+    assert!(
+        (i32::from(px[0]) - 128).abs() <= 2 && px[0] == px[1] && px[1] == px[2],
+        "{px:?}"
+    );
+}
+
+#[test]
+fn a_file_that_fails_to_load_keeps_the_previous_image_and_says_why() {
+    let dir = scratch_dir("ui_bad");
+    let (f, m, _) = pair(&dir);
+    let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
+    settle(&mut h);
+    let bytes = std::fs::read(&m).expect("read");
+    let bad = dir.join("truncated.nii.gz");
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).expect("write");
+    let not_nifti = dir.join("notes.nii");
+    std::fs::write(&not_nifti, b"this is not an image").expect("write");
+    h.state_mut().open(Role::Moving, bad);
+    h.state_mut().open(Role::Fixed, not_nifti);
+    settle(&mut h);
+    let app = h.state();
+    let errors = app.errors().join("\n");
+    assert!(errors.contains("truncated.nii.gz"), "{errors}");
+    assert!(errors.contains("notes.nii"), "{errors}");
+    assert_eq!(
+        app.moving.as_ref().map(|i| i.name.as_str()),
+        Some("moving.nii.gz")
+    );
+    assert_eq!(
+        app.fixed.as_ref().map(|i| i.name.as_str()),
+        Some("fixed.nii.gz")
+    );
+    // In the banner over the views and in the status bar.
+    assert!(
+        !h.query_all_by_label_contains("could not open")
+            .collect::<Vec<_>>()
+            .is_empty()
+    );
+}
+
+#[test]
+fn volumes_that_do_not_overlap_in_world_space_are_flagged_on_screen() {
+    let dir = scratch_dir("ui_overlap");
+    let (f, _, _) = pair(&dir);
+    let mut far = grid();
+    far.affine[0][3] = 500.0;
+    let m = dir.join("far.nii.gz");
+    write(&m, &image(&far, 0.0), "test");
+    let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
+    settle(&mut h);
+    let gap = h.state().no_overlap_mm.expect("flagged");
+    assert!((gap - 452.0).abs() < 1e-6, "{gap}");
+    h.get_by_label_contains("does not overlap");
+}
+
+#[test]
+fn a_five_channel_file_gets_a_channel_selector() {
+    let dir = scratch_dir("ui_channels");
+    let g = grid();
+    let n = g.voxels();
+    let data: Vec<f32> = (0..5)
+        .flat_map(|c| std::iter::repeat_n(c as f32, n))
+        .collect();
+    let vol = Volume::from_data(g, 5, data).expect("sizes");
+    let f = dir.join("five.nii.gz");
+    nifti::write_file(
+        &f,
+        &vol,
+        &WriteOptions {
+            layout: ChannelLayout::Fourth,
+            ..Default::default()
+        },
+    )
+    .expect("write");
+    let mut h = harness(startup(&[(Role::Fixed, &f)]));
+    settle(&mut h);
+    h.get_by_label_contains("5 channels");
+    h.get_by_label("channel");
+    h.state_mut().select_channel(Role::Fixed, 3);
+    h.state_mut().fixed.as_mut().expect("fixed").style.window = (0.0, 5.0);
+    h.run_steps(3);
+    let app = h.state();
+    let img = app.fixed.as_ref().expect("fixed");
+    assert_eq!(img.channel, 3);
+    assert!(img.display.data.iter().all(|&v| v == 3.0));
+    let rect = app
+        .view_rect(warpscope::render::Plane::Coronal)
+        .expect("coronal view");
+    // Off the crosshair lines (which run through the centre).
+    let px = h
+        .render()
+        .expect("render")
+        .get_pixel(rect.center().x as u32 + 20, rect.center().y as u32 + 20)
+        .0;
+    assert!(
+        (i32::from(px[0]) - 153).abs() <= 2,
+        "channel 4 drawn at 3/5 grey: {px:?}"
+    );
+}
+
+#[test]
+fn a_volume_beyond_the_gpu_texture_limit_is_shown_reduced_with_a_notice() {
+    let dir = scratch_dir("ui_large");
+    let (f, _, _) = pair(&dir);
+    let mut h = harness(startup(&[(Role::Fixed, &f)]));
+    settle(&mut h);
+    let max = h.state().max_texture_3d() as usize;
+    let g = Grid::new([max + 40, 3, 2], affine::diagonal([0.5, 1.0, 1.0]));
+    let big = dir.join("long.nii.gz");
+    write(&big, &Volume::filled(g, 1, 0.25), "test");
+    h.state_mut().open(Role::Moving, big);
+    settle(&mut h);
+    let app = h.state();
+    assert!(app.errors().is_empty(), "{:?}", app.errors());
+    let moving = app.moving.as_ref().expect("moving shown");
+    assert_eq!(
+        moving.volume.grid.dims[0],
+        max + 40,
+        "full resolution kept for read-outs"
+    );
+    assert_eq!(moving.display.grid.dims[0], (max + 40).div_ceil(2));
+    assert!(
+        moving
+            .notice
+            .as_deref()
+            .unwrap_or("")
+            .contains("1/2 resolution")
+    );
+    assert!(
+        !h.query_all_by_label_contains("1/2 resolution")
+            .collect::<Vec<_>>()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_result_folder_brings_its_images_field_and_ic_weights() {
+    let dir = scratch_dir("ui_result");
+    let (f, m, _) = pair(&dir);
+    let out = dir.join("result");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let (_, _, u) = pair(&out);
+    std::fs::rename(&u, out.join("field_vox.nii.gz")).expect("rename");
+    write(
+        &out.join("ic_weights.nii.gz"),
+        &Volume::filled(grid(), 1, 0.9),
+        "warpscope:ic weights",
+    );
+    let run = serde_json::json!({
+        "fixed": [f.display().to_string()],
+        "moving": [m.display().to_string()],
+    });
+    std::fs::write(out.join("run.json"), run.to_string()).expect("run.json");
+    let mut h = harness(Startup {
+        result: Some(out),
+        ..Default::default()
+    });
+    settle(&mut h);
+    let app = h.state();
+    assert!(app.errors().is_empty(), "{:?}", app.errors());
+    assert_eq!(
+        app.fixed.as_ref().map(|i| i.name.as_str()),
+        Some("fixed.nii.gz")
+    );
+    assert_eq!(
+        app.moving.as_ref().map(|i| i.name.as_str()),
+        Some("moving.nii.gz")
+    );
+    assert!(app.field.is_some() && app.ic.is_some() && app.products.warped.is_some());
+}
+
+#[test]
+fn keys_switch_modes_overlays_and_layout() {
+    let dir = scratch_dir("ui_keys");
+    let (f, m, u) = pair(&dir);
+    let mut h = harness(startup(&[
+        (Role::Fixed, &f),
+        (Role::Moving, &m),
+        (Role::Field, &u),
+    ]));
+    settle(&mut h);
+    h.key_press(egui::Key::Num2);
+    h.key_press(egui::Key::G);
+    h.key_press(egui::Key::J);
+    h.key_press(egui::Key::S);
+    h.run_steps(2);
+    let app = h.state();
+    assert_eq!(app.composite.mode, Mode::Checkerboard);
+    assert!(app.overlays.grid.on && app.overlays.jacobian.on);
+    assert_eq!(app.nav.enlarged, Some(warpscope::render::Plane::Sagittal));
+    assert!(
+        app.view_rect(warpscope::render::Plane::Axial).is_none(),
+        "only the enlarged view"
+    );
+    h.key_press(egui::Key::X);
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
+    let app = h.state();
+    assert_eq!((app.a, app.b), (Slot::Warped, Slot::Fixed));
+    assert_eq!(app.nav.enlarged, None);
+}
+
+#[test]
+fn recent_files_are_remembered_between_sessions() {
+    let dir = scratch_dir("ui_recent");
+    let (f, _, _) = pair(&dir);
+    let config = dir.join("config");
+    let mut h = harness(Startup {
+        config_dir: Some(config.clone()),
+        ..startup(&[(Role::Fixed, &f)])
+    });
+    settle(&mut h);
+    drop(h);
+    let text = std::fs::read_to_string(config.join("recent.json")).expect("saved");
+    assert!(text.contains("fixed.nii.gz"), "{text}");
+    let h = harness(Startup {
+        config_dir: Some(config),
+        ..Default::default()
+    });
+    let recent = h.state().recent_files();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].0, Role::Fixed);
+    assert!(recent[0].1.ends_with("fixed.nii.gz"));
+}
