@@ -52,6 +52,17 @@ struct Params {
     background: vec4<f32>,
 };
 
+// Pipeline-overridable switches: a pipeline is built per combination in
+// use, so what is off is removed when the shader is compiled. (Software
+// rasterisers such as lavapipe run both sides of every branch under a mask;
+// on GPUs the uniform flags below would suffice.)
+override USE_B: bool = true;
+override GRID: bool = true;
+override VECTORS: bool = true;
+override JACOBIAN: bool = true;
+override IC: bool = true;
+override LABELS: bool = true;
+
 const MODE_SINGLE: i32 = 0;
 const MODE_CHECKER: i32 = 1;
 const MODE_GREEN_MAGENTA: i32 = 2;
@@ -171,6 +182,21 @@ fn field_at(world: vec3<f32>) -> Field {
     return f;
 }
 
+// The displacement at the voxel nearest to a world point (arrow origins:
+// one load per arrow instead of eight).
+fn field_nearest(world: vec3<f32>) -> Field {
+    var f: Field;
+    f.p = (params.world_to_field * vec4<f32>(world, 1.0)).xyz;
+    f.d = vec3<f32>(0.0);
+    f.ok = 0.0;
+    if params.field_dims.w > 0.5 && inside(f.p, params.field_dims.xyz) {
+        let u = nearest(tex_field, f.p, params.field_dims.xyz).xyz;
+        f.d = (params.field_to_world * vec4<f32>(u, 0.0)).xyz;
+        f.ok = 1.0;
+    }
+    return f;
+}
+
 fn world_at(uv: vec2<f32>) -> vec3<f32> {
     return (params.uv_to_world * vec4<f32>(uv, 0.0, 1.0)).xyz;
 }
@@ -199,8 +225,9 @@ fn segment_distance(p: vec2<f32>, a: vec2<f32>, b: vec2<f32>) -> f32 {
 }
 
 // Coverage (0..1) of motion-vector arrows drawn from the centres of a lattice
-// of cells; each pixel looks at its own and the 8 neighbouring cells, so
-// arrows up to one cell long are drawn whole.
+// of cells (the displacement of the voxel nearest each centre); each pixel
+// looks at its own and the 8 neighbouring cells, so arrows up to one cell
+// long are drawn whole.
 fn vectors_coverage(uv: vec2<f32>) -> f32 {
     let size = params.view.xy;
     let px = uv * size;
@@ -210,7 +237,7 @@ fn vectors_coverage(uv: vec2<f32>) -> f32 {
     for (var dy = -1; dy <= 1; dy++) {
         for (var dx = -1; dx <= 1; dx++) {
             let c = (cell + vec2<f32>(f32(dx), f32(dy)) + vec2<f32>(0.5)) * cell_px;
-            let f = field_at(world_at(c / size));
+            let f = field_nearest(world_at(c / size));
             if f.ok < 0.5 {
                 continue;
             }
@@ -280,7 +307,10 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
 
     // ---- the two images, composed ----
     let sa = image(tex_a, params.a, uv);
-    let sb = image(tex_b, params.b, uv);
+    var sb: Sample;
+    if USE_B {
+        sb = image(tex_b, params.b, uv);
+    }
     let ca = colour(sa, params.a.style.z);
     let cb = colour(sb, params.b.style.z);
     var rgb = ca;
@@ -312,10 +342,10 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
     }
 
     // ---- det J ----
-    let fp = (params.world_to_field * vec4<f32>(world, 1.0)).xyz;
-    let in_field = params.field_dims.w > 0.5 && inside(fp, params.field_dims.xyz);
     let style = i32(params.jacobian.x + 0.5);
-    if style > 0 && params.jacobian.w > 0.5 && in_field {
+    let fp = (params.world_to_field * vec4<f32>(world, 1.0)).xyz;
+    if JACOBIAN && style > 0 && params.jacobian.w > 0.5 && params.field_dims.w > 0.5
+        && inside(fp, params.field_dims.xyz) {
         let det = sample(tex_jac, fp, params.field_dims.xyz).r;
         let range = params.jacobian.z;
         if style == 1 {
@@ -335,14 +365,16 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
 
     // ---- inverse-consistency weights, windowed to t: the down-weighting
     // 1 − t as heat, clear at the window's top (full weight), opaque at its bottom.
-    let ic = image(tex_ic, params.ic, uv);
-    if ic.ok > 0.5 {
-        let down = 1.0 - ic.t;
-        rgb = over(rgb, lut(params.ic.style.z, down), params.ic.style.w * down);
+    if IC {
+        let ic = image(tex_ic, params.ic, uv);
+        if ic.ok > 0.5 {
+            let down = 1.0 - ic.t;
+            rgb = over(rgb, lut(params.ic.style.z, down), params.ic.style.w * down);
+        }
     }
 
     // ---- label outlines ----
-    if params.label_opts.x > 0.5 && params.labels.dims.w > 0.5 {
+    if LABELS && params.label_opts.x > 0.5 && params.labels.dims.w > 0.5 {
         let du = vec2<f32>(1.0 / params.view.x, 0.0);
         let dv = vec2<f32>(0.0, 1.0 / params.view.y);
         let l = label_at(uv);
@@ -358,24 +390,26 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
     // ---- deformation grid: the curves where φ's in-plane coordinates are
     // multiples of the spacing, i.e. a regular grid of the moving space
     // pulled back into the fixed space (what warping a grid image shows).
-    // Derivatives are taken before any non-uniform branch.
-    let f = field_at(world);
-    let phi = world + f.d;
-    let spacing = max(params.grid.x, 1e-3);
-    let gh = axis(phi, params.view.z) / spacing;
-    let gv = axis(phi, params.view.w) / spacing;
-    let wh = max(length(vec2<f32>(dpdx(gh), dpdy(gh))), 1e-6);
-    let wv = max(length(vec2<f32>(dpdx(gv), dpdy(gv))), 1e-6);
-    if params.grid.w > 0.5 && f.ok > 0.5 {
-        let dist_h = abs(fract(gh + 0.5) - 0.5) / wh;
-        let dist_v = abs(fract(gv + 0.5) - 0.5) / wv;
-        let half = 0.5 * params.grid.z;
-        let cover = clamp(half + 0.5 - min(dist_h, dist_v), 0.0, 1.0);
-        rgb = over(rgb, params.grid_colour.rgb, cover * params.grid.y);
+    // The branch is on a uniform, so the derivatives stay in uniform control flow.
+    if GRID && params.grid.w > 0.5 && params.field_dims.w > 0.5 {
+        let f = field_at(world);
+        let phi = world + f.d;
+        let spacing = max(params.grid.x, 1e-3);
+        let gh = axis(phi, params.view.z) / spacing;
+        let gv = axis(phi, params.view.w) / spacing;
+        let wh = max(length(vec2<f32>(dpdx(gh), dpdy(gh))), 1e-6);
+        let wv = max(length(vec2<f32>(dpdx(gv), dpdy(gv))), 1e-6);
+        if f.ok > 0.5 {
+            let dist_h = abs(fract(gh + 0.5) - 0.5) / wh;
+            let dist_v = abs(fract(gv + 0.5) - 0.5) / wv;
+            let half = 0.5 * params.grid.z;
+            let cover = clamp(half + 0.5 - min(dist_h, dist_v), 0.0, 1.0);
+            rgb = over(rgb, params.grid_colour.rgb, cover * params.grid.y);
+        }
     }
 
     // ---- motion vectors ----
-    if params.vectors.w > 0.5 && params.field_dims.w > 0.5 {
+    if VECTORS && params.vectors.w > 0.5 && params.field_dims.w > 0.5 {
         rgb = over(rgb, params.vector_colour.rgb, vectors_coverage(uv) * params.vectors.z);
     }
 

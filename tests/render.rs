@@ -716,11 +716,17 @@ fn grid_lines_of_a_zero_field_are_straight_and_evenly_spaced() {
     // Each line lies where a world coordinate is a multiple of the spacing.
     for &c in &cols_with_line {
         let x = view.world_at([(f64::from(c) + 0.5) / 64.0, 0.5], [64.0, 48.0])[0];
-        assert!((x - 8.0 * (x / 8.0).round()).abs() <= 0.5, "column {c} at x = {x} mm");
+        assert!(
+            (x - 8.0 * (x / 8.0).round()).abs() <= 0.5,
+            "column {c} at x = {x} mm"
+        );
     }
     for &r in &rows_with_line {
         let y = view.world_at([0.5, (f64::from(r) + 0.5) / 48.0], [64.0, 48.0])[1];
-        assert!((y - 8.0 * (y / 8.0).round()).abs() <= 0.5, "row {r} at y = {y} mm");
+        assert!(
+            (y - 8.0 * (y / 8.0).round()).abs() <= 0.5,
+            "row {r} at y = {y} mm"
+        );
     }
     // Off the lines, nothing is drawn: the lines are straight (one pixel wide).
     for y in 0..48 {

@@ -118,6 +118,7 @@ pub fn run(a: &BenchArgs) -> CliResult {
     let nav = crate::app::navigation::Navigation::framing(&grid);
 
     let mut configs: Vec<(&str, Composite, Overlays)> = Vec::new();
+    configs.push(("single image", Composite::default(), Overlays::default()));
     let checker = Composite {
         mode: Mode::Checkerboard,
         ..Default::default()

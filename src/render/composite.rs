@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use wgpu::util::DeviceExt;
 
 use super::colormap::{ColorMap, LUT_WIDTH, lut_rgba8};
-use super::scene::CompositeUniform;
+use super::scene::{CompositeUniform, Features};
 use super::texture::GpuVolume;
 
 /// Which image fills role A or B of a view.
@@ -56,10 +56,15 @@ struct ViewBinding {
     key: (u64, Slot, Slot),
     uniform: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
+    features: Features,
 }
 
 pub struct GpuScene {
-    pipeline: wgpu::RenderPipeline,
+    shader: wgpu::ShaderModule,
+    pipeline_layout: wgpu::PipelineLayout,
+    target_format: wgpu::TextureFormat,
+    /// One pipeline per feature combination in use, built on first use.
+    pipelines: HashMap<Features, wgpu::RenderPipeline>,
     layout: wgpu::BindGroupLayout,
     lut: wgpu::TextureView,
     blank_scalar: GpuVolume,
@@ -125,27 +130,6 @@ impl GpuScene {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("composite"),
-            layout: Some(&pipeline_layout),
-            vertex: wgpu::VertexState {
-                module: &shader,
-                entry_point: Some("vs_main"),
-                compilation_options: Default::default(),
-                buffers: &[],
-            },
-            fragment: Some(wgpu::FragmentState {
-                module: &shader,
-                entry_point: Some("fs_main"),
-                compilation_options: Default::default(),
-                targets: &[Some(target_format.into())],
-            }),
-            primitive: wgpu::PrimitiveState::default(),
-            depth_stencil: None,
-            multisample: wgpu::MultisampleState::default(),
-            multiview_mask: None,
-            cache: None,
-        });
         let rows = ColorMap::ALL.len() as u32;
         let lut = device.create_texture_with_data(
             queue,
@@ -167,7 +151,10 @@ impl GpuScene {
             &lut_rgba8(),
         );
         Self {
-            pipeline,
+            shader,
+            pipeline_layout,
+            target_format,
+            pipelines: HashMap::new(),
             layout,
             lut: lut.create_view(&wgpu::TextureViewDescriptor::default()),
             blank_scalar: GpuVolume::placeholder(device, queue, wgpu::TextureFormat::R32Float),
@@ -177,6 +164,38 @@ impl GpuScene {
             generation: 0,
             views: HashMap::new(),
         }
+    }
+
+    fn pipeline(&mut self, device: &wgpu::Device, features: Features) {
+        if self.pipelines.contains_key(&features) {
+            return;
+        }
+        let constants = features.constants();
+        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some("composite"),
+            layout: Some(&self.pipeline_layout),
+            vertex: wgpu::VertexState {
+                module: &self.shader,
+                entry_point: Some("vs_main"),
+                compilation_options: Default::default(),
+                buffers: &[],
+            },
+            fragment: Some(wgpu::FragmentState {
+                module: &self.shader,
+                entry_point: Some("fs_main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    ..Default::default()
+                },
+                targets: &[Some(self.target_format.into())],
+            }),
+            primitive: wgpu::PrimitiveState::default(),
+            depth_stencil: None,
+            multisample: wgpu::MultisampleState::default(),
+            multiview_mask: None,
+            cache: None,
+        });
+        self.pipelines.insert(features, pipeline);
     }
 
     pub fn image(&self, slot: Slot) -> Option<&GpuVolume> {
@@ -211,6 +230,8 @@ impl GpuScene {
         b: Slot,
         uniform: &CompositeUniform,
     ) {
+        let features = uniform.features();
+        self.pipeline(device, features);
         let key = (self.generation, a, b);
         let stale = self.views.get(&view_id).is_none_or(|v| v.key != key);
         if stale {
@@ -251,18 +272,22 @@ impl GpuScene {
                     key,
                     uniform: uniform_buffer,
                     bind_group,
+                    features,
                 },
             );
         }
-        if let Some(v) = self.views.get(&view_id) {
+        if let Some(v) = self.views.get_mut(&view_id) {
+            v.features = features;
             queue.write_buffer(&v.uniform, 0, bytemuck::bytes_of(uniform));
         }
     }
 
     /// Draw view `view_id` (prepared this frame) into the pass's viewport.
     pub fn draw(&self, pass: &mut wgpu::RenderPass<'_>, view_id: u64) {
-        if let Some(v) = self.views.get(&view_id) {
-            pass.set_pipeline(&self.pipeline);
+        if let Some(v) = self.views.get(&view_id)
+            && let Some(pipeline) = self.pipelines.get(&v.features)
+        {
+            pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &v.bind_group, &[]);
             pass.draw(0..3, 0..1);
         }

@@ -23,7 +23,7 @@ pub use composite::{GpuScene, Map, Slot};
 pub use compute::{FieldCompute, Readback};
 pub use geometry::{Convention, Plane, SliceView};
 pub use scene::{
-    Composite, CompositeUniform, GridOverlay, IcOverlay, ImageStyle, JacobianOverlay,
+    Composite, CompositeUniform, Features, GridOverlay, IcOverlay, ImageStyle, JacobianOverlay,
     JacobianStyle, LabelOverlay, Mode, Overlays, Present, VectorOverlay,
 };
 pub use texture::GpuVolume;

@@ -301,6 +301,43 @@ pub struct CompositeUniform {
     pub background: [f32; 4],
 }
 
+/// Which parts of the composite shader a view needs; a pipeline is built
+/// per combination (the rest is compiled out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Features {
+    pub use_b: bool,
+    pub grid: bool,
+    pub vectors: bool,
+    pub jacobian: bool,
+    pub ic: bool,
+    pub labels: bool,
+}
+
+impl Features {
+    /// Everything (what the uniform flags alone would select at run time).
+    pub const ALL: Features = Features {
+        use_b: true,
+        grid: true,
+        vectors: true,
+        jacobian: true,
+        ic: true,
+        labels: true,
+    };
+
+    /// The overridable constants of `composite.wgsl`.
+    pub fn constants(self) -> [(&'static str, f64); 6] {
+        let f = |b: bool| if b { 1.0 } else { 0.0 };
+        [
+            ("USE_B", f(self.use_b)),
+            ("GRID", f(self.grid)),
+            ("VECTORS", f(self.vectors)),
+            ("JACOBIAN", f(self.jacobian)),
+            ("IC", f(self.ic)),
+            ("LABELS", f(self.labels)),
+        ]
+    }
+}
+
 fn dims4(grid: &Grid) -> [f32; 4] {
     [
         grid.dims[0] as f32,
@@ -447,6 +484,22 @@ impl CompositeUniform {
             ],
             background: [0.0, 0.0, 0.0, 1.0],
         })
+    }
+}
+
+impl CompositeUniform {
+    /// The shader parts these uniforms switch on.
+    pub fn features(&self) -> Features {
+        let on = |v: f32| v > 0.5;
+        let field = on(self.field_dims[3]);
+        Features {
+            use_b: on(self.b.dims[3]) && self.mode[0] != 0.0,
+            grid: field && on(self.grid[3]),
+            vectors: field && on(self.vectors[3]),
+            jacobian: field && self.jacobian[0] > 0.5 && on(self.jacobian[3]),
+            ic: on(self.ic.dims[3]),
+            labels: on(self.label_opts[0]) && on(self.labels.dims[3]),
+        }
     }
 }
 
