@@ -36,7 +36,8 @@ struct Params {
     field_dims: vec4<f32>,
     // view width px, height px, horizontal world axis, vertical world axis
     view: vec4<f32>,
-    // mode, parameter (tile mm / B fraction / divider u), det J fade (1), trilinear (1)
+    // mode, parameter (tile mm / B fraction / difference gain / divider u),
+    // det J fade (1), trilinear (1)
     mode: vec4<f32>,
     // grid: spacing mm, opacity, line width px, on
     grid: vec4<f32>,
@@ -329,7 +330,7 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
             rgb = params.background.rgb;
         }
     } else if mode == MODE_DIFFERENCE {
-        rgb = lut(params.a.style.z, abs(sa.t - sb.t));
+        rgb = lut(params.a.style.z, params.mode.y * abs(sa.t - sb.t));
         if sa.ok * sb.ok < 0.5 {
             rgb = params.background.rgb;
         }

@@ -5,14 +5,20 @@
 // `gradient`, as methods.md and metrics::jacobian specify); an axis of one
 // voxel has zero derivative.
 
+//
+// Output: a storage buffer holding a slab of z-slices, rows padded to
+// `row_stride` floats (then copied into a 3-D texture).
+
 struct Params {
-    // nx, ny, nz, unused
+    // nx, ny, nz, first z of this slab
     dims: vec4<u32>,
+    // row stride (floats), unused ×3
+    strides: vec4<u32>,
 };
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var field: texture_3d<f32>;
-@group(0) @binding(2) var out_tex: texture_storage_3d<r32float, write>;
+@group(0) @binding(2) var<storage, read_write> out_buf: array<f32>;
 
 fn u_at(p: vec3<i32>) -> vec3<f32> {
     return textureLoad(field, p, 0).xyz;
@@ -37,7 +43,8 @@ fn derivative(p: vec3<i32>, a: i32) -> vec3<f32> {
 }
 
 @compute @workgroup_size(4, 4, 4)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let id = vec3<u32>(gid.xy, gid.z + params.dims.w);
     if any(id >= params.dims.xyz) {
         return;
     }
@@ -47,5 +54,6 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         vec3<f32>(0.0, 1.0, 0.0) + derivative(p, 1),
         vec3<f32>(0.0, 0.0, 1.0) + derivative(p, 2),
     );
-    textureStore(out_tex, p, vec4<f32>(determinant(j), 0.0, 0.0, 0.0));
+    let row = gid.z * params.dims.y + gid.y;
+    out_buf[row * params.strides.x + gid.x] = determinant(j);
 }

@@ -373,3 +373,27 @@ fn recent_files_are_remembered_between_sessions() {
     assert_eq!(recent[0].0, Role::Fixed);
     assert!(recent[0].1.ends_with("fixed.nii.gz"));
 }
+
+#[test]
+fn shift_f12_asks_for_a_screenshot_of_the_view_under_the_mouse() {
+    let dir = scratch_dir("ui_shot");
+    let (f, _, _) = pair(&dir);
+    let mut h = harness(startup(&[(Role::Fixed, &f)]));
+    settle(&mut h);
+    let rect = h
+        .state()
+        .view_rect(warpscope::render::Plane::Coronal)
+        .expect("coronal view");
+    h.hover_at(rect.center() + egui::vec2(15.0, 15.0));
+    h.run_steps(2);
+    assert_eq!(
+        h.state().hovered_view(),
+        Some(warpscope::render::Plane::Coronal)
+    );
+    h.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::F12);
+    h.run_steps(1);
+    assert_eq!(
+        h.state().requested_shots(),
+        vec![format!("{:?}", warpscope::render::Plane::Coronal)]
+    );
+}

@@ -77,7 +77,8 @@ impl ViewerApp {
                     _ => format!("{} ({})", self.a.name(), style.colormap.name()),
                 };
                 let ticks = if self.composite.mode == Mode::Difference {
-                    vec![(0.0, "0".into()), (1.0, "1".into())]
+                    let g = self.composite.difference_gain.max(1e-6);
+                    vec![(0.0, "0".into()), (1.0, fmt(1.0 / g))]
                 } else {
                     vec![(0.0, fmt(lo)), (0.5, fmt(0.5 * (lo + hi))), (1.0, fmt(hi))]
                 };

@@ -280,6 +280,13 @@ impl ViewerApp {
                         .logarithmic(true),
                 );
             }
+            Mode::Difference => {
+                ui.add(
+                    egui::Slider::new(&mut c.difference_gain, 1.0..=20.0)
+                        .text("gain")
+                        .logarithmic(true),
+                );
+            }
             Mode::Blend => {
                 ui.add(egui::Slider::new(&mut c.blend, 0.0..=1.0).text("B fraction"));
             }

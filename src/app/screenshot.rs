@@ -36,6 +36,8 @@ pub struct Screenshots {
     /// Where screenshots go; default `~/Pictures` (else the home or working folder).
     pub folder: PathBuf,
     pub pending: usize,
+    /// Every target asked for, in order ("Window", "Axial", …).
+    pub requested: Vec<String>,
 }
 
 impl Default for Screenshots {
@@ -52,6 +54,7 @@ impl Default for Screenshots {
             rx,
             folder,
             pending: 0,
+            requested: Vec::new(),
         }
     }
 }
@@ -63,6 +66,10 @@ impl Screenshots {
         let ppp = ctx.pixels_per_point();
         let c = ctx.clone();
         self.pending += 1;
+        self.requested.push(match target {
+            ShotTarget::Window => "Window".into(),
+            ShotTarget::View(p) => format!("{p:?}"),
+        });
         ctx.request_screenshot(move |image| {
             let _ = tx.send(Shot {
                 target,

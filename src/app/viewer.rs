@@ -219,6 +219,16 @@ impl ViewerApp {
         self.view_rects[plane.index()]
     }
 
+    /// The view under the mouse in the last frame.
+    pub fn hovered_view(&self) -> Option<crate::render::Plane> {
+        self.hovered_plane
+    }
+
+    /// What the screenshots asked for so far name ("Window" or a plane).
+    pub fn requested_shots(&self) -> Vec<String> {
+        self.screenshots.requested.clone()
+    }
+
     /// The device's largest 3-D texture edge (voxels).
     pub fn max_texture_3d(&self) -> u32 {
         self.limits.0.max_texture_dimension_3d

@@ -42,8 +42,19 @@ pub struct Headless {
 }
 
 pub fn headless() -> Result<Headless, GpuError> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    headless_with(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// A headless device on one set of backends only (tests check the OpenGL
+/// fallback this way: it is what wgpu uses where no Vulkan driver exists).
+pub fn headless_on(backends: wgpu::Backends) -> Result<Headless, GpuError> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    headless_with(desc)
+}
+
+fn headless_with(desc: wgpu::InstanceDescriptor) -> Result<Headless, GpuError> {
+    let instance = wgpu::Instance::new(desc);
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
         power_preference: wgpu::PowerPreference::HighPerformance,
         force_fallback_adapter: false,

@@ -1,32 +1,42 @@
 //! Field products computed on the GPU: the moving image warped onto the
 //! fixed grid (`shaders/warp.wgsl`) and det J (`shaders/jacobian.wgsl`),
 //! both from the displacement texture; and reading a volume texture back.
+//!
+//! The shaders write storage buffers (slabs of z-slices, rows padded to
+//! the copy alignment) that are copied into 3-D textures: writing 3-D
+//! storage textures directly is not portable (wgpu's OpenGL backend binds
+//! only their first slice).
 
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use super::geometry::to_wgsl_mat4;
-use super::texture::{GpuVolume, scoped};
+use super::texture::{GPU_WAIT_LIMIT, GpuVolume, scoped, wait_idle};
 use crate::volume::affine::Mat4;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct WarpParams {
     fixed_to_moving: [[f32; 4]; 4],
+    /// nx, ny, nz, first z of the slab
     fixed_dims: [u32; 4],
+    /// moving nx, ny, nz, row stride (floats)
     moving_dims: [u32; 4],
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct JacobianParams {
+    /// nx, ny, nz, first z of the slab
     dims: [u32; 4],
+    /// row stride (floats), unused
+    layout: [u32; 4],
 }
 
 pub struct FieldCompute {
     warp: wgpu::ComputePipeline,
     jacobian: wgpu::ComputePipeline,
+    /// Largest slab buffer (bytes); default: the device's storage binding limit.
+    slab_limit: Option<u64>,
 }
 
 fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
@@ -46,38 +56,135 @@ fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePi
 
 const WORKGROUP: u32 = 4;
 
-fn dispatch(
+/// How a volume is cut into slabs of z-slices that fit one storage binding,
+/// rows padded for buffer → texture copies.
+struct Slabs {
+    dims: [u32; 3],
+    row_bytes: u32,
+    slices: u32,
+}
+
+impl Slabs {
+    fn new(device: &wgpu::Device, dims: [u32; 3], limit: Option<u64>) -> Result<Self, String> {
+        let row_bytes = (dims[0] * 4).div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT)
+            * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
+        let slice = u64::from(row_bytes) * u64::from(dims[1]);
+        let limits = device.limits();
+        let max = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            .min(limit.unwrap_or(u64::MAX));
+        if slice > max {
+            return Err(format!(
+                "one slice of {}×{} voxels exceeds this GPU's storage binding of {} MiB",
+                dims[0],
+                dims[1],
+                max >> 20
+            ));
+        }
+        let slices = ((max / slice) as u32).clamp(1, dims[2].max(1));
+        Ok(Self {
+            dims,
+            row_bytes,
+            slices,
+        })
+    }
+
+    fn row_stride(&self) -> u32 {
+        self.row_bytes / 4
+    }
+
+    fn buffer(&self, device: &wgpu::Device) -> wgpu::Buffer {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("compute slab"),
+            size: u64::from(self.row_bytes) * u64::from(self.dims[1]) * u64::from(self.slices),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// (first z, slices) of each slab.
+    fn each(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        (0..self.dims[2])
+            .step_by(self.slices as usize)
+            .map(|z| (z, self.slices.min(self.dims[2] - z)))
+    }
+}
+
+/// Run `pipeline` slab by slab into `out`: `params(z0)` gives each slab's
+/// uniform bytes; `inputs` are the texture views bound at 1, 2, ….
+fn run_slabs(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     pipeline: &wgpu::ComputePipeline,
-    entries: &[wgpu::BindGroupEntry],
-    dims: [u32; 3],
+    inputs: &[&wgpu::TextureView],
+    slabs: &Slabs,
+    out: &GpuVolume,
+    params: impl Fn(u32) -> Vec<u8>,
 ) {
+    let buffer = slabs.buffer(device);
+    let uniform = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("compute params"),
+        size: params(0).len() as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: uniform.as_entire_binding(),
+    }];
+    for (i, v) in inputs.iter().enumerate() {
+        entries.push(wgpu::BindGroupEntry {
+            binding: i as u32 + 1,
+            resource: wgpu::BindingResource::TextureView(v),
+        });
+    }
+    entries.push(wgpu::BindGroupEntry {
+        binding: inputs.len() as u32 + 1,
+        resource: buffer.as_entire_binding(),
+    });
     let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
         layout: &pipeline.get_bind_group_layout(0),
-        entries,
+        entries: &entries,
     });
-    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(
-            dims[0].div_ceil(WORKGROUP),
-            dims[1].div_ceil(WORKGROUP),
-            dims[2].div_ceil(WORKGROUP),
+    let [w, h, _] = slabs.dims;
+    for (z0, n) in slabs.each() {
+        queue.write_buffer(&uniform, 0, &params(z0));
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(
+                w.div_ceil(WORKGROUP),
+                h.div_ceil(WORKGROUP),
+                n.div_ceil(WORKGROUP),
+            );
+        }
+        encoder.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: &buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(slabs.row_bytes),
+                    rows_per_image: Some(h),
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture: &out.texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: 0, y: 0, z: z0 },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width: w,
+                height: h,
+                depth_or_array_layers: n,
+            },
         );
+        queue.submit([encoder.finish()]);
     }
-    queue.submit([encoder.finish()]);
-}
-
-fn uniform(device: &wgpu::Device, bytes: &[u8]) -> wgpu::Buffer {
-    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("compute params"),
-        contents: bytes,
-        usage: wgpu::BufferUsages::UNIFORM,
-    })
 }
 
 impl FieldCompute {
@@ -89,7 +196,15 @@ impl FieldCompute {
                 "jacobian.wgsl",
                 include_str!("../../shaders/jacobian.wgsl"),
             ),
+            slab_limit: None,
         }
+    }
+
+    /// Cut the work into slabs of at most `bytes` (normally the device's
+    /// storage binding limit decides; tests use this to run several slabs).
+    pub fn with_slab_limit(mut self, bytes: u64) -> Self {
+        self.slab_limit = Some(bytes);
+        self
     }
 
     /// The moving image warped onto the field's (fixed) grid; `fixed_to_moving`
@@ -103,37 +218,26 @@ impl FieldCompute {
         fixed_to_moving: &Mat4,
     ) -> Result<GpuVolume, String> {
         let dims = field.dims;
-        let out = GpuVolume::storage(device, "warped", dims.map(|d| d as usize))?;
-        let params = WarpParams {
-            fixed_to_moving: to_wgsl_mat4(fixed_to_moving),
-            fixed_dims: [dims[0], dims[1], dims[2], 0],
-            moving_dims: [moving.dims[0], moving.dims[1], moving.dims[2], 0],
-        };
-        let buffer = uniform(device, bytemuck::bytes_of(&params));
+        let out = GpuVolume::output(device, "warped", dims.map(|d| d as usize))?;
+        let slabs = Slabs::new(device, dims, self.slab_limit)?;
+        let m = to_wgsl_mat4(fixed_to_moving);
+        let stride = slabs.row_stride();
         scoped(device, "warping the moving image", || {
-            dispatch(
+            run_slabs(
                 device,
                 queue,
                 &self.warp,
-                &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: buffer.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: wgpu::BindingResource::TextureView(&moving.view),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: wgpu::BindingResource::TextureView(&field.view),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 3,
-                        resource: wgpu::BindingResource::TextureView(&out.view),
-                    },
-                ],
-                dims,
+                &[&moving.view, &field.view],
+                &slabs,
+                &out,
+                |z0| {
+                    bytemuck::bytes_of(&WarpParams {
+                        fixed_to_moving: m,
+                        fixed_dims: [dims[0], dims[1], dims[2], z0],
+                        moving_dims: [moving.dims[0], moving.dims[1], moving.dims[2], stride],
+                    })
+                    .to_vec()
+                },
             )
         })?;
         Ok(out)
@@ -147,31 +251,24 @@ impl FieldCompute {
         field: &GpuVolume,
     ) -> Result<GpuVolume, String> {
         let dims = field.dims;
-        let out = GpuVolume::storage(device, "det J", dims.map(|d| d as usize))?;
-        let params = JacobianParams {
-            dims: [dims[0], dims[1], dims[2], 0],
-        };
-        let buffer = uniform(device, bytemuck::bytes_of(&params));
+        let out = GpuVolume::output(device, "det J", dims.map(|d| d as usize))?;
+        let slabs = Slabs::new(device, dims, self.slab_limit)?;
+        let stride = slabs.row_stride();
         scoped(device, "computing det J", || {
-            dispatch(
+            run_slabs(
                 device,
                 queue,
                 &self.jacobian,
-                &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: buffer.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: wgpu::BindingResource::TextureView(&field.view),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: wgpu::BindingResource::TextureView(&out.view),
-                    },
-                ],
-                dims,
+                &[&field.view],
+                &slabs,
+                &out,
+                |z0| {
+                    bytemuck::bytes_of(&JacobianParams {
+                        dims: [dims[0], dims[1], dims[2], z0],
+                        layout: [stride, 0, 0, 0],
+                    })
+                    .to_vec()
+                },
             )
         })?;
         Ok(out)
@@ -275,9 +372,7 @@ impl Readback {
 
     /// Wait for the samples.
     pub fn wait(self, device: &wgpu::Device) -> Result<Vec<f32>, String> {
-        device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| format!("waiting for the GPU: {e}"))?;
+        wait_idle(device, GPU_WAIT_LIMIT)?;
         let state = self
             .state
             .lock()

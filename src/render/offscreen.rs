@@ -3,6 +3,7 @@
 
 use super::composite::{GpuScene, Slot};
 use super::scene::CompositeUniform;
+use super::texture::{GPU_WAIT_LIMIT, wait_idle};
 
 /// One view to draw: its id (for its uniform buffer), images A and B, its
 /// uniforms, and its viewport in target pixels (x, y, width, height).
@@ -120,9 +121,7 @@ impl Target {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| format!("waiting for the GPU: {e}"))?;
+        wait_idle(device, GPU_WAIT_LIMIT)?;
         rx.recv()
             .map_err(|_| "the GPU dropped the readback".to_string())?
             .map_err(|e| format!("mapping the readback buffer: {e}"))?;
@@ -141,9 +140,6 @@ impl Target {
 
     /// Block until the GPU has finished all submitted work.
     pub fn wait(device: &wgpu::Device) -> Result<(), String> {
-        device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| format!("waiting for the GPU: {e}"))
+        wait_idle(device, GPU_WAIT_LIMIT)
     }
 }

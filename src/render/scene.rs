@@ -19,7 +19,7 @@ pub enum Mode {
     Checkerboard,
     /// A green, B magenta: grey where they agree (the MIRRBA figures' convention).
     GreenMagenta,
-    /// |A − B| of the windowed values, through A's colour map.
+    /// gain·|A − B| of the windowed values, through A's colour map.
     Difference,
     /// (1 − α)·A + α·B.
     Blend,
@@ -63,7 +63,7 @@ impl Mode {
             Mode::Single => (0.0, 0.0),
             Mode::Checkerboard => (1.0, c.tile_mm),
             Mode::GreenMagenta => (2.0, 0.0),
-            Mode::Difference => (3.0, 0.0),
+            Mode::Difference => (3.0, c.difference_gain),
             Mode::Blend => (4.0, c.blend),
             Mode::Flicker => (4.0, if flicker_shows_b { 1.0 } else { 0.0 }),
             Mode::Swipe => (5.0, c.swipe),
@@ -80,6 +80,8 @@ pub struct Composite {
     pub tile_mm: f32,
     /// Blend: fraction of B.
     pub blend: f32,
+    /// Difference: |A − B| is multiplied by this before the colour map.
+    pub difference_gain: f32,
     /// Flicker: seconds per image.
     pub flicker_period_s: f32,
     /// Swipe: divider position across the view (0 = left edge, 1 = right edge).
@@ -94,6 +96,7 @@ impl Default for Composite {
             mode: Mode::Single,
             tile_mm: 20.0,
             blend: 0.5,
+            difference_gain: 1.0,
             flicker_period_s: 0.6,
             swipe: 0.5,
             interpolate: true,

@@ -111,6 +111,23 @@ pub fn scoped<T>(device: &wgpu::Device, what: &str, f: impl FnOnce() -> T) -> Re
     }
 }
 
+/// Block until the GPU has finished the work submitted so far. Some
+/// backends (OpenGL) return a timeout from an "indefinite" wait; keep
+/// waiting, up to `limit`, before giving up with a message.
+pub fn wait_idle(device: &wgpu::Device, limit: std::time::Duration) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        match device.poll(wgpu::PollType::wait_indefinitely()) {
+            Ok(_) => return Ok(()),
+            Err(wgpu::PollError::Timeout) if start.elapsed() < limit => continue,
+            Err(e) => return Err(format!("waiting for the GPU: {e}")),
+        }
+    }
+}
+
+/// How long a wait for GPU work may take before it is reported as a failure.
+pub const GPU_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl GpuVolume {
     fn descriptor(
         label: &str,
@@ -233,8 +250,8 @@ impl GpuVolume {
         )
     }
 
-    /// An R32Float volume that compute shaders write (warped image, det J).
-    pub fn storage(device: &wgpu::Device, label: &str, dims: [usize; 3]) -> Result<Self, String> {
+    /// An R32Float volume filled by copies from compute buffers (warped image, det J).
+    pub fn output(device: &wgpu::Device, label: &str, dims: [usize; 3]) -> Result<Self, String> {
         Self::create(
             device,
             None,
@@ -242,7 +259,7 @@ impl GpuVolume {
             dims,
             wgpu::TextureFormat::R32Float,
             wgpu::TextureUsages::TEXTURE_BINDING
-                | wgpu::TextureUsages::STORAGE_BINDING
+                | wgpu::TextureUsages::COPY_DST
                 | wgpu::TextureUsages::COPY_SRC,
         )
     }
