@@ -112,6 +112,32 @@ impl LoadedImage {
         Ok(img)
     }
 
+    /// Prepare a volume for a role: labels and IC weights get their full
+    /// range as window (labels are reduced by nearest neighbour), images the
+    /// MRI percentile window.
+    pub fn for_role(
+        role: Role,
+        name: String,
+        path: Option<PathBuf>,
+        volume: Volume,
+        info: Option<&NiftiInfo>,
+        limits: &Limits,
+    ) -> Result<Self, String> {
+        let preset = match role {
+            Role::Labels | Role::IcWeights => WindowPreset::MinMax,
+            _ => WindowPreset::MriBrain,
+        };
+        Self::new(
+            name,
+            path,
+            volume,
+            info,
+            limits,
+            role == Role::Labels,
+            preset,
+        )
+    }
+
     /// Show channel `c`: extract it, fit it to the GPU, re-apply the window preset.
     pub fn select_channel(
         &mut self,
@@ -175,12 +201,8 @@ pub struct LoadedField {
 
 /// The result of a job on the loader thread.
 pub enum Loaded {
-    Image {
-        role: Role,
-        path: PathBuf,
-        volume: Volume,
-        info: NiftiInfo,
-    },
+    /// An image, already prepared for display (channel, fitting, window).
+    Image { role: Role, image: LoadedImage },
     Field {
         path: PathBuf,
         kind: FieldKind,
@@ -267,18 +289,16 @@ impl Loader {
         }
     }
 
-    /// Read a NIfTI volume for `role`.
-    pub fn image(&mut self, role: Role, path: PathBuf) {
+    /// Read a NIfTI volume for `role` and prepare it for display within `limits`.
+    pub fn image(&mut self, role: Role, path: PathBuf, limits: Limits) {
         let label = format!("{}: {}", role.name(), display_name(&path));
         self.spawn(Some(role), label, move || {
             let (volume, info) =
                 nifti::read_file(&path, ReadOptions::default()).map_err(|e| e.to_string())?;
-            Ok(Loaded::Image {
-                role,
-                path,
-                volume,
-                info,
-            })
+            let name = display_name(&path);
+            let image =
+                LoadedImage::for_role(role, name, Some(path), volume, Some(&info), &limits)?;
+            Ok(Loaded::Image { role, image })
         });
     }
 

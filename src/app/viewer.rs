@@ -24,7 +24,6 @@ use crate::render::{
     Slot,
 };
 use crate::volume::affine;
-use crate::volume::intensity::WindowPreset;
 use crate::volume::{Grid, Volume, same_affine};
 
 /// Where an image comes from at start-up.
@@ -190,7 +189,9 @@ impl ViewerApp {
             match source {
                 Source::Path(p) => app.open(role, p),
                 Source::Volume { name, volume } => {
-                    if let Err(e) = app.accept_image(role, name, None, volume, None) {
+                    let prepared =
+                        LoadedImage::for_role(role, name, None, volume, None, &app.limits);
+                    if let Err(e) = prepared.and_then(|img| app.accept_image(role, img)) {
                         app.error(e);
                     }
                 }
@@ -267,7 +268,7 @@ impl ViewerApp {
                     self.deferred_fields.push((path, self.field_kind));
                 }
             },
-            _ => self.loader.image(role, path),
+            _ => self.loader.image(role, path, self.limits.clone()),
         }
     }
 
@@ -330,14 +331,8 @@ impl ViewerApp {
     fn apply_job(&mut self, job: super::data::Job) {
         match job.result {
             Err(e) => self.error(format!("could not open {}: {e}", job.label)),
-            Ok(Loaded::Image {
-                role,
-                path,
-                volume,
-                info,
-            }) => {
-                let name = display_name(&path);
-                if let Err(e) = self.accept_image(role, name, Some(path), volume, Some(&info)) {
+            Ok(Loaded::Image { role, image }) => {
+                if let Err(e) = self.accept_image(role, image) {
                     self.error(e);
                 }
             }
@@ -422,25 +417,12 @@ impl ViewerApp {
         )
     }
 
-    /// Take a loaded volume into a role: checked, fitted, uploaded; the
-    /// previous one is replaced only if all of that succeeds.
-    pub fn accept_image(
-        &mut self,
-        role: Role,
-        name: String,
-        path: Option<PathBuf>,
-        volume: Volume,
-        info: Option<&crate::volume::nifti::NiftiInfo>,
-    ) -> Result<(), String> {
+    /// Take a prepared image into a role: uploaded, then swapped in; the
+    /// previous one is replaced only if the upload succeeds.
+    pub fn accept_image(&mut self, role: Role, img: LoadedImage) -> Result<(), String> {
         if role == Role::Field {
             return Err("a field is read through Loader::field".into());
         }
-        let labels = role == Role::Labels;
-        let preset = match role {
-            Role::Labels | Role::IcWeights => WindowPreset::MinMax,
-            _ => WindowPreset::MriBrain,
-        };
-        let img = LoadedImage::new(name, path, volume, info, &self.limits, labels, preset)?;
         let texture = self.upload(&img)?;
         if let Some(n) = &img.notice {
             self.notice(n.clone());
