@@ -397,3 +397,77 @@ fn shift_f12_asks_for_a_screenshot_of_the_view_under_the_mouse() {
         vec![format!("{:?}", warpscope::render::Plane::Coronal)]
     );
 }
+
+#[test]
+fn a_click_moves_the_crosshair_and_the_other_views_follow() {
+    let dir = scratch_dir("ui_click");
+    let (f, m, _) = pair(&dir);
+    let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
+    settle(&mut h);
+    let axial = warpscope::render::Plane::Axial;
+    let rect = h.state().view_rect(axial).expect("axial view");
+    let before = h.state().nav.cursor_ras;
+    let pos = rect.min + egui::vec2(0.3 * rect.width(), 0.65 * rect.height());
+    h.event(egui::Event::PointerMoved(pos));
+    h.run_steps(1);
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton {
+            pos,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        });
+        h.run_steps(1);
+    }
+    h.run_steps(1);
+    let app = h.state();
+    let size = [f64::from(rect.width()), f64::from(rect.height())];
+    let want = app.nav.view(axial).world_at([0.3, 0.65], size);
+    let got = app.nav.cursor_ras;
+    assert!(
+        (got[0] - want[0]).abs() < 0.5 && (got[1] - want[1]).abs() < 0.5,
+        "{got:?} vs {want:?}"
+    );
+    assert_eq!(got[2], before[2], "the axial slice stays");
+    assert!(
+        (got[0] - before[0]).abs() > 2.0,
+        "the click moved the crosshair"
+    );
+    // The coronal and sagittal views now cut through the clicked point.
+    assert_eq!(
+        app.nav.view(warpscope::render::Plane::Coronal).position_mm,
+        got[1]
+    );
+    assert_eq!(
+        app.nav.view(warpscope::render::Plane::Sagittal).position_mm,
+        got[0]
+    );
+}
+
+#[test]
+fn flicker_alternates_the_two_images_on_its_timer() {
+    let dir = scratch_dir("ui_flicker");
+    let (f, m, _) = pair(&dir);
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1200.0, 800.0))
+        .with_step_dt(0.05)
+        .wgpu()
+        .build_eframe(|cc| {
+            ViewerApp::new(cc, startup(&[(Role::Fixed, &f), (Role::Moving, &m)]))
+                .expect("the viewer starts")
+        });
+    settle(&mut h);
+    h.state_mut().composite.mode = Mode::Flicker;
+    h.state_mut().composite.flicker_period_s = 0.2;
+    let mut phases = Vec::new();
+    for _ in 0..24 {
+        h.step();
+        phases.push(h.state().flicker_shows_b());
+    }
+    let switches = phases.windows(2).filter(|w| w[0] != w[1]).count();
+    // 24 steps of 50 ms = 1.2 s at 0.2 s per image: about 6 switches.
+    assert!(
+        (4..=7).contains(&switches),
+        "{switches} switches: {phases:?}"
+    );
+}

@@ -28,9 +28,20 @@ pub struct Recent {
 /// How many recent files are kept.
 const RECENT_MAX: usize = 12;
 
+/// An answer from a dialog: what it was for, the path (`None`: cancelled or
+/// no dialog service), and how long the dialog was open.
+pub struct Answer {
+    pub pick: Pick,
+    pub path: Option<PathBuf>,
+    pub open_for: std::time::Duration,
+}
+
+/// A dialog that answers "nothing" faster than this never appeared.
+pub const NO_DIALOG: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub struct Files {
-    tx: mpsc::Sender<(Pick, Option<PathBuf>)>,
-    rx: mpsc::Receiver<(Pick, Option<PathBuf>)>,
+    tx: mpsc::Sender<Answer>,
+    rx: mpsc::Receiver<Answer>,
     /// A dialog is open (only one at a time).
     pub dialog_open: bool,
     pub recent: Vec<Recent>,
@@ -105,6 +116,7 @@ impl Files {
         self.dialog_open = true;
         let tx = self.tx.clone();
         let start = start_in.map(Path::to_path_buf);
+        let opened = std::time::Instant::now();
         let spawned = std::thread::Builder::new()
             .name("warpscope-dialog".into())
             .spawn(move || {
@@ -123,15 +135,19 @@ impl Files {
                         .pick_folder(),
                     Pick::ScreenshotFolder => d.set_title("Folder for screenshots").pick_folder(),
                 };
-                let _ = tx.send((what, answer));
+                let _ = tx.send(Answer {
+                    pick: what,
+                    path: answer,
+                    open_for: opened.elapsed(),
+                });
             });
         if spawned.is_err() {
             self.dialog_open = false;
         }
     }
 
-    /// Answers from dialogs (a `None` path: cancelled, or no dialog service).
-    pub fn poll(&mut self) -> Vec<(Pick, Option<PathBuf>)> {
+    /// Answers from dialogs.
+    pub fn poll(&mut self) -> Vec<Answer> {
         let answers: Vec<_> = self.rx.try_iter().collect();
         if !answers.is_empty() {
             self.dialog_open = false;

@@ -203,9 +203,18 @@ impl ViewerApp {
     }
 
     fn dialogs(&mut self) {
-        for (what, answer) in self.files.poll() {
-            let Some(p) = answer else { continue };
-            match what {
+        for answer in self.files.poll() {
+            let Some(p) = answer.path else {
+                if answer.open_for < files::NO_DIALOG {
+                    self.notice(
+                        "no file dialog is available on this desktop (it needs the xdg desktop \
+                         portal or zenity): type a path under \"Open a path\", drop files on \
+                         the window, or name them on the command line",
+                    );
+                }
+                continue;
+            };
+            match answer.pick {
                 Pick::Open(role) => self.open(role, p),
                 Pick::ResultFolder => self.open_result_folder(p),
                 Pick::ScreenshotFolder => self.screenshots.folder = p,

@@ -220,6 +220,11 @@ impl ViewerApp {
         self.view_rects[plane.index()]
     }
 
+    /// Whether flicker shows image B now.
+    pub fn flicker_shows_b(&self) -> bool {
+        self.flicker_shows_b
+    }
+
     /// The view under the mouse in the last frame.
     pub fn hovered_view(&self) -> Option<crate::render::Plane> {
         self.hovered_plane
