@@ -7,39 +7,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::scratch_dir;
+use common::ui::{click, harness, settle, startup, write};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use warpscope::app::{Role, Source, Startup, ViewerApp};
+use warpscope::app::{Role, Startup, ViewerApp};
 use warpscope::render::{Mode, Slot};
 use warpscope::volume::nifti::{self, ChannelLayout, WriteOptions};
 use warpscope::volume::{Grid, Volume, affine};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn harness(startup: Startup) -> Harness<'static, ViewerApp> {
-    Harness::builder()
-        .with_size(egui::vec2(1200.0, 800.0))
-        .wgpu()
-        .build_eframe(|cc| ViewerApp::new(cc, startup).expect("the viewer starts"))
-}
-
-/// Load everything asked for, then draw a few frames.
-fn settle(h: &mut Harness<'static, ViewerApp>) {
-    h.state_mut().wait_for_loads(WAIT);
-    h.run_steps(4);
-}
-
-fn write(path: &Path, vol: &Volume, description: &str) {
-    let opts = WriteOptions {
-        description: description.into(),
-        ..Default::default()
-    };
-    nifti::write_file(path, vol, &opts).expect("write test volume");
-}
 
 fn grid() -> Grid {
     Grid::new([24, 20, 16], affine::diagonal([2.0, 2.0, 2.0]))
@@ -75,16 +52,6 @@ fn pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     }
     write(&u, &disp, "warpscope:field_vox fixed->moving");
     (f, m, u)
-}
-
-fn startup(paths: &[(Role, &Path)]) -> Startup {
-    Startup {
-        images: paths
-            .iter()
-            .map(|(r, p)| (*r, Source::Path(p.to_path_buf())))
-            .collect(),
-        ..Default::default()
-    }
 }
 
 #[test]
@@ -408,18 +375,7 @@ fn a_click_moves_the_crosshair_and_the_other_views_follow() {
     let rect = h.state().view_rect(axial).expect("axial view");
     let before = h.state().nav.cursor_ras;
     let pos = rect.min + egui::vec2(0.3 * rect.width(), 0.65 * rect.height());
-    h.event(egui::Event::PointerMoved(pos));
-    h.run_steps(1);
-    for pressed in [true, false] {
-        h.event(egui::Event::PointerButton {
-            pos,
-            button: egui::PointerButton::Primary,
-            pressed,
-            modifiers: egui::Modifiers::NONE,
-        });
-        h.run_steps(1);
-    }
-    h.run_steps(1);
+    click(&mut h, pos);
     let app = h.state();
     let size = [f64::from(rect.width()), f64::from(rect.height())];
     let want = app.nav.view(axial).world_at([0.3, 0.65], size);

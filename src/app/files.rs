@@ -86,6 +86,11 @@ impl Files {
         }
     }
 
+    /// The config folder, if there is one.
+    pub fn config_dir(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
     /// Put a file at the top of the recent list and save the list.
     pub fn remember(&mut self, role: Role, path: &Path) {
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());

@@ -9,6 +9,8 @@
 mod callback;
 pub mod data;
 mod files;
+mod landmark_ui;
+pub mod landmarks;
 mod legend;
 pub mod navigation;
 mod panels;
@@ -23,6 +25,7 @@ use eframe::egui_wgpu;
 
 pub use data::Role;
 pub use files::config_dir;
+pub use landmarks::{LandmarkFile, SortBy};
 pub use screenshot::utc_stamp;
 pub use viewer::{Message, Source, Startup, ViewerApp};
 
@@ -273,6 +276,8 @@ impl eframe::App for ViewerApp {
         self.dropped(&ctx);
         self.save_screenshots();
         self.keyboard(&ctx);
+        self.landmark_keys(&ctx);
+        self.refresh_landmarks();
         self.flicker(&ctx);
         if self.busy() || self.files.dialog_open || self.screenshots.pending > 0 {
             ctx.request_repaint_after(std::time::Duration::from_millis(50));
@@ -287,6 +292,12 @@ impl eframe::App for ViewerApp {
                 &self.status
             });
         });
+        if self.lm.mode || !self.lm.editor.is_empty() {
+            egui::Panel::bottom("landmark table")
+                .resizable(true)
+                .default_size(170.0)
+                .show(ui, |ui| self.landmark_table(ui));
+        }
         egui::Panel::left("side")
             .default_size(270.0)
             .show(ui, |ui| self.side_panel(ui));

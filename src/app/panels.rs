@@ -120,6 +120,8 @@ impl ViewerApp {
             self.compare_controls(ui);
             ui.separator();
             self.overlay_controls(ui);
+            ui.separator();
+            self.landmark_controls(ui);
         });
     }
 
@@ -456,7 +458,7 @@ Mouse (in a view)
   middle drag: pan                  double-click: enlarge / restore
 Keys
   A, C, S: enlarge axial / coronal / sagittal;  V or Esc: three views
-  Page Up / Page Down, ↑ / ↓: slice of the view under the mouse
+  Page Up / Page Down, arrow up / down: slice of the view under the mouse
   1–7: compare mode;  X: swap A and B;  R: reset the view
   G grid, M motion vectors, J det J, I IC weights, L labels
   F12: screenshot of the window; shift-F12: of the view under the mouse";

@@ -16,6 +16,7 @@ use super::data::{
     Limits, Loaded, LoadedField, LoadedImage, Loader, Role, display_name, world_gap_mm,
 };
 use super::files::Files;
+use super::landmarks::{LandmarkFile, LandmarkUi};
 use super::navigation::Navigation;
 use super::screenshot::Screenshots;
 use crate::metrics::FieldKind;
@@ -44,8 +45,11 @@ pub struct Startup {
     pub labels_in_moving: bool,
     /// A `warpscope register --out` folder.
     pub result: Option<PathBuf>,
-    /// Where recent files are remembered (`None`: not remembered).
+    /// Where recent files (and landmarks of embedded images) are kept
+    /// (`None`: nowhere).
     pub config_dir: Option<PathBuf>,
+    /// Landmark files to open once the images are loaded.
+    pub landmarks: Vec<(LandmarkFile, PathBuf)>,
 }
 
 /// A line shown to the user: errors stay until dismissed.
@@ -137,6 +141,12 @@ pub struct ViewerApp {
     pub(super) view_rects: [Option<egui::Rect>; 3],
     /// The view under the mouse (keys act on it).
     pub(super) hovered_plane: Option<crate::render::Plane>,
+    /// Landmarks: editor, mode, TRE table, autosave.
+    pub lm: LandmarkUi,
+    /// Bumped whenever the field changes (TRE is recomputed on it).
+    pub field_serial: u64,
+    /// Landmark files named at start-up, opened once the images have loaded.
+    pending_landmarks: Vec<(LandmarkFile, PathBuf)>,
 }
 
 impl ViewerApp {
@@ -184,6 +194,9 @@ impl ViewerApp {
             dragging_divider: false,
             view_rects: [None; 3],
             hovered_plane: None,
+            lm: LandmarkUi::default(),
+            field_serial: 0,
+            pending_landmarks: startup.landmarks,
         };
         for (role, source) in startup.images {
             match source {
@@ -294,6 +307,19 @@ impl ViewerApp {
             self.start_deferred_fields();
         }
         self.wait_for_products();
+        self.open_pending_landmarks();
+        self.refresh_landmarks();
+    }
+
+    /// Landmark files named at start-up, once no image is loading (a
+    /// BraTS-Reg CSV needs its image's grid).
+    fn open_pending_landmarks(&mut self) {
+        if self.pending_landmarks.is_empty() || self.loader.pending() > 0 {
+            return;
+        }
+        for (what, path) in std::mem::take(&mut self.pending_landmarks) {
+            self.open_landmarks(what, &path);
+        }
     }
 
     /// Block until the field products have been read back.
@@ -313,6 +339,7 @@ impl ViewerApp {
             self.apply_job(job);
         }
         self.start_deferred_fields();
+        self.open_pending_landmarks();
         if let Some(rb) = &self.products.jacobian_rb
             && let Some(r) = rb.try_take(&self.rs.device)
         {
@@ -441,6 +468,7 @@ impl ViewerApp {
                     .is_none_or(|f| f.display.grid != img.display.grid);
                 self.nav.reframe(&img.display.grid);
                 self.fixed = Some(img);
+                self.landmarks_for_new_fixed();
                 self.scene(|s| s.set_image(Slot::Fixed, Some(texture)));
                 if grid_changed && let Some(f) = self.field.take() {
                     // The field lives on the fixed grid: read it again onto the new one.
@@ -496,6 +524,7 @@ impl ViewerApp {
 
     fn clear_field_products(&mut self) {
         self.products = Products::default();
+        self.field_serial += 1;
         self.scene(|s| {
             s.set_map(Map::Field, None);
             s.set_map(Map::Jacobian, None);
@@ -530,6 +559,7 @@ impl ViewerApp {
             s.set_map(Map::Jacobian, Some(jac));
         });
         self.field = Some(field);
+        self.field_serial += 1;
         self.recompute_warped();
         if self.products.warped_ready {
             self.b = Slot::Warped;

@@ -8,7 +8,8 @@ use eframe::egui;
 use super::callback::{ViewCallback, paint};
 use super::data::value_at;
 use super::viewer::ViewerApp;
-use crate::render::{CompositeUniform, Mode, Plane, SliceView};
+use crate::landmarks::formats::Side;
+use crate::render::{Composite, CompositeUniform, Mode, Overlays, Plane, SliceView, Slot};
 
 const CAPTION_H: f32 = 22.0;
 const GAP: f32 = 4.0;
@@ -73,14 +74,35 @@ impl ViewerApp {
 
         let view = self.nav.view(plane);
         let size = [f64::from(rect.width()), f64::from(rect.height())];
-        let present = self.present();
-        match CompositeUniform::new(&view, size, &present, &self.composite, &self.overlays) {
+        // Landmark mode shows the side's image alone; the field overlays
+        // live in fixed space and are kept off the moving image.
+        let (a, composite, overlays) = if self.lm.mode {
+            let slot = match self.lm.side {
+                Side::Fixed => Slot::Fixed,
+                Side::Moving => Slot::Moving,
+            };
+            let single = Composite {
+                mode: Mode::Single,
+                ..self.composite.clone()
+            };
+            let overlays = if slot == Slot::Fixed {
+                self.overlays.clone()
+            } else {
+                Overlays::default()
+            };
+            (slot, single, overlays)
+        } else {
+            (self.a, self.composite.clone(), self.overlays.clone())
+        };
+        let mut present = self.present();
+        present.a = self.slot_image(a);
+        match CompositeUniform::new(&view, size, &present, &composite, &overlays) {
             Some(uniform) => paint(
                 ui,
                 rect,
                 ViewCallback {
                     id: plane.index() as u64,
-                    a: self.a,
+                    a,
                     b: self.b,
                     uniform,
                 },
@@ -97,6 +119,7 @@ impl ViewerApp {
         }
         let painter = ui.painter_at(rect);
         self.draw_crosshair(&painter, &view, rect);
+        self.draw_landmarks(&painter, plane, &view, rect);
         draw_orientation_letters(&painter, &view, rect);
         if self.composite.mode == Mode::Swipe {
             let x = rect.left() + self.composite.swipe * rect.width();
@@ -129,7 +152,10 @@ impl ViewerApp {
                 egui::Slider::new(&mut pos, lo..=hi)
                     .step_by(self.nav.step_mm)
                     .fixed_decimals(1)
-                    .suffix(" mm"),
+                    .suffix(" mm")
+                    // Round only what the user edits: the crosshair set by a
+                    // click must not be snapped to the slider's grid.
+                    .clamping(egui::SliderClamping::Edits),
             )
             .on_hover_text(format!(
                 "Slice position, {axis} in world mm. Mouse wheel over the view, or Page Up / Page Down"
@@ -201,6 +227,9 @@ impl ViewerApp {
                 // One slice per wheel notch, like ITK-SNAP.
                 self.nav.step_slice(plane, steps);
             }
+        }
+        if self.landmark_mouse(response, plane, &view, rect) {
+            return;
         }
         if response.double_clicked() {
             self.toggle_enlarged(plane);

@@ -261,6 +261,7 @@ fn generic(
         if outside > 0 {
             eprintln!("notice: {outside} landmark(s) outside the image were excluded");
         }
+        println!("{}", report.table_text());
         out.insert("tre".into(), report.to_json());
         if let Some(p) = &a.warped_landmarks {
             write_warped_landmarks(p, &f, &m, mapping)?;

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{Role, Source, Startup};
+use crate::app::{LandmarkFile, Role, Source, Startup};
+use crate::landmarks::formats::Side;
 
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -49,6 +50,15 @@ pub struct Args {
     /// Inverse-consistency weights (or any [0, 1] map) to show as a heat overlay.
     #[arg(long)]
     pub ic_weights: Option<PathBuf>,
+    /// Landmark pairs to open (pair CSV: id,fx,fy,fz,mx,my,mz in RAS mm).
+    #[arg(long)]
+    pub landmarks: Option<PathBuf>,
+    /// Fixed-image landmarks (.fcsv, .mrk.json or BraTS-Reg CSV).
+    #[arg(long)]
+    pub fixed_landmarks: Option<PathBuf>,
+    /// Moving-image landmarks, paired with the fixed ones by id.
+    #[arg(long)]
+    pub moving_landmarks: Option<PathBuf>,
 }
 
 fn parse_field_kind(s: &str) -> Result<crate::metrics::FieldKind, String> {
@@ -119,6 +129,18 @@ fn gui(args: Args) -> CliResult {
                 return Err(format!("{}: no such file", p.display()).into());
             }
             startup.images.push((role, Source::Path(p)));
+        }
+    }
+    for (what, path) in [
+        (LandmarkFile::Pairs, args.landmarks),
+        (LandmarkFile::One(Side::Fixed), args.fixed_landmarks),
+        (LandmarkFile::One(Side::Moving), args.moving_landmarks),
+    ] {
+        if let Some(p) = path {
+            if !p.is_file() {
+                return Err(format!("{}: no such file", p.display()).into());
+            }
+            startup.landmarks.push((what, p));
         }
     }
     crate::app::run(startup).map_err(Into::into)

@@ -7,6 +7,7 @@
 //! (`id,fx,fy,fz,mx,my,mz,…`). Columns we do not interpret are kept and
 //! written back.
 
+pub mod edit;
 pub mod formats;
 
 use std::fmt;

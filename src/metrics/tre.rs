@@ -29,6 +29,23 @@ pub enum Status {
     Excluded,
 }
 
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Used => "used",
+            Status::OutsideFixed => "outside fixed image",
+            Status::OutsideMoving => "outside moving image",
+            Status::Excluded => "excluded",
+        }
+    }
+}
+
+/// A distance as the TRE table writes it (mm, 4 decimals): `eval` and the
+/// viewer show the same figures.
+pub fn fmt_mm(v: f64) -> String {
+    format!("{v:.4}")
+}
+
 #[derive(Clone, Debug)]
 pub struct LandmarkError {
     pub id: String,
@@ -104,6 +121,65 @@ pub fn tre(
 impl TreReport {
     pub fn count(&self, status: Status) -> usize {
         self.points.iter().filter(|p| p.status == status).count()
+    }
+
+    /// The summary lines under the table: landmarks used, before/after
+    /// statistics, robustness, and what did not pair.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "{} of {} paired landmarks used",
+            self.count(Status::Used),
+            self.points.len()
+        )];
+        for (name, s) in [("before", &self.before), ("after", &self.after)] {
+            if let Some(s) = s {
+                out.push(format!(
+                    "{name:<7} mean {}  median {}  std {}  max {}",
+                    fmt_mm(s.mean),
+                    fmt_mm(s.median),
+                    fmt_mm(s.std),
+                    fmt_mm(s.max)
+                ));
+            }
+        }
+        if let Some(r) = self.robustness {
+            out.push(format!(
+                "robustness {r:.4} (fraction whose error decreased)"
+            ));
+        }
+        if let Some(n) = self.pairing.notice() {
+            out.push(n);
+        }
+        out
+    }
+
+    /// The per-landmark table and its summary, as `warpscope eval` prints it.
+    pub fn table_text(&self) -> String {
+        let w = self
+            .points
+            .iter()
+            .map(|p| p.id.len())
+            .max()
+            .unwrap_or(2)
+            .max(2);
+        let mut t = format!(
+            "TRE per landmark (mm): fixed point through the mapping vs its moving partner\n{:<w$}  {:>10}  {:>10}  status\n",
+            "id", "before", "after"
+        );
+        for p in &self.points {
+            t += &format!(
+                "{:<w$}  {:>10}  {:>10}  {}\n",
+                p.id,
+                fmt_mm(p.before_mm),
+                p.after_mm.map_or_else(|| "-".to_string(), fmt_mm),
+                p.status.name()
+            );
+        }
+        for l in self.summary_lines() {
+            t += &l;
+            t.push('\n');
+        }
+        t
     }
 
     pub fn to_json(&self) -> Value {

@@ -128,6 +128,8 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().expect("gzip into memory")
 }
 
+pub mod ui;
+
 /// A fresh, empty directory under the target dir for one test.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);

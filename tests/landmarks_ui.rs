@@ -1,0 +1,383 @@
+//! The landmark workflow through the viewer (egui_kittest, wgpu on
+//! lavapipe): placing pairs by clicks, moving, undo/redo, the TRE table
+//! against `warpscope eval`, the autosave, and bad landmark files.
+
+mod common;
+
+use std::path::Path;
+
+use common::ui::{click, demo_copy, drag, harness, settle, startup, write};
+use common::{scratch_dir, warpscope};
+use eframe::egui;
+use egui_kittest::kittest::Queryable;
+use warpscope::app::{LandmarkFile, Role, Startup};
+use warpscope::landmarks::formats::Side;
+use warpscope::metrics::tre::Status;
+use warpscope::render::geometry::world_bounds;
+use warpscope::render::{Convention, Plane};
+use warpscope::volume::Volume;
+use warpscope::volume::nifti;
+
+fn close(a: [f64; 3], b: [f64; 3], tol: f64) -> bool {
+    (0..3).all(|k| (a[k] - b[k]).abs() <= tol)
+}
+
+#[test]
+fn pairs_placed_by_clicks_sit_where_the_mouse_was_in_both_conventions() {
+    let dir = scratch_dir("lm_place");
+    let (f, m, _) = demo_copy(&dir);
+    let mut h = harness(Startup {
+        config_dir: Some(dir.join("config")),
+        ..startup(&[(Role::Fixed, &f), (Role::Moving, &m)])
+    });
+    settle(&mut h);
+    h.key_press(egui::Key::K);
+    h.run_steps(2);
+    assert!(h.state().lm.mode, "K turns landmark mode on");
+    let centre_x = {
+        let b = h.state().nav.bounds;
+        0.5 * (b.0[0] + b.1[0])
+    };
+    let mut placed = Vec::new();
+    for (convention, spots) in [
+        (
+            Convention::Radiological,
+            [(0.40, 0.35), (0.58, 0.45), (0.47, 0.62)],
+        ),
+        (
+            Convention::Neurological,
+            [(0.38, 0.55), (0.60, 0.30), (0.52, 0.70)],
+        ),
+    ] {
+        h.state_mut().nav.convention = convention;
+        h.run_steps(2);
+        for (u, v) in spots {
+            let rect = h.state().view_rect(Plane::Axial).expect("axial view");
+            let size = [f64::from(rect.width()), f64::from(rect.height())];
+            // Where the click should land: the axial view's slice stays, so its map is fixed.
+            let want = h.state().nav.view(Plane::Axial).world_at([u, v], size);
+            let pos = rect.min + egui::vec2(u as f32 * rect.width(), v as f32 * rect.height());
+            click(&mut h, pos);
+            let app = h.state();
+            let id = app.lm.selected.clone().expect("the new pair is selected");
+            let pair = app.lm.editor.get(&id).expect("placed").clone();
+            let fixed = pair.fixed.expect("fixed point");
+            assert!(
+                close(fixed, want, 0.1),
+                "{convention:?} ({u}, {v}): {fixed:?} vs {want:?}"
+            );
+            // Without a field the moving point starts at the same place.
+            assert_eq!(pair.moving, Some(fixed));
+            // Left of the view's centre is the patient's right (+x) only in radiological display.
+            let right_of_patient = fixed[0] > centre_x;
+            assert_eq!(
+                right_of_patient,
+                (u < 0.5) == (convention == Convention::Radiological)
+            );
+            // The crosshair follows the new point.
+            assert!(
+                close(app.nav.cursor_ras, fixed, 1e-9),
+                "{:?} vs {fixed:?}",
+                app.nav.cursor_ras
+            );
+            placed.push(id);
+        }
+    }
+    assert_eq!(placed, vec!["1", "2", "3", "4", "5", "6"]);
+    assert_eq!(h.state().lm.editor.pairs().len(), 6);
+
+    // Move the last point by dragging its glyph, then undo and redo (ctrl-Z, ctrl-Y).
+    let rect = h.state().view_rect(Plane::Axial).expect("axial view");
+    let size = [f64::from(rect.width()), f64::from(rect.height())];
+    let view = h.state().nav.view(Plane::Axial);
+    let before = h
+        .state()
+        .lm
+        .editor
+        .get("6")
+        .and_then(|p| p.fixed)
+        .expect("6");
+    let uv = view.uv_of(before, size);
+    let from = rect.min + egui::vec2(uv[0] as f32 * rect.width(), uv[1] as f32 * rect.height());
+    let to = from + egui::vec2(30.0, -20.0);
+    drag(&mut h, from, to);
+    let want = view.world_at(
+        [
+            f64::from((to.x - rect.left()) / rect.width()),
+            f64::from((to.y - rect.top()) / rect.height()),
+        ],
+        size,
+    );
+    let moved = h
+        .state()
+        .lm
+        .editor
+        .get("6")
+        .and_then(|p| p.fixed)
+        .expect("6");
+    assert!(
+        close(moved, want, 0.1),
+        "{moved:?} vs {want:?}; before {before:?}, from {from:?} to {to:?}, rect {rect:?}, now {:?}",
+        h.state().view_rect(Plane::Axial)
+    );
+    assert_eq!(h.state().lm.editor.pairs().len(), 6, "a drag adds nothing");
+    h.key_press_modifiers(egui::Modifiers::CTRL, egui::Key::Z);
+    h.run_steps(2);
+    let undone = h
+        .state()
+        .lm
+        .editor
+        .get("6")
+        .and_then(|p| p.fixed)
+        .expect("6");
+    assert!(
+        close(undone, before, 1e-9),
+        "one undo reverts the whole drag"
+    );
+    h.key_press_modifiers(egui::Modifiers::CTRL, egui::Key::Y);
+    h.run_steps(2);
+    let redone = h
+        .state()
+        .lm
+        .editor
+        .get("6")
+        .and_then(|p| p.fixed)
+        .expect("6");
+    assert!(close(redone, moved, 1e-9));
+    // Delete removes the selected pair; undo brings it back.
+    h.key_press(egui::Key::Delete);
+    h.run_steps(2);
+    assert!(h.state().lm.editor.get("6").is_none());
+    h.key_press_modifiers(egui::Modifiers::CTRL, egui::Key::Z);
+    h.run_steps(2);
+    assert!(h.state().lm.editor.get("6").is_some());
+}
+
+/// A smooth field (voxels) on the demo's fixed grid, up to 2 voxels.
+fn demo_field(fixed: &Path, out: &Path) {
+    let g = nifti::read_file(fixed, Default::default())
+        .expect("fixed")
+        .0
+        .grid;
+    let n = g.voxels();
+    let mut u = Volume::filled(g.clone(), 3, 0.0);
+    for i in 0..n {
+        let p = warpscope::volume::voxel_of(i, g.dims);
+        u.data[i] = (2.0 * (p[1] / 9.0).sin()) as f32;
+        u.data[n + i] = (1.5 * (p[2] / 7.0).cos()) as f32;
+        u.data[2 * n + i] = (1.0 * (p[0] / 8.0).sin()) as f32;
+    }
+    write(out, &u, "warpscope:field_vox fixed->moving");
+}
+
+#[test]
+fn the_tre_table_equals_what_eval_prints_for_the_same_files() {
+    let dir = scratch_dir("lm_table");
+    let (f, m, l) = demo_copy(&dir);
+    let u = dir.join("field_vox.nii.gz");
+    demo_field(&f, &u);
+    let mut h = harness(Startup {
+        landmarks: vec![(LandmarkFile::Pairs, l.clone())],
+        ..startup(&[(Role::Fixed, &f), (Role::Moving, &m), (Role::Field, &u)])
+    });
+    settle(&mut h);
+    let app = h.state();
+    assert!(app.errors().is_empty(), "{:?}", app.errors());
+    assert_eq!(app.lm.editor.pairs().len(), 120);
+    let shown = app.lm.report.as_ref().expect("TRE computed").table_text();
+    let s = |p: &Path| p.display().to_string();
+    let (ok, stdout, stderr) = warpscope(&[
+        "eval",
+        "--fixed",
+        &s(&f),
+        "--moving",
+        &s(&m),
+        "--field",
+        &s(&u),
+        "--landmarks",
+        &s(&l),
+    ]);
+    assert!(ok, "{stderr}");
+    let printed = stdout.split("\n\n").next().unwrap_or("").to_string() + "\n";
+    assert_eq!(shown, printed, "the viewer's table and eval's");
+    // And the table on screen shows those figures.
+    let report = app.lm.report.clone().expect("report");
+    let first = &report.points[0];
+    let after = warpscope::metrics::tre::fmt_mm(first.after_mm.expect("mapped"));
+    h.run_steps(2);
+    assert!(
+        !h.query_all_by_label(&after).collect::<Vec<_>>().is_empty(),
+        "{after} on screen"
+    );
+    h.get_by_label_contains("120 of 120 paired landmarks used");
+    // A click on a row moves every view to that landmark.
+    let id = report.points[3].id.clone();
+    h.state_mut().jump_to_landmark(&id);
+    let p = h
+        .state()
+        .lm
+        .editor
+        .get(&id)
+        .and_then(|p| p.fixed)
+        .expect("fixed point");
+    assert!(close(h.state().nav.cursor_ras, p, 1e-9));
+}
+
+#[test]
+fn the_autosave_restores_every_point_after_the_app_is_gone() {
+    let dir = scratch_dir("lm_autosave");
+    let (f, m, _) = demo_copy(&dir);
+    let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
+    settle(&mut h);
+    h.state_mut().lm.mode = true;
+    let c = h.state().nav.cursor_ras;
+    for k in 0..4 {
+        h.state_mut()
+            .place_landmark([c[0] + 7.0 * k as f64, c[1] - 3.0, c[2] + 1.5]);
+    }
+    h.state_mut().lm.side = Side::Moving;
+    h.state_mut().lm.selected = Some("2".into());
+    h.state_mut().place_landmark([c[0] + 9.0, c[1], c[2]]);
+    h.run_steps(2);
+    let pairs = h.state().lm.editor.pairs().to_vec();
+    assert_eq!(pairs.len(), 4);
+    let sidecar = dir.join("fixed.nii.gz.warpscope-landmarks.json");
+    assert!(sidecar.is_file(), "written beside the fixed image");
+    drop(h); // as good as a crash: nothing is saved on the way out
+    let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
+    settle(&mut h);
+    assert_eq!(h.state().lm.editor.pairs(), pairs.as_slice());
+    assert!(
+        !h.query_all_by_label_contains("restored 4 landmark(s)")
+            .collect::<Vec<_>>()
+            .is_empty()
+    );
+}
+
+#[test]
+fn bad_landmark_files_are_flagged_not_dropped() {
+    let dir = scratch_dir("lm_bad");
+    let (f, m, l) = demo_copy(&dir);
+    let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
+    settle(&mut h);
+    let grid = h.state().fixed.as_ref().expect("fixed").volume.grid.clone();
+
+    // Landmarks of another image: the demo's pairs moved 300 mm to the right.
+    let text = std::fs::read_to_string(&l).expect("landmarks");
+    let mut shifted = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 {
+            shifted += line;
+        } else {
+            let mut c: Vec<String> = line.split(',').map(String::from).collect();
+            for k in [1, 4] {
+                c[k] = format!("{}", c[k].parse::<f64>().expect("x") + 300.0);
+            }
+            shifted += &c.join(",");
+        }
+        shifted.push('\n');
+    }
+    let other = dir.join("other_image.csv");
+    std::fs::write(&other, shifted).expect("write");
+    h.state_mut().open_landmarks(LandmarkFile::Pairs, &other);
+    h.state_mut().wait_for_loads(common::ui::WAIT);
+    h.run_steps(2);
+    let app = h.state();
+    assert_eq!(app.lm.editor.pairs().len(), 120, "kept");
+    let report = app.lm.report.as_ref().expect("report");
+    assert_eq!(report.count(Status::OutsideFixed), 120, "flagged");
+    let notices: Vec<&str> = app.messages.iter().map(|m| m.text.as_str()).collect();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("120 of 120 fixed landmarks lie outside")),
+        "{notices:?}"
+    );
+    assert!(
+        !h.query_all_by_label_contains("lie outside the image")
+            .collect::<Vec<_>>()
+            .is_empty()
+    );
+
+    // Duplicate ids: renamed, each kept.
+    let dup = dir.join("dup.fcsv");
+    std::fs::write(
+        &dup,
+        "# Markups fiducial file version = 4.11\n# CoordinateSystem = RAS\n\
+         # columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n\
+         a,1,2,3,0,0,0,1,1,1,0,F-1,,\n\
+         b,4,5,6,0,0,0,1,1,1,0,F-1,,\n\
+         c,7,8,9,0,0,0,1,1,1,0,F-2,,\n",
+    )
+    .expect("write");
+    h.state_mut()
+        .open_landmarks(LandmarkFile::One(Side::Fixed), &dup);
+    h.run_steps(2);
+    let app = h.state();
+    // The fixed side is replaced; the earlier pairs keep their moving points.
+    let with_fixed: Vec<&str> = app
+        .lm
+        .editor
+        .pairs()
+        .iter()
+        .filter(|p| p.fixed.is_some())
+        .map(|p| p.id.as_str())
+        .collect();
+    assert_eq!(with_fixed, vec!["F-1", "F-1#2", "F-2"]);
+    assert!(app.messages.iter().any(|m| m.text.contains("F-1 as F-1#2")));
+
+    // A header that says RAS over LPS coordinates: points near the back of
+    // the head, whose LPS y lies beyond the front of the image.
+    let (lo, hi) = world_bounds(&grid);
+    assert!(-(lo[1] + 12.0) > hi[1], "the image is not symmetric in y");
+    let pts = [[10.0, lo[1] + 12.0, 20.0], [-15.0, lo[1] + 15.0, 5.0]];
+    let mut text = String::from(
+        "# CoordinateSystem = RAS\n# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n",
+    );
+    for (i, p) in pts.iter().enumerate() {
+        // Written in LPS: x and y negated.
+        text += &format!("{i},{},{},{},0,0,0,1,1,1,0,P{i},,\n", -p[0], -p[1], p[2]);
+    }
+    let wrong = dir.join("wrong_system.fcsv");
+    std::fs::write(&wrong, text).expect("write");
+    h.state_mut()
+        .open_landmarks(LandmarkFile::One(Side::Fixed), &wrong);
+    h.run_steps(2);
+    let app = h.state();
+    let fixed_count = |app: &warpscope::app::ViewerApp| {
+        app.lm
+            .editor
+            .pairs()
+            .iter()
+            .filter(|p| p.fixed.is_some())
+            .count()
+    };
+    assert_eq!(fixed_count(app), 2, "kept");
+    let last = app
+        .messages
+        .last()
+        .map(|m| m.text.clone())
+        .unwrap_or_default();
+    assert!(
+        last.contains("2 of 2 fixed landmarks lie outside") && last.contains("coordinate system"),
+        "{last}"
+    );
+    // An unknown CoordinateSystem is refused with its line, and nothing changes.
+    let unknown = dir.join("unknown.fcsv");
+    std::fs::write(
+        &unknown,
+        "# CoordinateSystem = XYZ\n# columns = label,x,y,z\nA,1,2,3\n",
+    )
+    .expect("write");
+    h.state_mut()
+        .open_landmarks(LandmarkFile::One(Side::Fixed), &unknown);
+    let app = h.state();
+    assert!(
+        app.errors()
+            .iter()
+            .any(|e| e.contains("unknown.fcsv:1") && e.contains("XYZ")),
+        "{:?}",
+        app.errors()
+    );
+    assert_eq!(fixed_count(app), 2);
+}
