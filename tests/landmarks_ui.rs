@@ -381,3 +381,64 @@ fn bad_landmark_files_are_flagged_not_dropped() {
     );
     assert_eq!(fixed_count(app), 2);
 }
+
+/// A file dropped on the window.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn a_dropped_pair_csv_opens_as_landmarks_and_a_one_sided_file_asks_whose_it_is() {
+    let dir = scratch_dir("lm_drop");
+    let (f, m, l) = demo_copy(&dir);
+    let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
+    settle(&mut h);
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(l.clone())));
+    h.run_steps(3);
+    assert_eq!(h.state().lm.editor.pairs().len(), 120);
+    // Save the fixed side as Slicer .fcsv, drop it back: the viewer asks.
+    let fcsv = dir.join("fixed.fcsv");
+    h.state_mut().save_landmarks(
+        LandmarkFile::One(Side::Fixed),
+        warpscope::landmarks::formats::Format::Fcsv,
+        &fcsv,
+    );
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(fcsv.clone())));
+    h.run_steps(3);
+    h.get_by_label("fixed landmarks").click();
+    h.run_steps(3);
+    let app = h.state();
+    assert!(app.errors().is_empty(), "{:?}", app.errors());
+    // The .fcsv (LPS on disk) came back to the same RAS points.
+    let (fixed, _) = app.lm.editor.to_sets();
+    let original = warpscope::landmarks::formats::parse_pair_csv(
+        &std::fs::read_to_string(&l).expect("read"),
+        "landmarks.csv",
+    )
+    .expect("parse")
+    .0;
+    assert_eq!(fixed.points.len(), 120);
+    for (a, b) in fixed.points.iter().zip(&original.points) {
+        assert_eq!(a.id, b.id);
+        assert!(
+            close(a.ras_mm, b.ras_mm, 1e-6),
+            "{}: {:?} vs {:?}",
+            a.id,
+            a.ras_mm,
+            b.ras_mm
+        );
+    }
+}

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use super::data::Role;
+use super::landmarks::LandmarkFile;
 use crate::metrics::FieldKind;
 use crate::volume::nifti;
 
@@ -17,6 +18,9 @@ pub enum Pick {
     Open(Role),
     ResultFolder,
     ScreenshotFolder,
+    OpenLandmarks(LandmarkFile),
+    /// Where to save landmarks (the format is chosen in the panel).
+    SaveLandmarks(LandmarkFile),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -139,6 +143,12 @@ impl Files {
                         .set_title("Open a result folder of warpscope register")
                         .pick_folder(),
                     Pick::ScreenshotFolder => d.set_title("Folder for screenshots").pick_folder(),
+                    Pick::OpenLandmarks(_) => d
+                        .set_title("Open landmarks")
+                        .add_filter("landmarks", &["csv", "fcsv", "json"])
+                        .add_filter("all files", &["*"])
+                        .pick_file(),
+                    Pick::SaveLandmarks(_) => d.set_title("Save landmarks").save_file(),
                 };
                 let _ = tx.send(Answer {
                     pick: what,
@@ -167,6 +177,17 @@ pub fn guess_role(path: &Path) -> Option<DropGuess> {
     if path.is_dir() {
         return Some(DropGuess::ResultFolder);
     }
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    if [".csv", ".fcsv", ".json"].iter().any(|e| name.ends_with(e)) {
+        // A pair CSV holds both sides; any other landmark file belongs to one image.
+        let text = std::fs::read_to_string(path).ok()?;
+        return Some(match crate::landmarks::formats::detect(path, &text) {
+            Some(crate::landmarks::formats::Format::PairCsv) => {
+                DropGuess::Landmarks(LandmarkFile::Pairs)
+            }
+            _ => DropGuess::LandmarksOneSide,
+        });
+    }
     let h = nifti::read_header(path).ok()?;
     let ants = h.intent_code == nifti::INTENT_VECTOR && h.dim[0] == 5;
     let ours =
@@ -178,6 +199,9 @@ pub fn guess_role(path: &Path) -> Option<DropGuess> {
 pub enum DropGuess {
     Role(Role),
     ResultFolder,
+    Landmarks(LandmarkFile),
+    /// Landmarks of one image: ask which.
+    LandmarksOneSide,
 }
 
 /// Field kinds offered when opening a field (`None` = from the header).

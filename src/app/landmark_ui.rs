@@ -4,6 +4,7 @@
 
 use eframe::egui;
 
+use super::files::Pick;
 use super::landmarks::{LandmarkFile, SortBy};
 use super::viewer::ViewerApp;
 use crate::landmarks::formats::{Format, Side};
@@ -282,7 +283,40 @@ impl ViewerApp {
                 }
             });
         }
-        ui.add(egui::TextEdit::singleline(&mut self.lm.path).hint_text("landmark file path"));
+        ui.horizontal(|ui| {
+            ui.add(
+                egui::TextEdit::singleline(&mut self.lm.path)
+                    .hint_text("landmark file path")
+                    .desired_width(150.0),
+            );
+            ui.menu_button("browse", |ui| {
+                for (label, pick) in [
+                    ("open pairs…", Pick::OpenLandmarks(LandmarkFile::Pairs)),
+                    (
+                        "open fixed…",
+                        Pick::OpenLandmarks(LandmarkFile::One(Side::Fixed)),
+                    ),
+                    (
+                        "open moving…",
+                        Pick::OpenLandmarks(LandmarkFile::One(Side::Moving)),
+                    ),
+                    ("save pairs…", Pick::SaveLandmarks(LandmarkFile::Pairs)),
+                    (
+                        "save fixed…",
+                        Pick::SaveLandmarks(LandmarkFile::One(Side::Fixed)),
+                    ),
+                    (
+                        "save moving…",
+                        Pick::SaveLandmarks(LandmarkFile::One(Side::Moving)),
+                    ),
+                ] {
+                    if ui.button(label).clicked() {
+                        self.files.pick(pick, None);
+                        ui.close();
+                    }
+                }
+            });
+        });
         ui.horizontal_wrapped(|ui| {
             let path = std::path::PathBuf::from(self.lm.path.trim());
             let ok = !self.lm.path.trim().is_empty();

@@ -160,6 +160,8 @@ impl ViewerApp {
         for p in paths {
             match guess_role(&p) {
                 Some(DropGuess::ResultFolder) => self.open_result_folder(p),
+                Some(DropGuess::Landmarks(what)) => self.open_landmarks(what, &p),
+                Some(DropGuess::LandmarksOneSide) => self.files.dropped.push(p),
                 Some(DropGuess::Role(r)) => self.open(r, p),
                 None if self.fixed.is_none() && !self.loader.pending_role(Role::Fixed) => {
                     self.open(Role::Fixed, p)
@@ -188,7 +190,15 @@ impl ViewerApp {
                     ui.horizontal_wrapped(|ui| {
                         for r in Role::ALL {
                             if ui.button(r.name()).clicked() {
-                                chosen = Some((r, p.clone()));
+                                chosen = Some((Some(r), None, p.clone()));
+                            }
+                        }
+                        for (label, side) in [
+                            ("fixed landmarks", crate::landmarks::formats::Side::Fixed),
+                            ("moving landmarks", crate::landmarks::formats::Side::Moving),
+                        ] {
+                            if ui.button(label).clicked() {
+                                chosen = Some((None, Some(LandmarkFile::One(side)), p.clone()));
                             }
                         }
                         if ui.button("skip").clicked() {
@@ -197,9 +207,13 @@ impl ViewerApp {
                     });
                 }
             });
-        if let Some((role, p)) = chosen {
+        if let Some((role, landmarks, p)) = chosen {
             self.files.dropped.remove(0);
-            self.open(role, p);
+            match (role, landmarks) {
+                (Some(r), _) => self.open(r, p),
+                (None, Some(what)) => self.open_landmarks(what, &p),
+                (None, None) => {}
+            }
         } else if cancel {
             self.files.dropped.remove(0);
         }
@@ -221,6 +235,15 @@ impl ViewerApp {
                 Pick::Open(role) => self.open(role, p),
                 Pick::ResultFolder => self.open_result_folder(p),
                 Pick::ScreenshotFolder => self.screenshots.folder = p,
+                Pick::OpenLandmarks(what) => {
+                    self.lm.path = p.display().to_string();
+                    self.open_landmarks(what, &p);
+                }
+                Pick::SaveLandmarks(what) => {
+                    self.lm.path = p.display().to_string();
+                    let format = self.lm.format;
+                    self.save_landmarks(what, format, &p);
+                }
             }
         }
     }
