@@ -170,28 +170,20 @@ struct Field {
     ok: f32,
 };
 
-fn field_at(world: vec3<f32>) -> Field {
+// The displacement at a world point: interpolated as the images are, or at
+// the nearest voxel (arrow origins: one load per arrow instead of eight).
+fn field_at(world: vec3<f32>, at_nearest_voxel: bool) -> Field {
     var f: Field;
     f.p = (params.world_to_field * vec4<f32>(world, 1.0)).xyz;
     f.d = vec3<f32>(0.0);
     f.ok = 0.0;
     if params.field_dims.w > 0.5 && inside(f.p, params.field_dims.xyz) {
-        let u = sample(tex_field, f.p, params.field_dims.xyz).xyz;
-        f.d = (params.field_to_world * vec4<f32>(u, 0.0)).xyz;
-        f.ok = 1.0;
-    }
-    return f;
-}
-
-// The displacement at the voxel nearest to a world point (arrow origins:
-// one load per arrow instead of eight).
-fn field_nearest(world: vec3<f32>) -> Field {
-    var f: Field;
-    f.p = (params.world_to_field * vec4<f32>(world, 1.0)).xyz;
-    f.d = vec3<f32>(0.0);
-    f.ok = 0.0;
-    if params.field_dims.w > 0.5 && inside(f.p, params.field_dims.xyz) {
-        let u = nearest(tex_field, f.p, params.field_dims.xyz).xyz;
+        var u: vec3<f32>;
+        if at_nearest_voxel {
+            u = nearest(tex_field, f.p, params.field_dims.xyz).xyz;
+        } else {
+            u = sample(tex_field, f.p, params.field_dims.xyz).xyz;
+        }
         f.d = (params.field_to_world * vec4<f32>(u, 0.0)).xyz;
         f.ok = 1.0;
     }
@@ -238,7 +230,7 @@ fn vectors_coverage(uv: vec2<f32>) -> f32 {
     for (var dy = -1; dy <= 1; dy++) {
         for (var dx = -1; dx <= 1; dx++) {
             let c = (cell + vec2<f32>(f32(dx), f32(dy)) + vec2<f32>(0.5)) * cell_px;
-            let f = field_nearest(world_at(c / size));
+            let f = field_at(world_at(c / size), true);
             if f.ok < 0.5 {
                 continue;
             }
@@ -283,7 +275,7 @@ fn label_colour(l: f32) -> vec3<f32> {
 fn label_at(uv: vec2<f32>) -> f32 {
     var w = world_at(uv);
     if params.label_opts.z > 0.5 {
-        let f = field_at(w);
+        let f = field_at(w, false);
         if f.ok < 0.5 {
             return 0.0;
         }
@@ -393,7 +385,7 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
     // pulled back into the fixed space (what warping a grid image shows).
     // The branch is on a uniform, so the derivatives stay in uniform control flow.
     if GRID && params.grid.w > 0.5 && params.field_dims.w > 0.5 {
-        let f = field_at(world);
+        let f = field_at(world, false);
         let phi = world + f.d;
         let spacing = max(params.grid.x, 1e-3);
         let gh = axis(phi, params.view.z) / spacing;
