@@ -25,7 +25,7 @@ use crate::render::{
     Slot,
 };
 use crate::volume::affine;
-use crate::volume::{Grid, Volume, same_affine};
+use crate::volume::{Grid, Volume};
 
 /// Where an image comes from at start-up.
 pub enum Source {
@@ -494,10 +494,9 @@ impl ViewerApp {
             Role::Labels => {
                 // Labels on the moving grid (and not the fixed one) are drawn through the field.
                 let on = |other: &Option<LoadedImage>| {
-                    other.as_ref().is_some_and(|o| {
-                        o.volume.grid.dims == img.volume.grid.dims
-                            && same_affine(&o.volume.grid.affine, &img.volume.grid.affine)
-                    })
+                    other
+                        .as_ref()
+                        .is_some_and(|o| o.volume.grid.same_as(&img.volume.grid))
                 };
                 match (on(&self.fixed), on(&self.moving)) {
                     (false, true) => self.labels_in_moving = true,

@@ -19,9 +19,9 @@ use super::CliResult;
 use crate::landmarks::formats::{IndexBase, Side, read_set};
 use crate::metrics::protocol::{Pair, evaluate};
 use crate::metrics::{FieldKind, Mapping, jacobian, lesions, opt, overlap, similarity, tre};
+use crate::volume::Volume;
 use crate::volume::nifti::{self, ChannelLayout, ReadOptions, WriteOptions};
 use crate::volume::resample::{Border, Interp, resample};
-use crate::volume::{Volume, same_affine};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -205,7 +205,7 @@ fn on_grid(
     grid: &crate::volume::Grid,
     what: &str,
 ) -> Result<Volume, Box<dyn std::error::Error>> {
-    if v.grid.dims == grid.dims && same_affine(&v.grid.affine, &grid.affine) {
+    if v.grid.same_as(grid) {
         return Ok(v);
     }
     eprintln!(

@@ -8,7 +8,7 @@ use crate::parallel;
 use crate::volume::affine::{self, Mat4};
 use crate::volume::nifti::{self, INTENT_VECTOR, NiftiInfo, ReadOptions};
 use crate::volume::resample::{Border, Interp, Sampler, resample};
-use crate::volume::{Grid, Volume, VolumeError, VolumeErrorKind, same_affine};
+use crate::volume::{Grid, Volume, VolumeError, VolumeErrorKind};
 
 /// How the numbers in a field file are to be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,7 +158,7 @@ impl Mapping {
                 }
             }
         }
-        if own.dims == fixed.dims && same_affine(&own.affine, &fixed.affine) {
+        if own.same_as(fixed) {
             coords.grid = fixed.clone();
             return Ok((Self { coords }, None));
         }

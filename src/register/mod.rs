@@ -32,7 +32,7 @@ use crate::volume::affine::{self, Mat4};
 use crate::volume::intensity::normalize_percentile;
 use crate::volume::pyramid::{DEFAULT_SIGMA_VOX, gaussian_pyramid};
 use crate::volume::resample::{Border, Interp, resample, resample_index_map};
-use crate::volume::{Grid, Volume, same_affine};
+use crate::volume::{Grid, Volume};
 use session::{Halt, Runner};
 
 /// A refused input or an engine failure, with a message for the user.
@@ -177,7 +177,7 @@ pub fn prepare(
         }
     }
     let mut fixed = f.clone();
-    let mut moving = if m.grid.dims == f.grid.dims && same_affine(&m.grid.affine, &f.grid.affine) {
+    let mut moving = if m.grid.same_as(&f.grid) {
         m.clone()
     } else {
         resample(m, &f.grid, Interp::Linear, Border::Constant(0.0))
@@ -191,18 +191,17 @@ pub fn prepare(
     let mask = match &inputs.fixed_mask {
         None => None,
         Some(mk) => {
-            let on_grid =
-                if mk.grid.dims == f.grid.dims && same_affine(&mk.grid.affine, &f.grid.affine) {
-                    mk.extract_channel(0)
-                } else {
-                    resample(
-                        &mk.extract_channel(0),
-                        &f.grid,
-                        Interp::Nearest,
-                        Border::Constant(0.0),
-                    )
-                    .map_err(|e| EngineError(e.to_string()))?
-                };
+            let on_grid = if mk.grid.same_as(&f.grid) {
+                mk.extract_channel(0)
+            } else {
+                resample(
+                    &mk.extract_channel(0),
+                    &f.grid,
+                    Interp::Nearest,
+                    Border::Constant(0.0),
+                )
+                .map_err(|e| EngineError(e.to_string()))?
+            };
             let data: Vec<f32> = on_grid
                 .data
                 .iter()

@@ -29,6 +29,11 @@ impl Grid {
         self.dims[0] * self.dims[1] * self.dims[2]
     }
 
+    /// Same voxel counts and the same affine (to header precision, see [`same_affine`]).
+    pub fn same_as(&self, other: &Grid) -> bool {
+        self.dims == other.dims && same_affine(&self.affine, &other.affine)
+    }
+
     /// Voxel spacing in mm (lengths of the affine's columns).
     pub fn spacing_mm(&self) -> [f64; 3] {
         affine::column_norms(&self.affine)
@@ -157,7 +162,7 @@ impl Volume {
         })?;
         let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
         for p in parts {
-            if p.grid.dims != first.grid.dims || !same_affine(&p.grid.affine, &first.grid.affine) {
+            if !p.grid.same_as(&first.grid) {
                 return Err(VolumeError::new(
                     "",
                     VolumeErrorKind::Invalid(format!(
