@@ -97,18 +97,19 @@ impl LoadedImage {
         if let Some(i) = info {
             summary += &format!(" · {}", i.datatype.name());
         }
+        let (display, notice) = display_channel(&volume, 0, &name, limits, labels)?;
         let mut img = Self {
             name,
             path,
-            display: volume.extract_channel(0),
+            display,
             volume,
             channel: 0,
-            notice: None,
+            notice,
             style: ImageStyle::default(),
             preset,
             summary,
         };
-        img.select_channel(0, limits, labels)?;
+        img.apply_preset(preset);
         Ok(img)
     }
 
@@ -145,18 +146,9 @@ impl LoadedImage {
         limits: &Limits,
         labels: bool,
     ) -> Result<(), String> {
-        if c >= self.volume.channels {
-            return Err(format!(
-                "{}: channel {c} asked of a {}-channel volume",
-                self.name, self.volume.channels
-            ));
-        }
-        let one = self.volume.extract_channel(c);
-        let (small, notice) =
-            fit_for_display(&one, &limits.0, wgpu::TextureFormat::R32Float, labels)
-                .map_err(|e| format!("{}: {e}", self.name))?;
-        self.display = small.unwrap_or(one);
-        self.notice = notice.map(|n| format!("{}: {n}", self.name));
+        let (display, notice) = display_channel(&self.volume, c, &self.name, limits, labels)?;
+        self.display = display;
+        self.notice = notice;
         self.channel = c;
         self.apply_preset(self.preset);
         Ok(())
@@ -176,6 +168,27 @@ impl LoadedImage {
     }
 }
 
+/// Channel `c` of `vol` as displayed: extracted, and reduced when it does
+/// not fit the GPU (with a notice naming the image).
+fn display_channel(
+    vol: &Volume,
+    c: usize,
+    name: &str,
+    limits: &Limits,
+    labels: bool,
+) -> Result<(Volume, Option<String>), String> {
+    if c >= vol.channels {
+        return Err(format!(
+            "{name}: channel {c} asked of a {}-channel volume",
+            vol.channels
+        ));
+    }
+    let one = vol.extract_channel(c);
+    let (small, notice) = fit_for_display(&one, &limits.0, wgpu::TextureFormat::R32Float, labels)
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok((small.unwrap_or(one), notice.map(|n| format!("{name}: {n}"))))
+}
+
 /// Nearest-voxel value of channel `c` at a world point, with its voxel index.
 pub fn value_at(vol: &Volume, c: usize, world: [f64; 3]) -> Option<([i64; 3], f32)> {
     let g = &vol.grid;
@@ -184,8 +197,7 @@ pub fn value_at(vol: &Volume, c: usize, world: [f64; 3]) -> Option<([i64; 3], f3
     if (0..3).any(|a| r[a] < 0 || r[a] >= g.dims[a] as i64) {
         return None;
     }
-    let i = (r[2] as usize * g.dims[1] + r[1] as usize) * g.dims[0] + r[0] as usize;
-    Some((r, vol.channel(c)[i]))
+    Some((r, vol.get(c, r[0] as usize, r[1] as usize, r[2] as usize)))
 }
 
 /// A field loaded onto the fixed image's display grid.

@@ -7,21 +7,13 @@ use eframe::egui;
 use super::files::Pick;
 use super::landmarks::{LandmarkFile, SortBy};
 use super::viewer::ViewerApp;
+use super::views::{screen_of, world_under};
 use crate::landmarks::formats::{Format, Side};
 use crate::metrics::tre::{Status, fmt_mm};
 use crate::render::{Plane, SliceView};
 
 /// How close (px) the pointer must be to grab a landmark.
 const PICK_PX: f32 = 8.0;
-
-fn to_screen(view: &SliceView, rect: egui::Rect, p: [f64; 3]) -> egui::Pos2 {
-    let size = [f64::from(rect.width()), f64::from(rect.height())];
-    let uv = view.uv_of(p, size);
-    egui::pos2(
-        rect.left() + uv[0] as f32 * rect.width(),
-        rect.top() + uv[1] as f32 * rect.height(),
-    )
-}
 
 impl ViewerApp {
     /// Distance (in slice steps) of a point from a view's slice.
@@ -46,7 +38,7 @@ impl ViewerApp {
             .filter_map(|p| {
                 let x = p.get(side)?;
                 (self.off_slice(plane, x) <= 0.5 + 1e-6)
-                    .then(|| (p, to_screen(view, rect, x).distance(pos)))
+                    .then(|| (p, screen_of(view, rect, x).distance(pos)))
             })
             .filter(|(_, d)| *d <= PICK_PX)
             .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -65,16 +57,7 @@ impl ViewerApp {
         if !self.lm.mode {
             return false;
         }
-        let size = [f64::from(rect.width()), f64::from(rect.height())];
-        let world = |p: egui::Pos2| {
-            view.world_at(
-                [
-                    f64::from((p.x - rect.left()) / rect.width()),
-                    f64::from((p.y - rect.top()) / rect.height()),
-                ],
-                size,
-            )
-        };
+        let world = |p: egui::Pos2| world_under(view, rect, p);
         let side = self.landmark_side();
         if response.drag_started_by(egui::PointerButton::Primary)
             && let Some(pos) = response.interact_pointer_pos()
@@ -148,7 +131,7 @@ impl ViewerApp {
             if off > 3.0 {
                 continue;
             }
-            let at = to_screen(view, rect, x);
+            let at = screen_of(view, rect, x);
             let selected = self.lm.selected.as_deref() == Some(p.id.as_str());
             let colour = if flagged.contains(p.id.as_str()) {
                 egui::Color32::from_rgb(255, 80, 60)
@@ -169,7 +152,7 @@ impl ViewerApp {
             {
                 let other = if side == Side::Fixed { *back } else { *forward };
                 if let Some(o) = other {
-                    let to = to_screen(view, rect, o);
+                    let to = screen_of(view, rect, o);
                     painter
                         .line_segment([at, to], egui::Stroke::new(1.5, colour.gamma_multiply(0.8)));
                     let d = 3.0;

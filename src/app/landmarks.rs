@@ -230,14 +230,6 @@ impl ViewerApp {
     /// outside their image are kept and flagged.
     pub fn open_landmarks(&mut self, what: LandmarkFile, path: &Path) {
         let base = IndexBase::Zero;
-        let grids = (
-            self.fixed.as_ref().map(|i| i.volume.grid.clone()),
-            self.moving.as_ref().map(|i| i.volume.grid.clone()),
-        );
-        let grid = |side: Side| match side {
-            Side::Fixed => grids.0.clone(),
-            Side::Moving => grids.1.clone(),
-        };
         let result = match what {
             LandmarkFile::Pairs => std::fs::read_to_string(path)
                 .map_err(|e| format!("{}: {e}", path.display()))
@@ -245,9 +237,11 @@ impl ViewerApp {
                     formats::parse_pair_csv(&t, &path.display().to_string())
                         .map_err(|e| e.to_string())
                 }),
-            LandmarkFile::One(side) => formats::read_set(path, grid(side).as_ref(), base, side)
-                .map(|s| (s.clone(), s))
-                .map_err(|e| e.to_string()),
+            LandmarkFile::One(side) => {
+                formats::read_set(path, self.side_grid(side).as_ref(), base, side)
+                    .map(|s| (s.clone(), s))
+                    .map_err(|e| e.to_string())
+            }
         };
         let (f, m) = match result {
             Ok(sets) => sets,
@@ -268,7 +262,7 @@ impl ViewerApp {
             LandmarkFile::One(side) => vec![(side, &f)],
         };
         for (side, set) in checks {
-            if let Some(g) = grid(side)
+            if let Some(g) = self.side_grid(side)
                 && let Some(n) =
                     Placement::of(set, &g).notice(&format!("{} landmarks", side_name(side)))
             {
@@ -292,22 +286,13 @@ impl ViewerApp {
                 match format {
                     Format::Fcsv => formats::write_fcsv(path, set, CoordinateSystem::Lps),
                     Format::MrkJson => formats::write_mrk_json(path, set, CoordinateSystem::Lps),
-                    Format::BratsCsv => {
-                        let grid = match side {
-                            Side::Fixed => self.fixed.as_ref(),
-                            Side::Moving => self.moving.as_ref(),
+                    Format::BratsCsv => match self.side_grid(side) {
+                        Some(g) => formats::write_brats_csv(path, set, &g, IndexBase::Zero),
+                        None => {
+                            self.error("a BraTS-Reg CSV holds voxel indices: open the image first");
+                            return;
                         }
-                        .map(|i| i.volume.grid.clone());
-                        match grid {
-                            Some(g) => formats::write_brats_csv(path, set, &g, IndexBase::Zero),
-                            None => {
-                                self.error(
-                                    "a BraTS-Reg CSV holds voxel indices: open the image first",
-                                );
-                                return;
-                            }
-                        }
-                    }
+                    },
                     Format::PairCsv => formats::write_pair_csv(path, &f, &m),
                 }
             }
@@ -316,6 +301,15 @@ impl ViewerApp {
             Ok(()) => self.notice(format!("landmarks saved: {}", path.display())),
             Err(e) => self.error(format!("landmarks not saved: {e}")),
         }
+    }
+
+    /// The full-resolution grid of the image a side's landmarks belong to.
+    fn side_grid(&self, side: Side) -> Option<crate::volume::Grid> {
+        match side {
+            Side::Fixed => self.fixed.as_ref(),
+            Side::Moving => self.moving.as_ref(),
+        }
+        .map(|i| i.volume.grid.clone())
     }
 
     /// The embedded demo's landmarks (pair CSV), when the demo pair is shown.

@@ -25,7 +25,7 @@ use crate::render::{
     Slot,
 };
 use crate::volume::affine;
-use crate::volume::{Grid, Volume};
+use crate::volume::{Grid, Volume, range_of};
 
 /// Where an image comes from at start-up.
 pub enum Source {
@@ -70,20 +70,11 @@ pub struct JacobianStats {
 
 impl JacobianStats {
     pub fn from_values(v: &[f32]) -> Self {
-        let mut min = f32::INFINITY;
-        let mut max = f32::NEG_INFINITY;
-        let mut folds = 0;
-        for &x in v {
-            min = min.min(x);
-            max = max.max(x);
-            if x <= 0.0 {
-                folds += 1;
-            }
-        }
+        let (min, max) = range_of(v).unwrap_or((f32::NAN, f32::NAN));
         Self {
             min,
             max,
-            folds,
+            folds: v.iter().filter(|&&x| x <= 0.0).count(),
             voxels: v.len(),
         }
     }
@@ -439,6 +430,17 @@ impl ViewerApp {
         r.callback_resources.get_mut::<GpuScene>().map(f)
     }
 
+    /// Put an image's texture where its role is drawn from.
+    fn set_texture(&self, role: Role, t: GpuVolume) {
+        self.scene(|s| match role {
+            Role::Fixed => s.set_image(Slot::Fixed, Some(t)),
+            Role::Moving => s.set_image(Slot::Moving, Some(t)),
+            Role::IcWeights => s.set_map(Map::IcWeights, Some(t)),
+            Role::Labels => s.set_map(Map::Labels, Some(t)),
+            Role::Field => {}
+        });
+    }
+
     fn upload(&self, img: &LoadedImage) -> Result<GpuVolume, String> {
         GpuVolume::scalar(
             &self.rs.device,
@@ -460,6 +462,7 @@ impl ViewerApp {
             self.notice(n.clone());
         }
         let name = img.name.clone();
+        self.set_texture(role, texture);
         match role {
             Role::Fixed => {
                 let grid_changed = self
@@ -469,7 +472,6 @@ impl ViewerApp {
                 self.nav.reframe(&img.display.grid);
                 self.fixed = Some(img);
                 self.landmarks_for_new_fixed();
-                self.scene(|s| s.set_image(Slot::Fixed, Some(texture)));
                 if grid_changed && let Some(f) = self.field.take() {
                     // The field lives on the fixed grid: read it again onto the new one.
                     self.clear_field_products();
@@ -483,13 +485,11 @@ impl ViewerApp {
             }
             Role::Moving => {
                 self.moving = Some(img);
-                self.scene(|s| s.set_image(Slot::Moving, Some(texture)));
                 self.recompute_warped();
             }
             Role::IcWeights => {
                 self.ic = Some(img);
                 self.overlays.ic.on = true;
-                self.scene(|s| s.set_map(Map::IcWeights, Some(texture)));
             }
             Role::Labels => {
                 // Labels on the moving grid (and not the fixed one) are drawn through the field.
@@ -505,7 +505,6 @@ impl ViewerApp {
                 }
                 self.labels = Some(img);
                 self.overlays.labels.on = true;
-                self.scene(|s| s.set_map(Map::Labels, Some(texture)));
             }
             Role::Field => {}
         }
@@ -650,12 +649,7 @@ impl ViewerApp {
         };
         match result {
             Ok(t) => {
-                self.scene(|s| match role {
-                    Role::Fixed => s.set_image(Slot::Fixed, Some(t)),
-                    Role::Moving => s.set_image(Slot::Moving, Some(t)),
-                    Role::IcWeights => s.set_map(Map::IcWeights, Some(t)),
-                    _ => s.set_map(Map::Labels, Some(t)),
-                });
+                self.set_texture(role, t);
                 if role == Role::Moving {
                     self.recompute_warped();
                 }

@@ -12,6 +12,27 @@ use crate::landmarks::formats::Side;
 use crate::render::{Composite, CompositeUniform, Mode, Overlays, Plane, SliceView, Slot};
 
 const CAPTION_H: f32 = 22.0;
+
+/// The world point (RAS mm, on the view's slice) under a screen position of
+/// a view drawn in `rect`.
+pub(super) fn world_under(view: &SliceView, rect: egui::Rect, pos: egui::Pos2) -> [f64; 3] {
+    let size = [f64::from(rect.width()), f64::from(rect.height())];
+    let uv = [
+        f64::from((pos.x - rect.left()) / rect.width()),
+        f64::from((pos.y - rect.top()) / rect.height()),
+    ];
+    view.world_at(uv, size)
+}
+
+/// Where a world point (projected onto the view's plane) is on screen.
+pub(super) fn screen_of(view: &SliceView, rect: egui::Rect, world: [f64; 3]) -> egui::Pos2 {
+    let size = [f64::from(rect.width()), f64::from(rect.height())];
+    let uv = view.uv_of(world, size);
+    egui::pos2(
+        rect.left() + uv[0] as f32 * rect.width(),
+        rect.top() + uv[1] as f32 * rect.height(),
+    )
+}
 const GAP: f32 = 4.0;
 
 impl ViewerApp {
@@ -191,12 +212,6 @@ impl ViewerApp {
     ) {
         let view = self.nav.view(plane);
         let size = [f64::from(rect.width()), f64::from(rect.height())];
-        let uv_at = |p: egui::Pos2| {
-            [
-                f64::from((p.x - rect.left()) / rect.width()),
-                f64::from((p.y - rect.top()) / rect.height()),
-            ]
-        };
         if response.hovered() {
             let (zoom, ctrl, steps) = ui.input(|i| {
                 let steps: f64 = i
@@ -237,7 +252,7 @@ impl ViewerApp {
             && let Some(p) = response.interact_pointer_pos()
         {
             // Left click moves the crosshair; the other views follow.
-            let w = view.world_at(uv_at(p), size);
+            let w = world_under(&view, rect, p);
             let (h, v) = plane.in_plane_axes();
             self.nav.cursor_ras[h] = w[h];
             self.nav.cursor_ras[v] = w[v];
@@ -290,10 +305,7 @@ impl ViewerApp {
     }
 
     fn draw_crosshair(&self, painter: &egui::Painter, view: &SliceView, rect: egui::Rect) {
-        let size = [f64::from(rect.width()), f64::from(rect.height())];
-        let uv = view.uv_of(self.nav.cursor_ras, size);
-        let x = rect.left() + uv[0] as f32 * rect.width();
-        let y = rect.top() + uv[1] as f32 * rect.height();
+        let egui::Pos2 { x, y } = screen_of(view, rect, self.nav.cursor_ras);
         let stroke = egui::Stroke::new(
             1.0,
             egui::Color32::from_rgba_unmultiplied(80, 200, 255, 150),
@@ -313,12 +325,7 @@ impl ViewerApp {
 
     /// RAS mm under the cursor; each image's voxel index and value there.
     fn readout(&self, view: &SliceView, rect: egui::Rect, pos: egui::Pos2) -> String {
-        let size = [f64::from(rect.width()), f64::from(rect.height())];
-        let uv = [
-            f64::from((pos.x - rect.left()) / rect.width()),
-            f64::from((pos.y - rect.top()) / rect.height()),
-        ];
-        let w = view.world_at(uv, size);
+        let w = world_under(view, rect, pos);
         let mut s = format!("RAS {:.1}, {:.1}, {:.1} mm", w[0], w[1], w[2]);
         let mut add = |name: &str, vol: Option<(&crate::volume::Volume, usize)>| {
             if let Some((v, c)) = vol
