@@ -189,10 +189,8 @@ pub fn guess_role(path: &Path) -> Option<DropGuess> {
         });
     }
     let h = nifti::read_header(path).ok()?;
-    let ants = h.intent_code == nifti::INTENT_VECTOR && h.dim[0] == 5;
-    let ours =
-        h.descrip.starts_with("warpscope:field_vox") || h.descrip.starts_with("warpscope:mapped");
-    (ants || ours).then_some(DropGuess::Role(Role::Field))
+    let ndim = usize::try_from(h.dim[0]).unwrap_or(0);
+    FieldKind::declared(h.intent_code, ndim, &h.descrip).map(|_| DropGuess::Role(Role::Field))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,5 +218,56 @@ pub fn field_kind_name(k: Option<FieldKind>) -> &'static str {
         Some(FieldKind::AntsLpsMm) => "ANTs/ITK (LPS mm)",
         Some(FieldKind::DispRasMm) => "RAS mm displacement",
         Some(FieldKind::Mapped) => "mapped coordinates",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::nifti::{ChannelLayout, WriteOptions};
+    use crate::volume::{Grid, Volume, affine};
+
+    #[test]
+    fn dropped_files_are_recognised_by_their_headers() {
+        let dir = std::env::temp_dir().join(format!("warpscope-guess-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let g = Grid::new([3, 2, 2], affine::IDENTITY);
+        let write = |name: &str, channels: usize, opts: WriteOptions| {
+            let p = dir.join(name);
+            nifti::write_file(&p, &Volume::filled(g.clone(), channels, 0.0), &opts).expect("write");
+            p
+        };
+        let ours = write(
+            "field_vox.nii",
+            3,
+            WriteOptions {
+                description: "warpscope:field_vox fixed->moving".into(),
+                ..Default::default()
+            },
+        );
+        let ants = write(
+            "warp.nii",
+            3,
+            WriteOptions {
+                layout: ChannelLayout::Vector,
+                ..Default::default()
+            },
+        );
+        let image = write("t1.nii", 1, WriteOptions::default());
+        let pairs = dir.join("landmarks.csv");
+        std::fs::write(&pairs, "id,fx,fy,fz,mx,my,mz\n1,0,0,0,1,1,1\n").expect("write");
+        let fcsv = dir.join("points.fcsv");
+        std::fs::write(&fcsv, "# columns = label,x,y,z\nA,1,2,3\n").expect("write");
+        let field = Some(DropGuess::Role(Role::Field));
+        assert_eq!(guess_role(&ours), field);
+        assert_eq!(guess_role(&ants), field);
+        assert_eq!(guess_role(&image), None, "an image: the user is asked");
+        assert_eq!(guess_role(&dir), Some(DropGuess::ResultFolder));
+        assert_eq!(
+            guess_role(&pairs),
+            Some(DropGuess::Landmarks(LandmarkFile::Pairs))
+        );
+        assert_eq!(guess_role(&fcsv), Some(DropGuess::LandmarksOneSide));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

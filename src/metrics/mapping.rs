@@ -28,11 +28,17 @@ impl FieldKind {
     /// The kind a file's header declares: an ANTs/ITK 5-D vector image, or
     /// Warpscope's own `descrip` tags; `None` when the header does not say.
     pub fn detect(info: &NiftiInfo) -> Option<Self> {
-        if info.intent_code == INTENT_VECTOR && info.dims.len() == 5 {
+        Self::declared(info.intent_code, info.dims.len(), &info.description)
+    }
+
+    /// The same from the raw header facts (intent code, number of
+    /// dimensions, `descrip`), so a file can be recognised without reading it.
+    pub fn declared(intent_code: i32, ndim: usize, description: &str) -> Option<Self> {
+        if intent_code == INTENT_VECTOR && ndim == 5 {
             Some(Self::AntsLpsMm)
-        } else if info.description.starts_with("warpscope:mapped") {
+        } else if description.starts_with("warpscope:mapped") {
             Some(Self::Mapped)
-        } else if info.description.starts_with("warpscope:field_vox") {
+        } else if description.starts_with("warpscope:field_vox") {
             Some(Self::DispVox)
         } else {
             None
