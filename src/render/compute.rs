@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::geometry::to_wgsl_mat4;
-use super::texture::{GPU_WAIT_LIMIT, GpuVolume, scoped, wait_idle};
+use super::texture::{GPU_WAIT_LIMIT, GpuVolume, padded_row_bytes, scoped, wait_idle};
 use crate::volume::affine::Mat4;
 
 #[repr(C)]
@@ -66,8 +66,7 @@ struct Slabs {
 
 impl Slabs {
     fn new(device: &wgpu::Device, dims: [u32; 3], limit: Option<u64>) -> Result<Self, String> {
-        let row_bytes = (dims[0] * 4).div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT)
-            * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
+        let row_bytes = padded_row_bytes(dims[0] * 4);
         let slice = u64::from(row_bytes) * u64::from(dims[1]);
         let limits = device.limits();
         let max = limits
@@ -296,8 +295,7 @@ impl Readback {
             return Err("only R32Float volumes are read back".into());
         }
         let [w, h, d] = vol.dims;
-        let padded_row = (w * 4).div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT)
-            * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
+        let padded_row = padded_row_bytes(w * 4);
         let size = u64::from(padded_row) * u64::from(h) * u64::from(d);
         let buffer = scoped(device, "reading a volume back", || {
             let buffer = device.create_buffer(&wgpu::BufferDescriptor {

@@ -3,7 +3,7 @@
 
 use super::composite::{GpuScene, Slot};
 use super::scene::CompositeUniform;
-use super::texture::{GPU_WAIT_LIMIT, wait_idle};
+use super::texture::{GPU_WAIT_LIMIT, padded_row_bytes, wait_idle};
 
 /// One view to draw: its id (for its uniform buffer), images A and B, its
 /// uniforms, and its viewport in target pixels (x, y, width, height).
@@ -42,8 +42,7 @@ impl Target {
             usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
             view_formats: &[],
         });
-        let padded_row = (size[0] * 4).div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT)
-            * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
+        let padded_row = padded_row_bytes(size[0] * 4);
         let readback = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("offscreen readback"),
             size: u64::from(padded_row) * u64::from(size[1]),

@@ -23,6 +23,12 @@ fn texel_bytes(format: wgpu::TextureFormat) -> u64 {
     }
 }
 
+/// Bytes per row of a texture ⇄ buffer copy: `row_bytes` rounded up to
+/// wgpu's copy alignment (256).
+pub fn padded_row_bytes(row_bytes: u32) -> u32 {
+    row_bytes.div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT) * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT
+}
+
 /// Whether a volume of `dims` in `format` fits the device's limits; the
 /// reason when it does not.
 pub fn check_limits(
