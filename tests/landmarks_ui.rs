@@ -18,6 +18,16 @@ use warpscope::render::{Convention, Plane};
 use warpscope::volume::Volume;
 use warpscope::volume::nifti;
 
+/// The fixed point of landmark `id`.
+fn fixed_of(h: &egui_kittest::Harness<'static, warpscope::app::ViewerApp>, id: &str) -> [f64; 3] {
+    h.state()
+        .lm
+        .editor
+        .get(id)
+        .and_then(|p| p.fixed)
+        .unwrap_or_else(|| panic!("landmark {id} has a fixed point"))
+}
+
 fn close(a: [f64; 3], b: [f64; 3], tol: f64) -> bool {
     (0..3).all(|k| (a[k] - b[k]).abs() <= tol)
 }
@@ -90,13 +100,7 @@ fn pairs_placed_by_clicks_sit_where_the_mouse_was_in_both_conventions() {
     let rect = h.state().view_rect(Plane::Axial).expect("axial view");
     let size = [f64::from(rect.width()), f64::from(rect.height())];
     let view = h.state().nav.view(Plane::Axial);
-    let before = h
-        .state()
-        .lm
-        .editor
-        .get("6")
-        .and_then(|p| p.fixed)
-        .expect("6");
+    let before = fixed_of(&h, "6");
     let uv = view.uv_of(before, size);
     let from = rect.min + egui::vec2(uv[0] as f32 * rect.width(), uv[1] as f32 * rect.height());
     let to = from + egui::vec2(30.0, -20.0);
@@ -108,41 +112,19 @@ fn pairs_placed_by_clicks_sit_where_the_mouse_was_in_both_conventions() {
         ],
         size,
     );
-    let moved = h
-        .state()
-        .lm
-        .editor
-        .get("6")
-        .and_then(|p| p.fixed)
-        .expect("6");
-    assert!(
-        close(moved, want, 0.1),
-        "{moved:?} vs {want:?}; before {before:?}, from {from:?} to {to:?}, rect {rect:?}, now {:?}",
-        h.state().view_rect(Plane::Axial)
-    );
+    let moved = fixed_of(&h, "6");
+    assert!(close(moved, want, 0.1), "{moved:?} vs {want:?}");
     assert_eq!(h.state().lm.editor.pairs().len(), 6, "a drag adds nothing");
     h.key_press_modifiers(egui::Modifiers::CTRL, egui::Key::Z);
     h.run_steps(2);
-    let undone = h
-        .state()
-        .lm
-        .editor
-        .get("6")
-        .and_then(|p| p.fixed)
-        .expect("6");
+    let undone = fixed_of(&h, "6");
     assert!(
         close(undone, before, 1e-9),
         "one undo reverts the whole drag"
     );
     h.key_press_modifiers(egui::Modifiers::CTRL, egui::Key::Y);
     h.run_steps(2);
-    let redone = h
-        .state()
-        .lm
-        .editor
-        .get("6")
-        .and_then(|p| p.fixed)
-        .expect("6");
+    let redone = fixed_of(&h, "6");
     assert!(close(redone, moved, 1e-9));
     // Delete removes the selected pair; undo brings it back.
     h.key_press(egui::Key::Delete);

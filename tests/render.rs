@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::noise;
+use common::{noise, scaling_disp_vox};
 use warpscope::metrics::{FieldKind, Mapping, jacobian};
 use warpscope::render::colormap::{self, ColorMap, lut_sample};
 use warpscope::render::offscreen::{FORMAT, Target, ViewDraw};
@@ -526,25 +526,18 @@ fn colour_maps_in_the_shader_equal_the_rust_definition() {
     }
 }
 
-/// Displacement (voxels, planar) of a uniform scaling by `s` about the grid centre.
-fn scaling_field(grid: &Grid, s: f64) -> Volume {
-    let n = grid.voxels();
-    let c: [f64; 3] = std::array::from_fn(|a| 0.5 * (grid.dims[a] as f64 - 1.0));
-    let mut data = vec![0f32; 3 * n];
-    for i in 0..n {
-        let p = warpscope::volume::voxel_of(i, grid.dims);
-        for a in 0..3 {
-            data[a * n + i] = ((s - 1.0) * (p[a] - c[a])) as f32;
-        }
-    }
-    Volume::from_data(grid.clone(), 3, data).expect("sizes")
+/// A field moving every point `vox` voxels along x.
+fn shift_x(grid: &Grid, vox: f32) -> Volume {
+    let mut shift = Volume::filled(grid.clone(), 3, 0.0);
+    shift.channel_mut(0).fill(vox);
+    shift
 }
 
 #[test]
 fn uniform_scaling_shows_the_colour_of_det_j_1_331() {
     let mut bench = Bench::new(40, 40);
     let grid = test_grid([20, 20, 20]);
-    let det = bench.set_field(&scaling_field(&grid, 1.1));
+    let det = bench.set_field(&scaling_disp_vox(&grid, 1.1));
     assert!(
         det.iter().all(|d| (d - 1.331).abs() < 1e-4),
         "det J of a uniform 1.1 scaling is 1.331 everywhere, borders included"
@@ -594,7 +587,7 @@ fn uniform_scaling_shows_the_colour_of_det_j_1_331() {
         }
     }
     // Fading: det J = 1 (the identity) leaves the image underneath untouched.
-    bench.set_field(&scaling_field(&grid, 1.0));
+    bench.set_field(&scaling_disp_vox(&grid, 1.0));
     bench.set(Slot::Fixed, &constant(&grid, 0.4));
     o.jacobian.style = JacobianStyle::Log;
     o.jacobian.fade = true;
@@ -737,9 +730,7 @@ fn grid_lines_of_a_zero_field_are_straight_and_evenly_spaced() {
         }
     }
     // A uniform shift of the field by 2 mm along x moves the vertical lines by 2 px.
-    let mut shift = Volume::filled(grid.clone(), 3, 0.0);
-    shift.channel_mut(0).fill(2.0);
-    bench.set_field(&shift);
+    bench.set_field(&shift_x(&grid, 2.0));
     let p = bench.draw(
         &view,
         &present,
@@ -767,9 +758,7 @@ fn motion_vectors_point_along_the_displacement_on_screen() {
     let mut bench = Bench::new(64, 64);
     let grid = test_grid([64, 64, 4]);
     // 3 mm towards patient right (+x).
-    let mut shift = Volume::filled(grid.clone(), 3, 0.0);
-    shift.channel_mut(0).fill(3.0);
-    bench.set_field(&shift);
+    bench.set_field(&shift_x(&grid, 3.0));
     let present = Present {
         field: Some(&grid),
         ..Default::default()
@@ -853,9 +842,7 @@ fn label_outlines_trace_the_boundary_and_follow_the_field_for_moving_labels() {
     assert!(!lit(&p, 30, 32), "the interior is not filled");
     // The same labels as the moving image's, seen through a 5-voxel shift:
     // fixed x shows the label at x + 5, so the square appears 5 px to the left.
-    let mut shift = Volume::filled(grid.clone(), 3, 0.0);
-    shift.channel_mut(0).fill(5.0);
-    bench.set_field(&shift);
+    bench.set_field(&shift_x(&grid, 5.0));
     let present = Present {
         labels: Some((&grid, true)),
         ..present

@@ -42,15 +42,11 @@ fn pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     );
     write(&f, &image(&g, 0.0), "test");
     write(&m, &image(&g, 0.4), "test");
-    let n = g.voxels();
-    let mut disp = Volume::filled(g.clone(), 3, 0.0);
-    for i in 0..n {
-        let p = warpscope::volume::voxel_of(i, g.dims);
-        for a in 0..3 {
-            disp.data[a * n + i] = (0.1 * (p[a] - 0.5 * (g.dims[a] as f64 - 1.0))) as f32;
-        }
-    }
-    write(&u, &disp, "warpscope:field_vox fixed->moving");
+    write(
+        &u,
+        &common::scaling_disp_vox(&g, 1.1),
+        "warpscope:field_vox fixed->moving",
+    );
     (f, m, u)
 }
 

@@ -158,6 +158,15 @@ pub fn noise(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Displacement in voxels (3 channels) of a uniform scaling by `s` about
+/// the grid's centre: det J = s³ everywhere.
+pub fn scaling_disp_vox(grid: &warpscope::volume::Grid, s: f64) -> warpscope::volume::Volume {
+    let centre = grid.voxel_to_world(std::array::from_fn(|a| 0.5 * (grid.dims[a] as f64 - 1.0)));
+    warpscope::metrics::jacobian::scaling_mapping(grid, s, centre)
+        .displacement_vox()
+        .expect("invertible grid")
+}
+
 /// Run the `warpscope` binary: (success, stdout, stderr).
 pub fn warpscope(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_warpscope"))
