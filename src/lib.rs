@@ -17,4 +17,6 @@ pub mod metrics;
 pub mod parallel;
 pub mod register;
 pub mod render;
+pub mod results;
+pub mod session_file;
 pub mod volume;

@@ -188,6 +188,7 @@ fn a_running_session_obeys_controls() {
         let link = Link {
             events: Some(ev_tx),
             control: Some(ctl_rx),
+            ..Default::default()
         };
         register::register(&inp, p, &make_device(Backend::Cpu).expect("cpu"), link)
             .expect("register")
@@ -258,8 +259,10 @@ fn a_running_session_obeys_controls() {
         }
     }
     let s = snapshot.expect("snapshot");
-    assert_eq!(s.field_vox.channels, 3);
-    assert!(s.field_vox.data.iter().all(|v| v.is_finite()));
+    let field = s.field_volume().expect("host field");
+    assert_eq!(field.channels, 3);
+    assert_eq!(field.grid, s.grid);
+    assert!(field.data.iter().all(|v| v.is_finite()));
     ctl_tx.send(Control::Stop).expect("send");
     let o = worker.join().expect("worker thread");
     assert_eq!(o.status, Status::Stopped);

@@ -1024,3 +1024,156 @@ fn the_opengl_fallback_computes_det_j_and_the_warp_on_every_slice() {
     let warp = warp_difference(&gpu, &FieldCompute::new(&gpu.device));
     assert!(warp < 2e-4, "warp: largest difference {warp}");
 }
+
+/// An engine field on a pyramid level, placed on the display grid by the
+/// GPU (`field_from_level`), equals the CPU's result for the same field:
+/// resized to the fixed grid, the affine applied, brought to the display
+/// grid — from host samples and from a buffer at an offset alike.
+#[test]
+fn engine_fields_land_on_the_display_grid_as_the_cpu_places_them() {
+    use warpscope::register::fused::resize_field;
+    use warpscope::render::{LevelPlacement, LevelSource};
+    let gpu = device();
+    let compute = FieldCompute::new(&gpu.device);
+    let (d, q) = (&gpu.device, &gpu.queue);
+    let fixed = Grid::new([23, 19, 17], lps_oblique());
+    let levels = warpscope::volume::pyramid::gaussian_pyramid(
+        &Volume::filled(fixed.clone(), 1, 0.0),
+        2,
+        1.0,
+    );
+    let level = levels[1].grid.clone();
+    let nl = level.voxels();
+    let mut u = vec![0f32; 3 * nl];
+    for i in 0..nl {
+        let p = warpscope::volume::voxel_of(i, level.dims);
+        u[i] = (1.2 * (p[1] / 3.0).sin()) as f32;
+        u[nl + i] = (0.7 * (p[2] / 2.0 + p[0] / 4.0).cos()) as f32;
+        u[2 * nl + i] = (0.9 * (p[0] / 3.5).sin()) as f32;
+    }
+    // A small rotation and shift in fixed voxels.
+    let (c, s) = (0.05f64.cos(), 0.05f64.sin());
+    let a: Mat4 = [
+        [c, -s, 0.0, 0.8],
+        [s, c, 0.0, -0.5],
+        [0.0, 0.0, 1.02, 0.3],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    // CPU: u on the fixed grid, then A·(p + u(p)) − p.
+    let vox = |from: &Grid, to: &Grid| {
+        affine::mul(&affine::inverse(&to.affine).expect("inv"), &from.affine)
+    };
+    let rows = |m: Mat4| [m[0], m[1], m[2]];
+    let uf = resize_field(
+        &u,
+        level.dims,
+        fixed.dims,
+        &rows(vox(&fixed, &level)),
+        &rows(vox(&level, &fixed)),
+    );
+    let n = fixed.voxels();
+    let mut total = Volume::filled(fixed.clone(), 3, 0.0);
+    for i in 0..n {
+        let p = warpscope::volume::voxel_of(i, fixed.dims);
+        let m = affine::apply(
+            &a,
+            [
+                p[0] + f64::from(uf[i]),
+                p[1] + f64::from(uf[n + i]),
+                p[2] + f64::from(uf[2 * n + i]),
+            ],
+        );
+        for k in 0..3 {
+            total.data[k * n + i] = (m[k] - p[k]) as f32;
+        }
+    }
+    let read = |vol: &GpuVolume| -> Vec<f32> {
+        Readback::start(d, q, vol)
+            .expect("readback")
+            .wait(d)
+            .expect("values")
+    };
+    let worst_against = |gpu_rgba: &[f32], want: &Volume| -> f32 {
+        let n = want.grid.voxels();
+        (0..n)
+            .flat_map(|i| (0..3).map(move |k| (i, k)))
+            .map(|(i, k)| (gpu_rgba[4 * i + k] - want.data[k * n + i]).abs())
+            .fold(0.0, f32::max)
+    };
+    // Display = the fixed grid: exact up to f32 rounding.
+    let place = LevelPlacement::new(&level, &fixed, &fixed, &a).expect("placement");
+    let host = compute
+        .field_from_level(d, q, LevelSource::Host(&u), &place)
+        .expect("from host");
+    let worst = worst_against(&read(&host), &total);
+    assert!(
+        worst < 2e-3,
+        "host source: largest difference {worst} voxels"
+    );
+    // The same from a storage buffer holding the field at a 256-byte offset.
+    let mut bytes = vec![0u8; 256];
+    bytes.extend_from_slice(bytemuck::cast_slice(&u));
+    let buffer = wgpu::util::DeviceExt::create_buffer_init(
+        d,
+        &wgpu::util::BufferInitDescriptor {
+            label: Some("engine tensor"),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        },
+    );
+    let from_buffer = compute
+        .field_from_level(
+            d,
+            q,
+            LevelSource::Buffer {
+                buffer: &buffer,
+                offset: 256,
+            },
+            &place,
+        )
+        .expect("from buffer");
+    assert_eq!(
+        read(&from_buffer),
+        read(&host),
+        "both sources give the same field"
+    );
+    // Display = a halved grid (a volume reduced to fit the GPU): as the
+    // final result is brought there (mapped coordinates resampled).
+    let display = levels[1].grid.clone();
+    let place = LevelPlacement::new(&level, &fixed, &display, &a).expect("placement");
+    let small = compute
+        .field_from_level(d, q, LevelSource::Host(&u), &place)
+        .expect("on the display grid");
+    let want = Mapping::from_field(&total, FieldKind::DispVox, &display)
+        .expect("mapping")
+        .0
+        .displacement_vox()
+        .expect("display displacement");
+    // Compared where the display voxel lies inside the fixed grid (beyond
+    // it the CPU resampling extrapolates by its border rule).
+    let to_fixed = vox(&display, &fixed);
+    let got = read(&small);
+    let mut worst = 0f32;
+    let mut compared = 0;
+    for i in 0..display.voxels() {
+        let p = affine::apply(&to_fixed, warpscope::volume::voxel_of(i, display.dims));
+        if (0..3).all(|k| p[k] >= 1.0 && p[k] <= fixed.dims[k] as f64 - 2.0) {
+            compared += 1;
+            for k in 0..3 {
+                worst = worst.max((got[4 * i + k] - want.data[k * display.voxels() + i]).abs());
+            }
+        }
+    }
+    assert!(
+        compared > display.voxels() / 3,
+        "{compared} voxels compared"
+    );
+    assert!(
+        worst < 0.05,
+        "display grid: largest difference {worst} voxels"
+    );
+    assert!(
+        total.data.iter().any(|v| v.abs() > 1.0),
+        "a non-trivial field"
+    );
+}

@@ -20,7 +20,7 @@ use crate::landmarks::formats::{IndexBase, Side, read_set};
 use crate::metrics::protocol::{Pair, evaluate};
 use crate::metrics::{FieldKind, Mapping, jacobian, lesions, opt, overlap, similarity, tre};
 use crate::volume::Volume;
-use crate::volume::nifti::{self, ChannelLayout, ReadOptions, WriteOptions};
+use crate::volume::nifti::{self, ReadOptions, WriteOptions};
 use crate::volume::resample::{Border, Interp, resample};
 
 #[derive(Args, Debug)]
@@ -125,13 +125,7 @@ fn load_mapping(
 
 /// Write a mapping as the mapped-coordinate image evaluate.py reads.
 pub fn write_mapped(path: &Path, m: &Mapping) -> CliResult {
-    let opts = WriteOptions {
-        description: "warpscope:mapped RAS mm".into(),
-        layout: ChannelLayout::Fourth,
-        ..Default::default()
-    };
-    nifti::write_file(path, &m.coords, &opts)?;
-    Ok(())
+    Ok(crate::results::write_mapped(path, m)?)
 }
 
 pub fn run(a: &EvalArgs) -> CliResult {

@@ -2,39 +2,44 @@
 //! every result file (see the README for their conventions).
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 
 use clap::Args;
-use serde_json::{Value, json};
 
 use super::CliResult;
-use crate::metrics::{Mapping, jacobian};
+use crate::landmarks::LandmarkSet;
+use crate::landmarks::edit::Editor;
 use crate::register::{self, Backend, Event, Inputs, Link, Outcome, Pipeline, Status};
-use crate::volume::nifti::{self, ChannelLayout, ReadOptions, WriteOptions};
-use crate::volume::resample::Interp;
-use crate::volume::{Grid, Volume, affine};
+use crate::results::{self, Products, RunSources};
+use crate::session_file::{ImageSource, SessionFile};
+use crate::volume::Volume;
 
 #[derive(Args, Debug)]
 pub struct RegisterArgs {
     /// Fixed image; repeat for several sequences (channels).
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "session")]
     pub fixed: Vec<PathBuf>,
     /// Moving image; repeat in the same order as --fixed.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "session")]
     pub moving: Vec<PathBuf>,
+    /// A session file (`.warpscope.json`, saved by the viewer): its images,
+    /// mask, landmarks, pipeline and device, reproduced exactly. --fixed,
+    /// --moving, --preset, --set and --device given too take precedence.
+    #[arg(long)]
+    pub session: Option<PathBuf>,
     /// Fixed-image mask: the similarity counts only voxels inside it.
     #[arg(long)]
     pub fixed_mask: Option<PathBuf>,
-    /// Named preset: fast, lumir, brats-ic, mse+ncc, symmetric.
-    #[arg(long, default_value = "fast")]
-    pub preset: String,
+    /// Named preset: fast (default), lumir, brats-ic, mse+ncc, symmetric.
+    #[arg(long)]
+    pub preset: Option<String>,
     /// Override a preset parameter, e.g. --set deformable.diffusion=2 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// auto (a hardware GPU if present, else the CPU), gpu (wgpu, any adapter) or cpu.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    /// auto (a hardware GPU if present, else the CPU; the default), gpu (wgpu, any adapter) or cpu.
+    #[arg(long)]
+    pub device: Option<String>,
     /// Output folder (created if missing).
     #[arg(long)]
     pub out: PathBuf,
@@ -43,31 +48,108 @@ pub struct RegisterArgs {
     pub quiet: bool,
 }
 
-fn read_stack(paths: &[PathBuf], what: &str) -> Result<Volume, Box<dyn std::error::Error>> {
+fn read_stack(sources: &[ImageSource], what: &str) -> Result<Volume, Box<dyn std::error::Error>> {
     let mut parts = Vec::new();
-    for p in paths {
-        parts.push(nifti::read_file(p, ReadOptions::default())?.0);
+    for p in sources {
+        parts.push(p.read()?);
     }
     Volume::stack(&parts).map_err(|e| format!("{what} images: {e}").into())
 }
 
-pub fn run(a: &RegisterArgs) -> CliResult {
-    if a.fixed.len() != a.moving.len() {
+/// The run a command line asks for: its inputs, pipeline and device name,
+/// from the session file (if any) overridden by the other arguments.
+struct Plan {
+    fixed: Vec<ImageSource>,
+    moving: Vec<ImageSource>,
+    mask: Option<ImageSource>,
+    pipeline: Pipeline,
+    device: String,
+    landmarks: Option<(LandmarkSet, LandmarkSet)>,
+    sources: RunSources,
+}
+
+fn plan(a: &RegisterArgs) -> Result<Plan, Box<dyn std::error::Error>> {
+    let session = match &a.session {
+        Some(p) => Some((p.clone(), SessionFile::read(p)?)),
+        None => None,
+    };
+    let paths = |v: &[PathBuf]| v.iter().cloned().map(ImageSource::Path).collect::<Vec<_>>();
+    let from_session = |names: &[String]| match &session {
+        Some((p, _)) => names.iter().map(|n| SessionFile::resolve(p, n)).collect(),
+        None => Vec::new(),
+    };
+    let (mut fixed, mut moving, mut mask) = (paths(&a.fixed), paths(&a.moving), None);
+    if let Some((p, s)) = &session {
+        if fixed.is_empty() {
+            fixed = from_session(&s.images.fixed);
+        }
+        if moving.is_empty() {
+            moving = from_session(&s.images.moving);
+        }
+        mask = s
+            .images
+            .fixed_mask
+            .as_ref()
+            .map(|m| SessionFile::resolve(p, m));
+    }
+    if let Some(m) = &a.fixed_mask {
+        mask = Some(ImageSource::Path(m.clone()));
+    }
+    if fixed.len() != moving.len() {
         return Err(format!(
             "{} fixed and {} moving file(s): give one moving file per fixed file, in the same order",
-            a.fixed.len(),
-            a.moving.len()
+            fixed.len(),
+            moving.len()
         )
         .into());
     }
-    let pipeline = Pipeline::preset(&a.preset)?.with_overrides(&a.sets)?;
-    let fixed = read_stack(&a.fixed, "fixed")?;
-    let moving = read_stack(&a.moving, "moving")?;
-    let fixed_mask = match &a.fixed_mask {
-        Some(p) => Some(nifti::read_file(p, ReadOptions::default())?.0),
+    let base = match (&a.preset, &session) {
+        (Some(name), _) => Pipeline::preset(name)?,
+        (None, Some((_, s))) => s.pipeline.clone(),
+        (None, None) => Pipeline::preset("fast")?,
+    };
+    let pipeline = base.with_overrides(&a.sets)?;
+    let device = a
+        .device
+        .clone()
+        .or_else(|| session.as_ref().map(|(_, s)| s.device.clone()))
+        .unwrap_or_else(|| "auto".into());
+    let landmarks = session
+        .as_ref()
+        .filter(|(_, s)| !s.landmarks.is_empty())
+        .map(|(_, s)| Editor::from_pairs(s.landmarks.clone()).map(|e| e.to_sets()))
+        .transpose()?;
+    let name = |s: &ImageSource| match s {
+        ImageSource::Path(p) => p.display().to_string(),
+        ImageSource::DemoFixed => crate::session_file::DEMO_FIXED.into(),
+        ImageSource::DemoMoving => crate::session_file::DEMO_MOVING.into(),
+    };
+    let sources = RunSources {
+        fixed: fixed.iter().map(name).collect(),
+        moving: moving.iter().map(name).collect(),
+        fixed_mask: mask.as_ref().map(name),
+        overrides: a.sets.clone(),
+    };
+    Ok(Plan {
+        fixed,
+        moving,
+        mask,
+        pipeline,
+        device,
+        landmarks,
+        sources,
+    })
+}
+
+pub fn run(a: &RegisterArgs) -> CliResult {
+    let plan = plan(a)?;
+    let fixed = read_stack(&plan.fixed, "fixed")?;
+    let moving = read_stack(&plan.moving, "moving")?;
+    let fixed_mask = match &plan.mask {
+        Some(m) => Some(m.read()?),
         None => None,
     };
-    let device = match a.device.as_str() {
+    let device = match plan.device.as_str() {
         "auto" => {
             let (d, notice) = register::device::auto_device();
             if let Some(n) = notice {
@@ -89,15 +171,17 @@ pub fn run(a: &RegisterArgs) -> CliResult {
     };
     let (tx, rx) = mpsc::channel();
     let quiet = a.quiet;
+    let pipeline = plan.pipeline.clone();
     let outcome = std::thread::scope(|s| {
         s.spawn(move || show_progress(rx, quiet));
         let link = Link {
             events: Some(tx),
-            control: None,
+            ..Default::default()
         };
         register::register(&inputs, pipeline, &device, link)
     })?;
-    write_outputs(a, &inputs, &outcome)?;
+    let landmarks = plan.landmarks.as_ref().map(|(f, m)| (f, m));
+    write_outputs(a, &inputs, &outcome, &plan.sources, landmarks)?;
     match &outcome.status {
         Status::Failed(m) => Err(format!(
             "{m} (the last good result was written to {})",
@@ -147,153 +231,21 @@ fn show_progress(rx: mpsc::Receiver<Event>, quiet: bool) {
             Event::Notice(n) => {
                 let _ = writeln!(err, "notice: {n}");
             }
-            Event::Snapshot(_) => {}
+            Event::Snapshot(_) | Event::IcWeights(_) => {}
         }
     }
 }
 
-fn f32_opts(description: &str) -> WriteOptions {
-    WriteOptions {
-        description: description.into(),
-        ..Default::default()
-    }
-}
-
-/// ITK/ANTs displacement: LPS mm, fixed point → moving point, 5-D vector image.
-pub fn ants_field(mapping: &Mapping) -> Volume {
-    let grid = mapping.grid().clone();
-    let world = crate::metrics::mapping::world_coordinates(&grid);
-    let n = grid.voxels();
-    let mut out = Volume::filled(grid, 3, 0.0);
-    for c in 0..3 {
-        let sign = crate::metrics::mapping::LPS_SIGN[c];
-        for i in 0..n {
-            out.data[c * n + i] = sign * (mapping.coords.data[c * n + i] - world.data[c * n + i]);
-        }
-    }
-    out
-}
-
-/// The affine as an ITK transform file (LPS, fixed → moving physical point),
-/// plus the RAS and voxel matrices as comments.
-fn affine_text(outcome: &Outcome, fixed: &Grid) -> String {
-    let wf = fixed.affine;
-    let world = affine::inverse(&wf)
-        .map(|inv| affine::mul(&wf, &affine::mul(&outcome.affine_vox, &inv)))
-        .unwrap_or(affine::IDENTITY);
-    // LPS = F · RAS with F = diag(−1, −1, 1): M_lps = F M F, t_lps = F t.
-    let f = crate::metrics::mapping::LPS_SIGN.map(f64::from);
-    let mut params = Vec::new();
-    for r in 0..3 {
-        for c in 0..3 {
-            params.push(f[r] * world[r][c] * f[c]);
-        }
-    }
-    for r in 0..3 {
-        params.push(f[r] * world[r][3]);
-    }
-    let fmt = |m: &affine::Mat4| {
-        m.iter()
-            .take(3)
-            .map(|r| format!("#   {:.9} {:.9} {:.9} {:.9}", r[0], r[1], r[2], r[3]))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    format!(
-        "#Insight Transform File V1.0\n#Transform 0\nTransform: AffineTransform_double_3_3\nParameters: {}\nFixedParameters: 0 0 0\n\
-         # Warpscope affine stage, fixed point -> moving point.\n# World RAS mm:\n{}\n# Fixed voxel -> fixed-grid voxel:\n{}\n",
-        params
-            .iter()
-            .map(|v| format!("{v:.9}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-        fmt(&world),
-        fmt(&outcome.affine_vox)
-    )
-}
-
-fn write_outputs(a: &RegisterArgs, inputs: &Inputs, outcome: &Outcome) -> CliResult {
-    let out = &a.out;
-    let grid = &inputs.fixed.grid;
-    let mapping = outcome.mapping(grid);
-    let warped = mapping.warp(&inputs.moving, Interp::Linear)?;
-    nifti::write_file(
-        out.join("warped.nii.gz"),
-        &warped,
-        &f32_opts("warpscope:warped"),
-    )?;
-    nifti::write_file(
-        out.join("field_vox.nii.gz"),
-        &outcome.total_field_vox(grid),
-        &f32_opts("warpscope:field_vox fixed->moving"),
-    )?;
-    nifti::write_file(
-        out.join("warp_ants.nii.gz"),
-        &ants_field(&mapping),
-        &WriteOptions {
-            layout: ChannelLayout::Vector,
-            ..f32_opts("ITK displacement LPS mm")
-        },
-    )?;
-    super::eval::write_mapped(&out.join("mapped.nii.gz"), &mapping)?;
-    let det = jacobian::determinant(&mapping);
-    nifti::write_file(
-        out.join("jacobian.nii.gz"),
-        &det,
-        &f32_opts("warpscope:jacobian det"),
-    )?;
-    if let Some(w) = &outcome.ic_weights {
-        nifti::write_file(
-            out.join("ic_weights.nii.gz"),
-            w,
-            &f32_opts("warpscope:ic weights"),
-        )?;
-    }
-    let text = affine_text(outcome, grid);
-    write_text(&out.join("affine.txt"), &text)?;
-    let report = run_report(a, outcome, &det);
-    write_text(
-        &out.join("run.json"),
-        &(serde_json::to_string_pretty(&report)? + "\n"),
-    )?;
+fn write_outputs(
+    a: &RegisterArgs,
+    inputs: &Inputs,
+    outcome: &Outcome,
+    sources: &RunSources,
+    landmarks: Option<(&LandmarkSet, &LandmarkSet)>,
+) -> CliResult {
+    let products = Products::of(&inputs.fixed.grid, &inputs.moving, outcome)?;
+    let metrics = results::measure(&products, &inputs.fixed, &inputs.moving.grid, landmarks);
+    let report = results::run_report(sources, outcome, &metrics);
+    results::write_files(&a.out, &products, outcome, &report, &mut |_, _, _| {})?;
     Ok(())
-}
-
-fn write_text(path: &Path, text: &str) -> CliResult {
-    crate::atomic::write_atomic(path, |w| w.write_all(text.as_bytes()))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(())
-}
-
-fn run_report(a: &RegisterArgs, o: &Outcome, det: &Volume) -> Value {
-    let folds = det.data.iter().filter(|&&d| d <= 0.0).count();
-    let status = match &o.status {
-        Status::Completed => "completed".to_string(),
-        Status::Stopped => "stopped".to_string(),
-        Status::Failed(m) => format!("failed: {m}"),
-    };
-    json!({
-        "status": status,
-        "warpscope": env!("CARGO_PKG_VERSION"),
-        "burn": "0.22.1",
-        "device": o.device,
-        "fixed": a.fixed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        "moving": a.moving.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        "fixed_mask": a.fixed_mask.as_ref().map(|p| p.display().to_string()),
-        "overrides": a.sets,
-        "pipeline": o.pipeline.to_json(),
-        "stage_seconds": o.stage_seconds.iter().map(|(s, t)| json!({"stage": s, "seconds": t})).collect::<Vec<_>>(),
-        "iterations": o.iterations,
-        "final_total": o.final_total,
-        "final_terms": o.final_terms.iter().map(|(n, v)| (n.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        "jacobian_folds_percent": 100.0 * folds as f64 / det.data.len().max(1) as f64,
-        "files": {
-            "warped.nii.gz": "moving image resampled onto the fixed grid through the result",
-            "field_vox.nii.gz": "displacement in voxels of the fixed grid (components i, j, k): fixed voxel p corresponds to fixed-grid voxel p + u(p) of the moving image",
-            "warp_ants.nii.gz": "ITK/ANTs displacement, LPS mm, 5-D vector image, fixed -> moving (antsApplyTransforms -t)",
-            "mapped.nii.gz": "for each fixed voxel the RAS mm point of the moving image (evaluate.py)",
-            "jacobian.nii.gz": "det of the Jacobian of the fixed -> moving mapping",
-            "affine.txt": "ITK transform file of the affine stage (LPS)",
-        },
-    })
 }

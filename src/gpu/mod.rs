@@ -1,9 +1,13 @@
-//! The one wgpu device that the viewer (and, later, the registration engine)
-//! share. The device is created with the adapter's full features and limits:
-//! egui's defaults (no features, default limits) are too small for compute
-//! kernels such as burn's (see docs/stack-notes in the shared docs).
+//! The wgpu device that the viewer and the registration engine share. The
+//! device is created with the adapter's full features and limits: egui's
+//! defaults (no features, default limits) are too small for compute kernels
+//! such as burn's (see docs/stack-notes in the shared docs).
+
+pub mod shared;
 
 use std::fmt;
+
+pub use shared::{TensorBuffer, engine_on};
 
 /// Device descriptor asking for everything the adapter offers, except
 /// mappable primary buffers (slow on discrete GPUs, and not needed).

@@ -281,16 +281,21 @@ impl Editor {
     pub fn from_autosave(text: &str) -> Result<Self, String> {
         let a: Autosave =
             serde_json::from_str(text).map_err(|e| format!("not a landmark autosave: {e}"))?;
-        if a.pairs
+        Self::from_pairs(a.pairs)
+    }
+
+    /// Start from saved pairs (no history); non-finite coordinates are refused.
+    pub fn from_pairs(pairs: Vec<PointPair>) -> Result<Self, String> {
+        if pairs
             .iter()
             .flat_map(|p| [p.fixed, p.moving])
             .flatten()
             .any(|x| x.iter().any(|v| !v.is_finite()))
         {
-            return Err("the autosave holds non-finite coordinates".into());
+            return Err("the landmarks hold non-finite coordinates".into());
         }
         Ok(Self {
-            pairs: a.pairs,
+            pairs,
             ..Self::default()
         })
     }

@@ -25,7 +25,7 @@ use burn::tensor::{Device, Tensor};
 
 pub use device::{Backend, make_device};
 pub use params::{ParamError, Pipeline};
-pub use session::{Control, Event, Link, Progress, Snapshot, Status};
+pub use session::{Control, Event, Link, Progress, Snapshot, SnapshotField, Status};
 
 use crate::metrics::mapping::{FieldKind, Mapping};
 use crate::volume::affine::{self, Mat4};
@@ -334,16 +334,52 @@ pub fn register(
         Ok(Ok(())) => Status::Completed,
         Ok(Err(Halt::Stopped)) => Status::Stopped,
         Ok(Err(Halt::Failed(m))) => Status::Failed(m),
-        Err(panic) => Status::Failed(format!(
-            "the compute device failed: {}",
-            panic_message(&panic)
-        )),
+        Err(panic) => Status::Failed(device_failure(&panic_message(&panic))),
     };
     outcome.final_terms = runner.last_terms.clone();
     outcome.final_total = runner.last_total;
     outcome.iterations = runner.iterations_done;
     outcome.pipeline = runner.pipeline.clone();
     Ok(outcome)
+}
+
+/// A device failure as the user reads it: the root cause of a chain of
+/// errors ("Caused by: …", as burn and cubecl report them), and allocation
+/// failures (memory exhausted, a buffer beyond the device's limits) named
+/// as such. The whole chain goes to the standard error by the panic hook.
+pub fn device_failure(message: &str) -> String {
+    let cause = message
+        .rsplit("Caused by:")
+        .next()
+        .map(|tail| {
+            tail.lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("No backtrace") && !l.starts_with("Asked at"))
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| message.to_string());
+    let lower = message.to_ascii_lowercase();
+    let allocation = [
+        "out of memory",
+        "outofmemory",
+        "allocat",
+        "buffer size",
+        "too large",
+        "too big",
+    ]
+    .iter()
+    .any(|k| lower.contains(k));
+    if allocation {
+        format!(
+            "the compute device ran out of memory (an allocation was refused; try the CPU \
+             device or a coarser image): {cause}"
+        )
+    } else {
+        format!("the compute device failed: {cause}")
+    }
 }
 
 pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -391,6 +427,7 @@ fn run_stages(
         return Ok(());
     }
     // The deformable stages see the moving image through the affine.
+    runner.affine_vox = outcome.affine_vox;
     let moving_a = resample_index_map(
         moving,
         &fixed.grid,
@@ -434,4 +471,25 @@ fn stage_done(runner: &Runner, outcome: &mut Outcome, name: &str, t: std::time::
         stage: name.to_string(),
         seconds: s,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_failure;
+
+    #[test]
+    fn device_failures_name_their_root_cause() {
+        let chain = "Error while reading data: An error happened during execution\nCaused by:\n  \
+                     Several failures at once\nCaused by:\n  An IO error happened\nCaused by:\n  \
+                     can't allocate buffer of size: 134873088\nNo backtrace available\nAsked at:\n";
+        assert_eq!(
+            device_failure(chain),
+            "the compute device ran out of memory (an allocation was refused; try the CPU device \
+             or a coarser image): can't allocate buffer of size: 134873088"
+        );
+        assert_eq!(
+            device_failure("device lost"),
+            "the compute device failed: device lost"
+        );
+    }
 }

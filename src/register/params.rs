@@ -411,6 +411,65 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The current value of `key` as [`Pipeline::set`] reads it back
+    /// (lists comma-separated); `None` for an unknown key.
+    pub fn value_of(&self, key: &str) -> Option<String> {
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let sim = |s: &SimilarityWeights, name: &str| match name {
+            "mse" => Some(s.mse.to_string()),
+            "ncc" => Some(s.ncc.to_string()),
+            "lncc" => Some(s.lncc.to_string()),
+            "mi" => Some(s.mi.to_string()),
+            "window" => Some(s.window.to_string()),
+            "mi_bins" => Some(s.mi_bins.to_string()),
+            _ => None,
+        };
+        let (stage, name) = key.split_once('.').unwrap_or(("", key));
+        let a = &self.affine;
+        let d = &self.deformable;
+        Some(match (stage, name) {
+            ("", "normalize") => self.normalize.to_string(),
+            ("", "fused") => self.fused.to_string(),
+            ("affine", "enabled") => a.enabled.to_string(),
+            ("affine", "coarsest") => a.coarsest.to_string(),
+            ("affine", "levels") => a.levels.to_string(),
+            ("affine", "iterations") => a.iterations.to_string(),
+            ("affine", "lr") => a.lr.to_string(),
+            ("affine", s) => return sim(&a.sim, s),
+            ("deformable", "enabled") => d.enabled.to_string(),
+            ("deformable", "levels") => d.levels.to_string(),
+            ("deformable", "iterations") => d
+                .iterations
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            ("deformable", "lr") => list(&d.lr),
+            ("deformable", "diffusion") => list(&d.diffusion),
+            ("deformable", "jacobian") => d.jacobian.to_string(),
+            ("deformable", "units") => match d.units {
+                FieldUnits::Voxel => "voxel".into(),
+                FieldUnits::Normalized => "normalized".into(),
+            },
+            ("deformable", "svf") => d.svf.to_string(),
+            ("deformable", "svf_steps") => d.svf_steps.to_string(),
+            ("deformable", "symmetric") => d.symmetric.to_string(),
+            ("deformable", "inverse_consistency") => d.inverse_consistency.to_string(),
+            ("deformable", s) => return sim(&d.sim, s),
+            ("ic", "enabled") => self.ic.enabled.to_string(),
+            ("ic", "iterations") => self.ic.iterations.to_string(),
+            ("ic", "final_iterations") => self.ic.final_iterations.to_string(),
+            ("ic", "power") => self.ic.power.to_string(),
+            ("ic", "sigma") => self.ic.sigma.to_string(),
+            _ => return None,
+        })
+    }
+
     /// Apply `key=value` strings in order, then validate.
     pub fn with_overrides(mut self, sets: &[String]) -> Result<Self, ParamError> {
         for s in sets {
@@ -628,4 +687,45 @@ fn check_similarity(stage: &str, s: &SimilarityWeights) -> Result<(), ParamError
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key reads back what `set` wrote, and setting a preset's own
+    /// values changes nothing.
+    #[test]
+    fn every_key_reads_back() {
+        let keys: Vec<String> = KEYS
+            .iter()
+            .flat_map(|k| match k.strip_prefix("affine.{") {
+                Some(rest) => rest
+                    .trim_end_matches('}')
+                    .split(',')
+                    .map(|s| format!("affine.{s}"))
+                    .collect::<Vec<_>>(),
+                None => vec![k.to_string()],
+            })
+            .collect();
+        for preset in PRESETS {
+            let p = Pipeline::preset(preset).expect("preset");
+            for k in &keys {
+                let v = p.value_of(k).unwrap_or_else(|| panic!("no value for {k}"));
+                let mut q = p.clone();
+                q.set(k, &v).unwrap_or_else(|e| panic!("{k}={v}: {e}"));
+                assert_eq!(q, p, "{preset}: {k}={v} changed the pipeline");
+            }
+        }
+        assert_eq!(
+            Pipeline::preset("fast").expect("fast").value_of("nonsense"),
+            None
+        );
+        let mut p = Pipeline::preset("fast").expect("fast");
+        p.set("deformable.diffusion", "0.5,0.25,2").expect("set");
+        assert_eq!(
+            p.value_of("deformable.diffusion").as_deref(),
+            Some("0.5,0.25,2")
+        );
+    }
 }

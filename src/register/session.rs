@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::adam::Adam;
 use super::params::Pipeline;
+use crate::volume::affine::{self, Mat4};
 use crate::volume::{Grid, Volume};
 
 /// Commands from the UI or a test, applied between two iterations.
@@ -47,20 +48,48 @@ pub struct Progress {
     pub applied: Vec<String>,
 }
 
+/// Where a snapshot's field lives.
+#[derive(Clone, Debug)]
+pub enum SnapshotField {
+    /// In host memory (CPU device, or when device snapshots are not wanted).
+    Host(Volume),
+    /// Still on the GPU: a `[3, N]` tensor in voxels of the snapshot's grid.
+    /// A viewer on the same wgpu device can draw it without a CPU round trip.
+    Device(Box<Tensor<2>>),
+}
+
 /// The current field, on request: displacement in voxels of `grid` (a
-/// pyramid level of the fixed image), 3 channels.
+/// pyramid level of the fixed image), 3 channels, to be applied before
+/// `affine_vox`: the mapping it stands for takes fixed voxel p to fixed-grid
+/// voxel `affine_vox · (p + u(p))` of the moving image (u brought from the
+/// level's grid to the fixed grid).
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub stage: String,
     pub level: usize,
     pub iter: usize,
-    pub field_vox: Volume,
+    pub grid: Grid,
+    pub field: SnapshotField,
+    pub affine_vox: Mat4,
+}
+
+impl Snapshot {
+    /// The field in host memory (read from the device if it is there).
+    pub fn field_volume(&self) -> Result<Volume, super::EngineError> {
+        match &self.field {
+            SnapshotField::Host(v) => Ok(v.clone()),
+            SnapshotField::Device(t) => super::tensor_to_volume((**t).clone(), &self.grid),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub enum Event {
     Progress(Progress),
-    Snapshot(Snapshot),
+    Snapshot(Box<Snapshot>),
+    /// The inverse-consistency weight map, as soon as it is computed (on
+    /// the fixed grid's finest level).
+    IcWeights(Volume),
     /// A stage finished, with its wall time.
     StageDone {
         stage: String,
@@ -90,6 +119,9 @@ pub enum Halt {
 pub struct Link {
     pub events: Option<Sender<Event>>,
     pub control: Option<Receiver<Control>>,
+    /// Snapshots of a GPU run stay on the device ([`SnapshotField::Device`]):
+    /// set by a viewer that shares the engine's wgpu device.
+    pub device_snapshots: bool,
 }
 
 /// Live state shared by the stages: the pipeline (which controls may edit),
@@ -107,6 +139,24 @@ pub struct Runner {
     /// While set, a live change is refused unless the changed pipeline
     /// passes this check (an optimiser that computes a subset of terms).
     pub live_guard: Option<fn(&Pipeline) -> bool>,
+    /// The affine that applies after the running stage's field (identity
+    /// during the affine stage; its result afterwards).
+    pub affine_vox: Mat4,
+}
+
+/// A snapshot of `field` (`[3, N]` on `grid`): left on the device when the
+/// listener shares it (`device_snapshots`), else copied to the host.
+fn snapshot_field(
+    device_snapshots: &bool,
+    device: &Device,
+    field: Tensor<2>,
+    grid: &Grid,
+) -> Result<SnapshotField, super::EngineError> {
+    if *device_snapshots && !super::device::is_cpu(device) {
+        Ok(SnapshotField::Device(Box::new(field.without_autodiff())))
+    } else {
+        super::tensor_to_volume(field, grid).map(SnapshotField::Host)
+    }
 }
 
 /// What one iteration's loss closure returns: the total to minimise and each
@@ -121,7 +171,7 @@ pub struct Step {
     pub total: f64,
     pub terms: Vec<(String, f64)>,
     /// The field, when a snapshot was asked for.
-    pub snapshot: Option<Result<Volume, super::EngineError>>,
+    pub snapshot: Option<Result<SnapshotField, super::EngineError>>,
 }
 
 /// Where a loop is, for events and messages, and how its parameters
@@ -146,6 +196,7 @@ impl Runner {
             last_total: f64::NAN,
             iterations_done: 0,
             live_guard: None,
+            affine_vox: affine::IDENTITY,
         }
     }
 
@@ -257,12 +308,14 @@ impl Runner {
             if want {
                 self.snapshot_wanted = false;
                 match out.snapshot {
-                    Some(Ok(v)) => self.send(Event::Snapshot(Snapshot {
+                    Some(Ok(field)) => self.send(Event::Snapshot(Box::new(Snapshot {
                         stage: place.stage.to_string(),
                         level: place.level,
                         iter: done,
-                        field_vox: v,
-                    })),
+                        grid: place.grid.clone(),
+                        field,
+                        affine_vox: self.affine_vox,
+                    }))),
                     Some(Err(e)) => self.send(Event::Notice(format!("snapshot failed: {e}"))),
                     None => {}
                 }
@@ -298,6 +351,7 @@ impl Runner {
         // The latest parameters whose loss was finite (tensors are
         // immutable: keeping them costs no copy).
         let mut good: Vec<Tensor<2>> = params.to_vec();
+        let (link, device) = (self.link.device_snapshots, self.device.clone());
         self.iterate(place, iters, |pipeline, done, want| {
             let tracked: Vec<Tensor<2>> = params
                 .iter()
@@ -328,7 +382,7 @@ impl Runner {
                 params[i] = next;
             }
             let snapshot =
-                want.then(|| super::tensor_to_volume((place.to_field)(params), place.grid));
+                want.then(|| snapshot_field(&link, &device, (place.to_field)(params), place.grid));
             Ok(Step {
                 total,
                 terms: l

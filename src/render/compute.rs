@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use super::geometry::to_wgsl_mat4;
 use super::texture::{GPU_WAIT_LIMIT, GpuVolume, padded_row_bytes, scoped, wait_idle};
-use crate::volume::affine::Mat4;
+use crate::volume::Grid;
+use crate::volume::affine::{self, Mat4};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -32,9 +33,68 @@ struct JacobianParams {
     layout: [u32; 4],
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LevelParams {
+    display_to_level: [[f32; 4]; 4],
+    display_to_fixed: [[f32; 4]; 4],
+    after: [[f32; 4]; 4],
+    level_to_fixed: [[f32; 4]; 4],
+    /// display nx, ny, nz, first z of the slab
+    dims: [u32; 4],
+    /// level nx, ny, nz, output row stride (texels)
+    level: [u32; 4],
+}
+
+/// Where an engine field's samples are: in host memory (a CPU run), or in
+/// a storage buffer on this device (a GPU run sharing it), as `[3, N]` f32
+/// starting at `offset` bytes.
+pub enum LevelSource<'a> {
+    Host(&'a [f32]),
+    Buffer {
+        buffer: &'a wgpu::Buffer,
+        offset: u64,
+    },
+}
+
+/// How an engine field (displacement u in voxels of a pyramid level of
+/// the fixed grid, applied before the affine A) lands on a display grid:
+/// see `shaders/field_level.wgsl`.
+pub struct LevelPlacement {
+    pub level_dims: [u32; 3],
+    pub display_dims: [u32; 3],
+    display_to_level: Mat4,
+    display_to_fixed: Mat4,
+    after: Mat4,
+    level_to_fixed: Mat4,
+}
+
+impl LevelPlacement {
+    /// `affine_vox` maps fixed voxels to fixed-grid voxels of the moving
+    /// image (the engine's affine stage); `None` for singular grids.
+    pub fn new(level: &Grid, fixed: &Grid, display: &Grid, affine_vox: &Mat4) -> Option<Self> {
+        let voxel_map = |from: &Grid, to: &Grid| {
+            affine::inverse(&to.affine).map(|inv| affine::mul(&inv, &from.affine))
+        };
+        let mut level_to_fixed = voxel_map(level, fixed)?;
+        for row in level_to_fixed.iter_mut().take(3) {
+            row[3] = 0.0;
+        }
+        Some(Self {
+            level_dims: level.dims.map(|d| d as u32),
+            display_dims: display.dims.map(|d| d as u32),
+            display_to_level: voxel_map(display, level)?,
+            display_to_fixed: voxel_map(display, fixed)?,
+            after: affine::mul(&voxel_map(fixed, display)?, affine_vox),
+            level_to_fixed,
+        })
+    }
+}
+
 pub struct FieldCompute {
     warp: wgpu::ComputePipeline,
     jacobian: wgpu::ComputePipeline,
+    level: wgpu::ComputePipeline,
     /// Largest slab buffer (bytes); default: the device's storage binding limit.
     slab_limit: Option<u64>,
 }
@@ -66,7 +126,17 @@ struct Slabs {
 
 impl Slabs {
     fn new(device: &wgpu::Device, dims: [u32; 3], limit: Option<u64>) -> Result<Self, String> {
-        let row_bytes = padded_row_bytes(dims[0] * 4);
+        Self::with_texel(device, dims, 4, limit)
+    }
+
+    /// Slabs of `texel_bytes` per voxel (4: R32Float, 16: RGBA32Float).
+    fn with_texel(
+        device: &wgpu::Device,
+        dims: [u32; 3],
+        texel_bytes: u32,
+        limit: Option<u64>,
+    ) -> Result<Self, String> {
+        let row_bytes = padded_row_bytes(dims[0] * texel_bytes);
         let slice = u64::from(row_bytes) * u64::from(dims[1]);
         let limits = device.limits();
         let max = limits
@@ -89,8 +159,9 @@ impl Slabs {
         })
     }
 
-    fn row_stride(&self) -> u32 {
-        self.row_bytes / 4
+    /// Row stride in elements of `bytes` each.
+    fn row_stride(&self, bytes: u32) -> u32 {
+        self.row_bytes / bytes
     }
 
     fn buffer(&self, device: &wgpu::Device) -> wgpu::Buffer {
@@ -111,12 +182,12 @@ impl Slabs {
 }
 
 /// Run `pipeline` slab by slab into `out`: `params(z0)` gives each slab's
-/// uniform bytes; `inputs` are the texture views bound at 1, 2, ….
+/// uniform bytes; `inputs` are the resources bound at 1, 2, ….
 fn run_slabs(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     pipeline: &wgpu::ComputePipeline,
-    inputs: &[&wgpu::TextureView],
+    inputs: Vec<wgpu::BindingResource<'_>>,
     slabs: &Slabs,
     out: &GpuVolume,
     params: impl Fn(u32) -> Vec<u8>,
@@ -132,14 +203,15 @@ fn run_slabs(
         binding: 0,
         resource: uniform.as_entire_binding(),
     }];
-    for (i, v) in inputs.iter().enumerate() {
+    let first_out = inputs.len() as u32 + 1;
+    for (i, resource) in inputs.into_iter().enumerate() {
         entries.push(wgpu::BindGroupEntry {
             binding: i as u32 + 1,
-            resource: wgpu::BindingResource::TextureView(v),
+            resource,
         });
     }
     entries.push(wgpu::BindGroupEntry {
-        binding: inputs.len() as u32 + 1,
+        binding: first_out,
         resource: buffer.as_entire_binding(),
     });
     let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -195,6 +267,11 @@ impl FieldCompute {
                 "jacobian.wgsl",
                 include_str!("../../shaders/jacobian.wgsl"),
             ),
+            level: pipeline(
+                device,
+                "field_level.wgsl",
+                include_str!("../../shaders/field_level.wgsl"),
+            ),
             slab_limit: None,
         }
     }
@@ -220,13 +297,16 @@ impl FieldCompute {
         let out = GpuVolume::output(device, "warped", dims.map(|d| d as usize))?;
         let slabs = Slabs::new(device, dims, self.slab_limit)?;
         let m = to_wgsl_mat4(fixed_to_moving);
-        let stride = slabs.row_stride();
+        let stride = slabs.row_stride(4);
         scoped(device, "warping the moving image", || {
             run_slabs(
                 device,
                 queue,
                 &self.warp,
-                &[&moving.view, &field.view],
+                vec![
+                    wgpu::BindingResource::TextureView(&moving.view),
+                    wgpu::BindingResource::TextureView(&field.view),
+                ],
                 &slabs,
                 &out,
                 |z0| {
@@ -252,13 +332,13 @@ impl FieldCompute {
         let dims = field.dims;
         let out = GpuVolume::output(device, "det J", dims.map(|d| d as usize))?;
         let slabs = Slabs::new(device, dims, self.slab_limit)?;
-        let stride = slabs.row_stride();
+        let stride = slabs.row_stride(4);
         scoped(device, "computing det J", || {
             run_slabs(
                 device,
                 queue,
                 &self.jacobian,
-                &[&field.view],
+                vec![wgpu::BindingResource::TextureView(&field.view)],
                 &slabs,
                 &out,
                 |z0| {
@@ -274,13 +354,126 @@ impl FieldCompute {
     }
 }
 
+impl FieldCompute {
+    /// An engine field on the display grid (RGBA32Float displacement in
+    /// display voxels, affine included), computed on the GPU. A buffer
+    /// source is copied GPU-side into this pass's input (each component at
+    /// an aligned offset); a host source is uploaded.
+    pub fn field_from_level(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        source: LevelSource<'_>,
+        place: &LevelPlacement,
+    ) -> Result<GpuVolume, String> {
+        let n: u64 = place.level_dims.iter().map(|&d| u64::from(d)).product();
+        let limits = device.limits();
+        let align = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
+        let component = n * 4;
+        let region = component.div_ceil(align) * align;
+        if component > limits.max_storage_buffer_binding_size || 3 * region > limits.max_buffer_size
+        {
+            return Err(format!(
+                "the engine's field ({} MiB per component) exceeds this GPU's storage binding",
+                component >> 20
+            ));
+        }
+        if let LevelSource::Host(data) = &source
+            && data.len() as u64 != 3 * n
+        {
+            return Err(format!(
+                "the engine's field has {} samples for a {:?} level",
+                data.len(),
+                place.level_dims
+            ));
+        }
+        let out = GpuVolume::field_output(
+            device,
+            "engine field",
+            place.display_dims.map(|d| d as usize),
+        )?;
+        let slabs = Slabs::with_texel(device, place.display_dims, 16, self.slab_limit)?;
+        let stride = slabs.row_stride(16);
+        let input = scoped(device, "bringing the engine's field to the viewer", || {
+            let input = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("engine field"),
+                size: 3 * region,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            match source {
+                LevelSource::Host(data) => {
+                    for c in 0..3usize {
+                        let part = &data[c * n as usize..(c + 1) * n as usize];
+                        queue.write_buffer(&input, c as u64 * region, bytemuck::cast_slice(part));
+                    }
+                }
+                LevelSource::Buffer { buffer, offset } => {
+                    let mut encoder =
+                        device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                    for c in 0..3u64 {
+                        encoder.copy_buffer_to_buffer(
+                            buffer,
+                            offset + c * component,
+                            &input,
+                            c * region,
+                            component,
+                        );
+                    }
+                    queue.submit([encoder.finish()]);
+                }
+            }
+            input
+        })?;
+        let m = |x: &Mat4| to_wgsl_mat4(x);
+        let binding = |c: u64| {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &input,
+                offset: c * region,
+                size: wgpu::BufferSize::new(component),
+            })
+        };
+        let [nx, ny, nz] = place.display_dims;
+        scoped(device, "placing the engine's field", || {
+            run_slabs(
+                device,
+                queue,
+                &self.level,
+                vec![binding(0), binding(1), binding(2)],
+                &slabs,
+                &out,
+                |z0| {
+                    bytemuck::bytes_of(&LevelParams {
+                        display_to_level: m(&place.display_to_level),
+                        display_to_fixed: m(&place.display_to_fixed),
+                        after: m(&place.after),
+                        level_to_fixed: m(&place.level_to_fixed),
+                        dims: [nx, ny, nz, z0],
+                        level: [
+                            place.level_dims[0],
+                            place.level_dims[1],
+                            place.level_dims[2],
+                            stride,
+                        ],
+                    })
+                    .to_vec()
+                },
+            )
+        })?;
+        Ok(out)
+    }
+}
+
 type Slot = Arc<Mutex<Option<Result<(), String>>>>;
 
-/// A volume texture on its way back to the CPU (R32Float only).
+/// A volume texture on its way back to the CPU (R32Float, or RGBA32Float
+/// as 4 values per voxel).
 pub struct Readback {
     buffer: wgpu::Buffer,
     dims: [u32; 3],
     padded_row: u32,
+    /// Values per voxel (1 or 4).
+    components: u32,
     state: Slot,
 }
 
@@ -291,11 +484,13 @@ impl Readback {
         queue: &wgpu::Queue,
         vol: &GpuVolume,
     ) -> Result<Self, String> {
-        if vol.format != wgpu::TextureFormat::R32Float {
-            return Err("only R32Float volumes are read back".into());
-        }
+        let components = match vol.format {
+            wgpu::TextureFormat::R32Float => 1,
+            wgpu::TextureFormat::Rgba32Float => 4,
+            other => return Err(format!("{other:?} volumes are not read back")),
+        };
         let [w, h, d] = vol.dims;
-        let padded_row = padded_row_bytes(w * 4);
+        let padded_row = padded_row_bytes(w * 4 * components);
         let size = u64::from(padded_row) * u64::from(h) * u64::from(d);
         let buffer = scoped(device, "reading a volume back", || {
             let buffer = device.create_buffer(&wgpu::BufferDescriptor {
@@ -336,12 +531,14 @@ impl Readback {
             buffer,
             dims: vol.dims,
             padded_row,
+            components,
             state,
         })
     }
 
     fn finish(&self) -> Result<Vec<f32>, String> {
         let [w, h, d] = self.dims.map(|v| v as usize);
+        let w = w * self.components as usize;
         let mut out = Vec::with_capacity(w * h * d);
         {
             let view = self

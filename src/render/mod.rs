@@ -20,7 +20,7 @@ pub mod texture;
 
 pub use colormap::ColorMap;
 pub use composite::{GpuScene, Map, Slot};
-pub use compute::{FieldCompute, Readback};
+pub use compute::{FieldCompute, LevelPlacement, LevelSource, Readback};
 pub use geometry::{Convention, Plane, SliceView};
 pub use scene::{
     Composite, CompositeUniform, Features, GridOverlay, IcOverlay, ImageStyle, JacobianOverlay,

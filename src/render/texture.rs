@@ -7,7 +7,8 @@
 use crate::volume::resample::{Border, Interp, resample};
 use crate::volume::{Volume, pyramid};
 
-/// A 3-D texture and its view.
+/// A 3-D texture and its view (cloning shares the texture).
+#[derive(Clone)]
 pub struct GpuVolume {
     pub texture: wgpu::Texture,
     pub view: wgpu::TextureView,
@@ -253,6 +254,24 @@ impl GpuVolume {
             dims,
             wgpu::TextureFormat::Rgba32Float,
             wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        )
+    }
+
+    /// An RGBA32Float field filled by copies from compute buffers (engine fields).
+    pub fn field_output(
+        device: &wgpu::Device,
+        label: &str,
+        dims: [usize; 3],
+    ) -> Result<Self, String> {
+        Self::create(
+            device,
+            None,
+            label,
+            dims,
+            wgpu::TextureFormat::Rgba32Float,
+            wgpu::TextureUsages::TEXTURE_BINDING
+                | wgpu::TextureUsages::COPY_DST
+                | wgpu::TextureUsages::COPY_SRC,
         )
     }
 

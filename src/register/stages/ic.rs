@@ -109,6 +109,7 @@ fn steps(
     let err = round_trip_error(u, v, level.dims(), level.identity.clone());
     let error = tensor_to_volume(err, &level.grid).map_err(|e| Halt::Failed(e.0))?;
     let weights = weights_from_error(&error, pl.ic.power, pl.ic.sigma);
+    runner.send(crate::register::Event::IcWeights(weights.clone()));
     let w = volume_to_tensor(&weights, &device);
     result.weights = Some(weights);
     // 4. Final weighted run of the forward field.

@@ -13,7 +13,7 @@ use crate::register::adam::{BETA1, BETA2, EPSILON};
 use crate::register::fused::{self, FixedStats, LnccScratch, Shared, par_blocks};
 use crate::register::params::Pipeline;
 use crate::register::params::SimilarityWeights;
-use crate::register::session::{Halt, Place, Runner, Step};
+use crate::register::session::{Halt, Place, Runner, SnapshotField, Step};
 use crate::register::{EngineError, Level};
 use crate::volume::{Volume, voxel_of};
 
@@ -227,7 +227,9 @@ pub fn optimise(
             for a in 0..3 {
                 u[a * n..(a + 1) * n].iter_mut().for_each(|v| *v *= s[a]);
             }
-            Volume::from_data(level.grid.clone(), 3, u).map_err(|e| EngineError(e.to_string()))
+            Volume::from_data(level.grid.clone(), 3, u)
+                .map(SnapshotField::Host)
+                .map_err(|e| EngineError(e.to_string()))
         });
         Ok(Step {
             total,
@@ -339,7 +341,9 @@ pub fn optimise_affine(
                     u[a * n + i] -= p[a] as f32;
                 }
             }
-            Volume::from_data(level.grid.clone(), 3, u).map_err(|e| EngineError(e.to_string()))
+            Volume::from_data(level.grid.clone(), 3, u)
+                .map(SnapshotField::Host)
+                .map_err(|e| EngineError(e.to_string()))
         });
         Ok(Step {
             total,
