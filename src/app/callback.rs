@@ -6,11 +6,26 @@ use eframe::egui_wgpu;
 
 use crate::render::{CompositeUniform, GpuScene, Slot};
 
+/// The second scene: a compared run's result (same images, its own field).
+pub struct CompareScene(pub GpuScene);
+
 pub struct ViewCallback {
     pub id: u64,
     pub a: Slot,
     pub b: Slot,
     pub uniform: CompositeUniform,
+    /// Draw from the comparison scene.
+    pub compare: bool,
+}
+
+impl ViewCallback {
+    fn scene<'a>(&self, resources: &'a egui_wgpu::CallbackResources) -> Option<&'a GpuScene> {
+        if self.compare {
+            resources.get::<CompareScene>().map(|c| &c.0)
+        } else {
+            resources.get::<GpuScene>()
+        }
+    }
 }
 
 impl egui_wgpu::CallbackTrait for ViewCallback {
@@ -22,7 +37,12 @@ impl egui_wgpu::CallbackTrait for ViewCallback {
         _encoder: &mut eframe::wgpu::CommandEncoder,
         resources: &mut egui_wgpu::CallbackResources,
     ) -> Vec<eframe::wgpu::CommandBuffer> {
-        if let Some(scene) = resources.get_mut::<GpuScene>() {
+        let scene = if self.compare {
+            resources.get_mut::<CompareScene>().map(|c| &mut c.0)
+        } else {
+            resources.get_mut::<GpuScene>()
+        };
+        if let Some(scene) = scene {
             scene.prepare(device, queue, self.id, self.a, self.b, &self.uniform);
         }
         Vec::new()
@@ -34,7 +54,7 @@ impl egui_wgpu::CallbackTrait for ViewCallback {
         pass: &mut eframe::wgpu::RenderPass<'static>,
         resources: &egui_wgpu::CallbackResources,
     ) {
-        if let Some(scene) = resources.get::<GpuScene>() {
+        if let Some(scene) = self.scene(resources) {
             scene.draw(pass, self.id);
         }
     }

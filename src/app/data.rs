@@ -60,6 +60,8 @@ pub struct LoadedImage {
     pub preset: WindowPreset,
     /// One line: dims, spacing, orientation, sample type.
     pub summary: String,
+    /// The embedded image this is (session files name it so), if any.
+    pub embedded: Option<&'static str>,
 }
 
 /// The GPU limits a display copy must respect (taken from the device).
@@ -108,6 +110,7 @@ impl LoadedImage {
             style: ImageStyle::default(),
             preset,
             summary,
+            embedded: None,
         };
         img.apply_preset(preset);
         Ok(img)

@@ -21,6 +21,12 @@ pub enum Pick {
     OpenLandmarks(LandmarkFile),
     /// Where to save landmarks (the format is chosen in the panel).
     SaveLandmarks(LandmarkFile),
+    OpenSession,
+    SaveSession,
+    /// A folder for a run's result files.
+    ExportRun(u32),
+    /// Where to save the run history (CSV).
+    SaveHistory,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,6 +155,21 @@ impl Files {
                         .add_filter("all files", &["*"])
                         .pick_file(),
                     Pick::SaveLandmarks(_) => d.set_title("Save landmarks").save_file(),
+                    Pick::OpenSession => d
+                        .set_title("Open a Warpscope session")
+                        .add_filter("session", &["json"])
+                        .pick_file(),
+                    Pick::SaveSession => d
+                        .set_title("Save the session")
+                        .set_file_name("session.warpscope.json")
+                        .save_file(),
+                    Pick::ExportRun(id) => d
+                        .set_title(format!("Folder for the result files of run {id}"))
+                        .pick_folder(),
+                    Pick::SaveHistory => d
+                        .set_title("Save the run history")
+                        .set_file_name("runs.csv")
+                        .save_file(),
                 };
                 let _ = tx.send(Answer {
                     pick: what,
@@ -178,6 +199,9 @@ pub fn guess_role(path: &Path) -> Option<DropGuess> {
         return Some(DropGuess::ResultFolder);
     }
     let name = path.to_string_lossy().to_ascii_lowercase();
+    if name.ends_with(crate::session_file::EXTENSION) {
+        return Some(DropGuess::Session);
+    }
     if [".csv", ".fcsv", ".json"].iter().any(|e| name.ends_with(e)) {
         // A pair CSV holds both sides; any other landmark file belongs to one image.
         let text = std::fs::read_to_string(path).ok()?;
@@ -200,6 +224,8 @@ pub enum DropGuess {
     Landmarks(LandmarkFile),
     /// Landmarks of one image: ask which.
     LandmarksOneSide,
+    /// A session file (`.warpscope.json`).
+    Session,
 }
 
 /// Field kinds offered when opening a field (`None` = from the header).
@@ -268,6 +294,8 @@ mod tests {
             Some(DropGuess::Landmarks(LandmarkFile::Pairs))
         );
         assert_eq!(guess_role(&fcsv), Some(DropGuess::LandmarksOneSide));
+        let session = dir.join("study.warpscope.json");
+        assert_eq!(guess_role(&session), Some(DropGuess::Session));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

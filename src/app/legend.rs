@@ -92,7 +92,7 @@ impl ViewerApp {
                 ));
             }
             let j = &self.overlays.jacobian;
-            if j.on && self.field.is_some() {
+            if j.on && self.field_grid().is_some() {
                 let r = j.range.max(1.0001);
                 match j.style {
                     JacobianStyle::Log => colour_bar(
@@ -141,6 +141,14 @@ impl ViewerApp {
             }
             if let Some(f) = &self.field {
                 ui.label(format!("field: {} ({})", f.name, f.kind.name()));
+            } else if let Some(run) = &self.reg.run
+                && let Some((stage, level, iter)) = &run.preview_at
+            {
+                ui.label(format!(
+                    "field: live preview of run {} ({stage}, level {}, iteration {iter})",
+                    run.id,
+                    level + 1
+                ));
             }
             ui.separator();
             let mut dismiss = None;

@@ -5,16 +5,24 @@
 //! - `panels`: menus and the side panel; `files`: dialogs, drops, recent files.
 //! - `data`: loading off the UI thread; `navigation`: cursor, zoom, pan.
 //! - `callback`: the egui-wgpu paint callback; `screenshot`: PNG export.
+//! - `live`: a registration on its worker thread and its progress;
+//!   `registration`: runs, previews, history, exports; `registration_ui`:
+//!   their panel; `session`: session files.
 
+pub mod bench;
 mod callback;
 pub mod data;
 mod files;
 mod landmark_ui;
 pub mod landmarks;
 mod legend;
+pub mod live;
 pub mod navigation;
 mod panels;
+pub mod registration;
+mod registration_ui;
 mod screenshot;
+pub mod session;
 pub mod viewer;
 mod views;
 
@@ -64,6 +72,14 @@ pub fn run(startup: Startup) -> Result<(), String> {
 }
 
 impl ViewerApp {
+    /// Stop the registration worker and wait for it (window closed).
+    pub fn shutdown(&mut self) {
+        // Dropping the worker sends Stop and joins its thread.
+        self.reg.run = None;
+        // Exports finish their files (each written atomically).
+        self.wait_for_exports(std::time::Duration::from_secs(120));
+    }
+
     fn keyboard(&mut self, ctx: &egui::Context) {
         if ctx.egui_wants_keyboard_input() {
             return;
@@ -160,6 +176,7 @@ impl ViewerApp {
         for p in paths {
             match guess_role(&p) {
                 Some(DropGuess::ResultFolder) => self.open_result_folder(p),
+                Some(DropGuess::Session) => self.open_session(&p),
                 Some(DropGuess::Landmarks(what)) => self.open_landmarks(what, &p),
                 Some(DropGuess::LandmarksOneSide) => self.files.dropped.push(p),
                 Some(DropGuess::Role(r)) => self.open(r, p),
@@ -244,6 +261,10 @@ impl ViewerApp {
                     let format = self.lm.format;
                     self.save_landmarks(what, format, &p);
                 }
+                Pick::OpenSession => self.open_session(&p),
+                Pick::SaveSession => self.save_session(&p),
+                Pick::ExportRun(id) => self.export_run(id, p),
+                Pick::SaveHistory => self.save_history(&p),
             }
         }
     }
@@ -292,9 +313,22 @@ impl ViewerApp {
 }
 
 impl eframe::App for ViewerApp {
+    /// Closing the window stops a running registration and waits for its
+    /// worker (one iteration at most); no file is left half-written.
+    fn on_exit(&mut self) {
+        self.shutdown();
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let started = std::time::Instant::now();
         let ctx = ui.ctx().clone();
+        self.window_size = ctx.content_rect().size().into();
+        self.bench_frame(&ctx, self.last_ui_ms);
+        if self.bench_done {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
         self.poll_jobs();
+        self.poll_registration(Some(&ctx));
         self.dialogs();
         self.dropped(&ctx);
         self.save_screenshots();
@@ -324,6 +358,11 @@ impl eframe::App for ViewerApp {
         egui::Panel::left("side")
             .default_size(270.0)
             .show(ui, |ui| self.side_panel(ui));
+        egui::Panel::right("registration")
+            .default_size(330.0)
+            .max_size(520.0)
+            .resizable(true)
+            .show(ui, |ui| self.registration_panel(ui));
         egui::CentralPanel::default().show(ui, |ui| {
             self.error_banner(ui);
             self.view_area(ui);
@@ -342,5 +381,6 @@ impl eframe::App for ViewerApp {
                     );
                 });
         }
+        self.last_ui_ms = started.elapsed().as_secs_f64() * 1e3;
     }
 }

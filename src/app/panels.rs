@@ -33,6 +33,27 @@ impl ViewerApp {
                     self.files.pick(Pick::ResultFolder, None);
                     ui.close();
                 }
+                ui.separator();
+                if ui
+                    .button("Open session…")
+                    .on_hover_text("A .warpscope.json file: images, landmarks, pipeline, view and run history")
+                    .clicked()
+                {
+                    self.files.pick(Pick::OpenSession, None);
+                    ui.close();
+                }
+                if ui.button("Save session").clicked() {
+                    match self.session_path.clone() {
+                        Some(p) => self.save_session(&p),
+                        None => self.files.pick(Pick::SaveSession, None),
+                    }
+                    ui.close();
+                }
+                if ui.button("Save session as…").clicked() {
+                    self.files.pick(Pick::SaveSession, None);
+                    ui.close();
+                }
+                ui.separator();
                 ui.menu_button("Open recent", |ui| {
                     if self.files.recent.is_empty() {
                         ui.label("(none yet)");
@@ -103,7 +124,10 @@ impl ViewerApp {
             ui.menu_button("Help", |ui| {
                 ui.label(SHORTCUTS);
             });
-            if self.loader.pending() > 0 || self.busy() {
+            if self.reg.running() {
+                ui.spinner();
+                ui.label("registering…");
+            } else if self.busy() {
                 ui.spinner();
                 ui.label("loading…");
             }
@@ -229,6 +253,11 @@ impl ViewerApp {
                     let p = std::path::PathBuf::from(self.files.typed_path.trim());
                     if p.is_dir() {
                         self.open_result_folder(p);
+                    } else if p
+                        .to_string_lossy()
+                        .ends_with(crate::session_file::EXTENSION)
+                    {
+                        self.open_session(&p);
                     } else {
                         self.open(self.files.typed_role, p);
                     }
@@ -334,7 +363,7 @@ impl ViewerApp {
                 ui.small("none: open a field written by `warpscope register` or an ANTs warp");
             }
         }
-        let has_field = self.field.is_some();
+        let has_field = self.field_grid().is_some();
         let o = &mut self.overlays;
         ui.add_enabled_ui(has_field, |ui| {
             ui.checkbox(&mut o.grid.on, "deformation grid (G)");

@@ -30,11 +30,13 @@ use crate::volume::{Grid, Volume, range_of};
 /// Where an image comes from at start-up.
 pub enum Source {
     Path(PathBuf),
-    /// Already in memory (the embedded demo).
+    /// Already in memory.
     Volume {
         name: String,
         volume: Volume,
     },
+    /// The embedded demo image of the role (fixed or moving).
+    Demo,
 }
 
 /// What to open when the window appears.
@@ -50,6 +52,10 @@ pub struct Startup {
     pub config_dir: Option<PathBuf>,
     /// Landmark files to open once the images are loaded.
     pub landmarks: Vec<(LandmarkFile, PathBuf)>,
+    /// A session file to open (images, landmarks, pipeline, view, history).
+    pub session: Option<PathBuf>,
+    /// Run the live-registration frame-time benchmark, then close.
+    pub bench: Option<super::bench::LiveBench>,
 }
 
 /// A line shown to the user: errors stay until dismissed.
@@ -99,7 +105,7 @@ pub struct Products {
 
 pub struct ViewerApp {
     pub(super) rs: egui_wgpu::RenderState,
-    compute: FieldCompute,
+    pub(super) compute: FieldCompute,
     pub(super) limits: Limits,
     pub fixed: Option<LoadedImage>,
     pub moving: Option<LoadedImage>,
@@ -138,6 +144,21 @@ pub struct ViewerApp {
     pub field_serial: u64,
     /// Landmark files named at start-up, opened once the images have loaded.
     pending_landmarks: Vec<(LandmarkFile, PathBuf)>,
+    /// Registration: pipeline, the run, its previews, history, exports.
+    pub reg: super::registration::Registration,
+    /// The grid of the live preview's field while a run draws it (the field
+    /// textures hold a preview, not a loaded field).
+    pub preview_grid: Option<Grid>,
+    /// The session file last opened or saved.
+    pub session_path: Option<PathBuf>,
+    /// A session's view state, applied once its fixed image has loaded.
+    pub(super) pending_view: Option<serde_json::Value>,
+    /// The frame-time benchmark, when asked for.
+    pub(super) bench: Option<super::bench::BenchState>,
+    pub(super) bench_done: bool,
+    /// Time spent in the last frame's `ui` (ms), and the window's size.
+    pub(super) last_ui_ms: f64,
+    pub(super) window_size: [f32; 2],
 }
 
 impl ViewerApp {
@@ -152,7 +173,13 @@ impl ViewerApp {
 
     pub fn with_render_state(rs: egui_wgpu::RenderState, startup: Startup) -> Result<Self, String> {
         let scene = GpuScene::new(&rs.device, &rs.queue, rs.target_format);
-        rs.renderer.write().callback_resources.insert(scene);
+        let compare = GpuScene::new(&rs.device, &rs.queue, rs.target_format);
+        {
+            let mut r = rs.renderer.write();
+            r.callback_resources.insert(scene);
+            r.callback_resources
+                .insert(super::callback::CompareScene(compare));
+        }
         let limits = Limits(rs.device.limits());
         let compute = FieldCompute::new(&rs.device);
         let placeholder = Grid::new([1, 1, 1], affine::IDENTITY);
@@ -188,6 +215,14 @@ impl ViewerApp {
             lm: LandmarkUi::default(),
             field_serial: 0,
             pending_landmarks: startup.landmarks,
+            reg: Default::default(),
+            preview_grid: None,
+            session_path: None,
+            pending_view: None,
+            bench: startup.bench.map(super::bench::BenchState::new),
+            bench_done: false,
+            last_ui_ms: 0.0,
+            window_size: [0.0; 2],
         };
         for (role, source) in startup.images {
             match source {
@@ -199,24 +234,34 @@ impl ViewerApp {
                         app.error(e);
                     }
                 }
+                Source::Demo => app.open_demo(role),
             }
         }
         if let Some(dir) = startup.result {
             app.loader.result_folder(dir);
         }
+        if let Some(p) = startup.session {
+            app.open_session(&p);
+        }
         Ok(app)
     }
 
     pub fn error(&mut self, text: impl Into<String>) {
-        let text = text.into();
+        let text = printable(text.into());
         self.status = text.clone();
         self.messages.push(Message { text, error: true });
     }
 
     pub fn notice(&mut self, text: impl Into<String>) {
-        let text = text.into();
+        let text = printable(text.into());
         self.status = text.clone();
         self.messages.push(Message { text, error: false });
+    }
+
+    /// The wgpu device, queue and renderer the viewer draws with (and the
+    /// engine shares).
+    pub fn render_state(&self) -> &egui_wgpu::RenderState {
+        &self.rs
     }
 
     /// A plane's image rectangle in the last frame (`None` when not shown).
@@ -299,6 +344,7 @@ impl ViewerApp {
         }
         self.wait_for_products();
         self.open_pending_landmarks();
+        self.apply_pending_view();
         self.refresh_landmarks();
     }
 
@@ -325,12 +371,42 @@ impl ViewerApp {
         }
     }
 
+    /// Open the embedded demo image of `role` (fixed or moving).
+    pub fn open_demo(&mut self, role: Role) {
+        let (read, name, embedded) = match role {
+            Role::Fixed => (
+                crate::demo::fixed(),
+                "fixed (demo)",
+                crate::session_file::DEMO_FIXED,
+            ),
+            Role::Moving => (
+                crate::demo::moving(),
+                "moving (demo)",
+                crate::session_file::DEMO_MOVING,
+            ),
+            _ => return,
+        };
+        let prepared = read.map_err(|e| e.to_string()).and_then(|(volume, info)| {
+            LoadedImage::for_role(role, name.into(), None, volume, Some(&info), &self.limits)
+        });
+        match prepared {
+            Ok(mut img) => {
+                img.embedded = Some(embedded);
+                if let Err(e) = self.accept_image(role, img) {
+                    self.error(e);
+                }
+            }
+            Err(e) => self.error(format!("the embedded demo image: {e}")),
+        }
+    }
+
     pub(super) fn poll_jobs(&mut self) {
         for job in self.loader.poll() {
             self.apply_job(job);
         }
         self.start_deferred_fields();
         self.open_pending_landmarks();
+        self.apply_pending_view();
         if let Some(rb) = &self.products.jacobian_rb
             && let Some(r) = rb.try_take(&self.rs.device)
         {
@@ -347,6 +423,7 @@ impl ViewerApp {
 
     pub fn busy(&self) -> bool {
         self.loader.pending() > 0
+            || !self.reg.exports.is_empty()
             || self.products.jacobian_rb.is_some()
             || self.products.warped_rb.is_some()
     }
@@ -425,7 +502,7 @@ impl ViewerApp {
         }
     }
 
-    fn scene<R>(&self, f: impl FnOnce(&mut GpuScene) -> R) -> Option<R> {
+    pub(super) fn scene<R>(&self, f: impl FnOnce(&mut GpuScene) -> R) -> Option<R> {
         let mut r = self.rs.renderer.write();
         r.callback_resources.get_mut::<GpuScene>().map(f)
     }
@@ -458,6 +535,14 @@ impl ViewerApp {
             return Err("a field is read through Loader::field".into());
         }
         let texture = self.upload(&img)?;
+        if matches!(role, Role::Fixed | Role::Moving) && self.reg.running() {
+            // The run registers the images it started with: stop it.
+            self.stop_run();
+            self.notice(format!(
+                "the {} changed: the running registration was stopped",
+                role.name()
+            ));
+        }
         if let Some(n) = &img.notice {
             self.notice(n.clone());
         }
@@ -520,7 +605,8 @@ impl ViewerApp {
         };
     }
 
-    fn clear_field_products(&mut self) {
+    pub(super) fn clear_field_products(&mut self) {
+        self.preview_grid = None;
         self.products = Products::default();
         self.field_serial += 1;
         self.scene(|s| {
@@ -549,6 +635,8 @@ impl ViewerApp {
             self.notice(format!("{}: {n}", field.name));
         }
         self.status = format!("opened {} as the field ({})", field.name, field.kind.name());
+        self.preview_grid = None;
+        self.reg.shown = None;
         self.products = Products::default();
         self.products.jacobian_rb = Some(rb);
         self.products.jacobian_ready = true;
@@ -663,15 +751,22 @@ impl ViewerApp {
         }
     }
 
+    /// The grid of the field in the scene: a loaded field's, or the live
+    /// preview's while a run draws it.
+    pub fn field_grid(&self) -> Option<&Grid> {
+        self.field
+            .as_ref()
+            .map(|f| &f.disp_vox.grid)
+            .or(self.preview_grid.as_ref())
+    }
+
     /// The image in a slot, its grid and style (warped: the field's grid, the moving style).
     pub fn slot_image(&self, slot: Slot) -> Option<(&Grid, ImageStyle)> {
         match slot {
             Slot::Fixed => self.fixed.as_ref().map(|i| (&i.display.grid, i.style)),
             Slot::Moving => self.moving.as_ref().map(|i| (&i.display.grid, i.style)),
-            Slot::Warped => match (&self.field, &self.moving) {
-                (Some(f), Some(m)) if self.products.warped_ready => {
-                    Some((&f.disp_vox.grid, m.style))
-                }
+            Slot::Warped => match (self.field_grid(), &self.moving) {
+                (Some(g), Some(m)) if self.products.warped_ready => Some((g, m.style)),
                 _ => None,
             },
         }
@@ -682,7 +777,7 @@ impl ViewerApp {
         Present {
             a: self.slot_image(self.a),
             b: self.slot_image(self.b),
-            field: self.field.as_ref().map(|f| &f.disp_vox.grid),
+            field: self.field_grid(),
             jacobian: self.products.jacobian_ready,
             ic: self.ic.as_ref().map(|i| (&i.display.grid, i.style.window)),
             labels: self
@@ -726,6 +821,24 @@ impl ViewerApp {
     }
 }
 
+/// Messages from other libraries (a shader compiler's report, say) may
+/// draw boxes with characters the UI font lacks: they become ASCII.
+fn printable(text: String) -> String {
+    if !text.chars().any(|c| ('\u{2500}'..='\u{257F}').contains(&c)) {
+        return text;
+    }
+    const VERTICAL: &str = "│┃┆┇┊┋╎╏║╵╷╹╻╽╿";
+    const HORIZONTAL: &str = "─━┄┅┈┉╌╍═╴╶╸╺╼╾";
+    text.chars()
+        .map(|c| match c {
+            '\u{2500}'..='\u{257F}' if VERTICAL.contains(c) => '|',
+            '\u{2500}'..='\u{257F}' if HORIZONTAL.contains(c) => '-',
+            '\u{2500}'..='\u{257F}' => '+',
+            other => other,
+        })
+        .collect()
+}
+
 fn slot_ref(app: &ViewerApp, role: Role) -> Option<&LoadedImage> {
     match role {
         Role::Fixed => app.fixed.as_ref(),
@@ -743,5 +856,22 @@ fn slot_mut(app: &mut ViewerApp, role: Role) -> Option<&mut LoadedImage> {
         Role::IcWeights => app.ic.as_mut(),
         Role::Labels => app.labels.as_mut(),
         Role::Field => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn box_drawing_becomes_ascii() {
+        let naga =
+            "   ┌─ kernel:56:11\n   │\n56 │ let v = u64(32);\n   │         ^^^^^^^\n   ╰── here";
+        let p = printable(naga.to_string());
+        assert_eq!(
+            p,
+            "   +- kernel:56:11\n   |\n56 | let v = u64(32);\n   |         ^^^^^^^\n   +-- here"
+        );
+        assert_eq!(printable("det J ≥ 0 · 1–7".into()), "det J ≥ 0 · 1–7");
     }
 }

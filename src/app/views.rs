@@ -35,6 +35,14 @@ pub(super) fn screen_of(view: &SliceView, rect: egui::Rect, world: [f64; 3]) -> 
 }
 const GAP: f32 = 4.0;
 
+/// Which column a view tile belongs to: the main scene (with the run it
+/// shows when runs are compared), or the compared run's scene.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Column {
+    Main(Option<u32>),
+    Compare(u32),
+}
+
 impl ViewerApp {
     /// The central area: banners, then the views.
     pub(super) fn view_area(&mut self, ui: &mut egui::Ui) {
@@ -59,8 +67,33 @@ impl ViewerApp {
             return;
         }
         let area = ui.available_rect_before_wrap();
+        if let Some((a, b)) = self.compared_runs() {
+            // Two runs side by side: each plane in a row, run a left, run b right.
+            let planes: Vec<Plane> = match self.nav.enlarged {
+                Some(p) => vec![p],
+                None => Plane::ALL.to_vec(),
+            };
+            let rows = planes.len() as f32;
+            let w = (area.width() - GAP) / 2.0;
+            let h = (area.height() - GAP * (rows - 1.0)) / rows;
+            for (r, plane) in planes.into_iter().enumerate() {
+                for (c, run) in [(0.0, a), (1.0, b)] {
+                    let tile = egui::Rect::from_min_size(
+                        area.min + egui::vec2(c * (w + GAP), r as f32 * (h + GAP)),
+                        egui::vec2(w, h),
+                    );
+                    let side = if c == 0.0 {
+                        Column::Main(Some(run))
+                    } else {
+                        Column::Compare(run)
+                    };
+                    self.view_tile(ui, plane, tile, side);
+                }
+            }
+            return;
+        }
         match self.nav.enlarged {
-            Some(plane) => self.view_tile(ui, plane, area),
+            Some(plane) => self.view_tile(ui, plane, area, Column::Main(None)),
             None => {
                 let w = (area.width() - GAP) / 2.0;
                 let h = (area.height() - GAP) / 2.0;
@@ -70,9 +103,9 @@ impl ViewerApp {
                         egui::vec2(w, h),
                     )
                 };
-                self.view_tile(ui, Plane::Axial, tile(0.0, 0.0));
-                self.view_tile(ui, Plane::Coronal, tile(1.0, 0.0));
-                self.view_tile(ui, Plane::Sagittal, tile(0.0, 1.0));
+                self.view_tile(ui, Plane::Axial, tile(0.0, 0.0), Column::Main(None));
+                self.view_tile(ui, Plane::Coronal, tile(1.0, 0.0), Column::Main(None));
+                self.view_tile(ui, Plane::Sagittal, tile(0.0, 1.0), Column::Main(None));
                 let legend = tile(1.0, 1.0);
                 let mut child = ui.new_child(egui::UiBuilder::new().max_rect(legend.shrink(6.0)));
                 self.legend(&mut child);
@@ -80,16 +113,27 @@ impl ViewerApp {
         }
     }
 
-    fn view_tile(&mut self, ui: &mut egui::Ui, plane: Plane, tile: egui::Rect) {
+    /// The two runs shown side by side, when they are.
+    fn compared_runs(&self) -> Option<(u32, u32)> {
+        match self.reg.compare_pick.as_slice() {
+            [a, b] if self.reg.side_by_side && self.reg.shown == Some(*a) => Some((*a, *b)),
+            _ => None,
+        }
+    }
+
+    fn view_tile(&mut self, ui: &mut egui::Ui, plane: Plane, tile: egui::Rect, column: Column) {
         let caption = egui::Rect::from_min_size(tile.min, egui::vec2(tile.width(), CAPTION_H));
         let rect = egui::Rect::from_min_max(tile.min + egui::vec2(0.0, CAPTION_H), tile.max);
         if rect.width() < 8.0 || rect.height() < 8.0 {
             return;
         }
-        self.view_rects[plane.index()] = Some(rect);
-        self.caption(ui, plane, caption);
+        let compare = matches!(column, Column::Compare(_));
+        if !compare {
+            self.view_rects[plane.index()] = Some(rect);
+        }
+        self.caption(ui, plane, caption, column);
 
-        let id = ui.scope_id().with(("view", plane.index()));
+        let id = ui.scope_id().with(("view", plane.index(), compare));
         let response = ui.interact(rect, id, egui::Sense::click_and_drag());
         self.interact(ui, &response, plane, rect);
 
@@ -122,10 +166,11 @@ impl ViewerApp {
                 ui,
                 rect,
                 ViewCallback {
-                    id: plane.index() as u64,
+                    id: plane.index() as u64 + if compare { 16 } else { 0 },
                     a,
                     b: self.b,
                     uniform,
+                    compare,
                 },
             ),
             None => {
@@ -155,7 +200,7 @@ impl ViewerApp {
         }
     }
 
-    fn caption(&mut self, ui: &mut egui::Ui, plane: Plane, rect: egui::Rect) {
+    fn caption(&mut self, ui: &mut egui::Ui, plane: Plane, rect: egui::Rect, column: Column) {
         let mut child = ui.new_child(
             egui::UiBuilder::new()
                 .max_rect(rect)
@@ -163,10 +208,18 @@ impl ViewerApp {
         );
         let ui = &mut child;
         ui.strong(plane.name());
+        if let Column::Main(Some(run)) | Column::Compare(run) = column {
+            ui.colored_label(egui::Color32::from_rgb(120, 200, 255), format!("run {run}"));
+        }
         let n = plane.normal_axis();
         let (lo, hi) = self.nav.slice_range(plane);
         let mut pos = self.nav.cursor_ras[n];
-        ui.spacing_mut().slider_width = (rect.width() - 210.0).max(40.0);
+        let label = if matches!(column, Column::Main(None)) {
+            0.0
+        } else {
+            50.0
+        };
+        ui.spacing_mut().slider_width = (rect.width() - 210.0 - label).max(40.0);
         let axis = ["x (R)", "y (A)", "z (S)"][n];
         if ui
             .add(

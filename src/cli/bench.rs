@@ -42,6 +42,17 @@ pub struct BenchArgs {
     /// Viewer benchmark: target size in pixels (width height).
     #[arg(long, num_args = 2, default_values_t = [1600, 1000])]
     pub window: Vec<u32>,
+    /// Time the viewer's frames while it registers the demo pair (or
+    /// --fixed/--moving) in a real window: idle, registering without and
+    /// with live preview (--frames per phase; --device cpu or gpu, default auto).
+    #[arg(long)]
+    pub live: bool,
+    /// Live benchmark: the fixed image (default: the embedded demo pair).
+    #[arg(long)]
+    pub fixed: Option<PathBuf>,
+    /// Live benchmark: the moving image.
+    #[arg(long)]
+    pub moving: Option<PathBuf>,
 }
 
 /// Peak resident memory of this process in MiB (Linux), and a way to reset it.
@@ -60,6 +71,9 @@ fn reset_peak_rss() {
 pub fn run(a: &BenchArgs) -> CliResult {
     if a.viewer {
         return super::bench_view::run(a);
+    }
+    if a.live {
+        return live(a);
     }
     let pairs = if a.pair.is_empty() {
         vec![PathBuf::from("../shared/data/pairs/brain2mm_syn")]
@@ -101,6 +115,7 @@ pub fn run(a: &BenchArgs) -> CliResult {
                 Link {
                     events: Some(tx),
                     control: None,
+                    ..Default::default()
                 },
             )?;
             let seconds = t.elapsed().as_secs_f64();
@@ -168,4 +183,42 @@ pub fn run(a: &BenchArgs) -> CliResult {
             .map_err(|e| format!("{}: {e}", p.display()))?;
     }
     Ok(())
+}
+
+/// `--live`: the viewer registers in its own window while frames are timed.
+fn live(a: &BenchArgs) -> CliResult {
+    use crate::app::live::DeviceChoice;
+    use crate::app::{Role, Source, Startup};
+    let device = match a.device.first().map(String::as_str) {
+        None => DeviceChoice::Auto,
+        Some(d) => DeviceChoice::parse(d)
+            .ok_or_else(|| format!("unknown device '{d}' (auto, cpu, gpu)"))?,
+    };
+    let images = match (&a.fixed, &a.moving) {
+        (Some(f), Some(m)) => vec![
+            (Role::Fixed, Source::Path(f.clone())),
+            (Role::Moving, Source::Path(m.clone())),
+        ],
+        (None, None) => vec![(Role::Fixed, Source::Demo), (Role::Moving, Source::Demo)],
+        _ => {
+            return Err(
+                "--live needs both --fixed and --moving, or neither (the demo pair)".into(),
+            );
+        }
+    };
+    println!(
+        "live benchmark: {} frames per phase, the viewer's own window (close it to abort)",
+        a.frames
+    );
+    let startup = Startup {
+        images,
+        config_dir: None,
+        bench: Some(crate::app::bench::LiveBench {
+            frames: a.frames.max(10),
+            device,
+            out: a.out.clone(),
+        }),
+        ..Default::default()
+    };
+    crate::app::run(startup).map_err(Into::into)
 }

@@ -59,6 +59,9 @@ pub struct Args {
     /// Moving-image landmarks, paired with the fixed ones by id.
     #[arg(long)]
     pub moving_landmarks: Option<PathBuf>,
+    /// A session file (`.warpscope.json`): images, landmarks, pipeline, view, run history.
+    #[arg(long)]
+    pub session: Option<PathBuf>,
 }
 
 fn parse_field_kind(s: &str) -> Result<crate::metrics::FieldKind, String> {
@@ -99,23 +102,22 @@ fn gui(args: Args) -> CliResult {
         config_dir: crate::app::config_dir(),
         ..Default::default()
     };
-    let opened_any = args.fixed.is_some() || args.moving.is_some() || args.result.is_some();
+    let opened_any = args.fixed.is_some()
+        || args.moving.is_some()
+        || args.result.is_some()
+        || args.session.is_some();
     if !opened_any {
         // The embedded demo pair; read here so that a damaged build fails loudly.
-        startup.images.push((
-            Role::Fixed,
-            Source::Volume {
-                name: "fixed (demo)".into(),
-                volume: crate::demo::fixed()?.0,
-            },
-        ));
-        startup.images.push((
-            Role::Moving,
-            Source::Volume {
-                name: "moving (demo)".into(),
-                volume: crate::demo::moving()?.0,
-            },
-        ));
+        crate::demo::fixed()?;
+        crate::demo::moving()?;
+        startup.images.push((Role::Fixed, Source::Demo));
+        startup.images.push((Role::Moving, Source::Demo));
+    }
+    if let Some(p) = &args.session {
+        if !p.is_file() {
+            return Err(format!("{}: no such file", p.display()).into());
+        }
+        startup.session = Some(p.clone());
     }
     for (role, path) in [
         (Role::Fixed, args.fixed),

@@ -12,10 +12,20 @@ use warpscope::volume::nifti::{self, WriteOptions};
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// The viewer in a harness whose wgpu device is made as the app makes its
+/// own (the adapter's full features and limits, which the engine needs),
+/// on a software adapter where there is one.
 pub fn harness(startup: Startup) -> Harness<'static, ViewerApp> {
+    let setup = match egui_kittest::wgpu::default_wgpu_setup() {
+        eframe::egui_wgpu::WgpuSetup::CreateNew(mut c) => {
+            c.device_descriptor = std::sync::Arc::new(warpscope::gpu::full_device_descriptor);
+            eframe::egui_wgpu::WgpuSetup::CreateNew(c)
+        }
+        other => other,
+    };
     Harness::builder()
         .with_size(egui::vec2(1200.0, 800.0))
-        .wgpu()
+        .wgpu_setup(setup)
         .build_eframe(|cc| ViewerApp::new(cc, startup).expect("the viewer starts"))
 }
 

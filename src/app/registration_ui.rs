@@ -1,0 +1,677 @@
+//! The registration panel: run controls and progress, the loss plot, the
+//! pipeline editor (every parameter, typed as `--set` takes it, refused
+//! with a message when it is nonsense), the run history and exports.
+
+use eframe::egui;
+use egui_plot::{Legend, Line, Plot, PlotPoints, VLine};
+
+use super::files::Pick;
+use super::live::DeviceChoice;
+use super::registration::Edit;
+use super::viewer::ViewerApp;
+use crate::register::Pipeline;
+use crate::register::params::{FieldUnits, PRESETS, is_live_key};
+
+const REFUSED: egui::Color32 = egui::Color32::from_rgb(255, 110, 90);
+const LIVE: egui::Color32 = egui::Color32::from_rgb(120, 200, 255);
+
+/// A parameter row: key (as `--set` takes it), label, tooltip.
+type Row = (&'static str, &'static str, &'static str);
+
+const AFFINE: [Row; 4] = [
+    (
+        "affine.coarsest",
+        "coarsest level",
+        "Coarsest pyramid level (0 = full resolution)",
+    ),
+    (
+        "affine.levels",
+        "affine levels",
+        "Levels from the coarsest towards full resolution",
+    ),
+    (
+        "affine.iterations",
+        "affine iterations",
+        "Adam iterations per level",
+    ),
+    (
+        "affine.lr",
+        "affine lr",
+        "Learning rate at the coarsest level, halved per finer level",
+    ),
+];
+
+const DEFORMABLE: [Row; 5] = [
+    (
+        "deformable.levels",
+        "deformable levels",
+        "Pyramid levels, coarsest first",
+    ),
+    (
+        "deformable.iterations",
+        "iterations per level",
+        "Comma-separated, coarse to fine",
+    ),
+    (
+        "deformable.lr",
+        "deformable lr",
+        "Learning rate: one value, or one per level",
+    ),
+    (
+        "deformable.diffusion",
+        "diffusion",
+        "Diffusive regulariser weight: one value, or one per level",
+    ),
+    (
+        "deformable.jacobian",
+        "jacobian",
+        "Weight of mean(max(0, −det J))",
+    ),
+];
+
+const IC: [Row; 4] = [
+    (
+        "ic.iterations",
+        "iterations each way",
+        "Iterations of each direction's run",
+    ),
+    (
+        "ic.final_iterations",
+        "final iterations",
+        "Iterations of the weighted run",
+    ),
+    (
+        "ic.power",
+        "power p",
+        "Power applied to the normalised IC error",
+    ),
+    (
+        "ic.sigma",
+        "sigma s",
+        "Gaussian sigma of the weight map (voxels)",
+    ),
+];
+
+/// Similarity rows of each stage (labels name the stage: they are unique).
+const AFFINE_SIMILARITY: [Row; 6] = [
+    ("affine.mse", "affine mse", "Weight of mean squared error"),
+    ("affine.ncc", "affine ncc", "Weight of global NCC (1 − NCC)"),
+    (
+        "affine.lncc",
+        "affine lncc",
+        "Weight of local NCC (1 − LNCC)",
+    ),
+    (
+        "affine.mi",
+        "affine mi",
+        "Weight of Parzen mutual information (−MI)",
+    ),
+    (
+        "affine.window",
+        "affine window",
+        "Local NCC window edge in voxels (odd, 1–31)",
+    ),
+    (
+        "affine.mi_bins",
+        "affine mi bins",
+        "Mutual-information histogram bins (4–256)",
+    ),
+];
+
+const DEFORMABLE_SIMILARITY: [Row; 6] = [
+    (
+        "deformable.mse",
+        "deformable mse",
+        "Weight of mean squared error",
+    ),
+    (
+        "deformable.ncc",
+        "deformable ncc",
+        "Weight of global NCC (1 − NCC)",
+    ),
+    (
+        "deformable.lncc",
+        "deformable lncc",
+        "Weight of local NCC (1 − LNCC)",
+    ),
+    (
+        "deformable.mi",
+        "deformable mi",
+        "Weight of Parzen mutual information (−MI)",
+    ),
+    (
+        "deformable.window",
+        "deformable window",
+        "Local NCC window edge in voxels (odd, 1–31)",
+    ),
+    (
+        "deformable.mi_bins",
+        "deformable mi bins",
+        "Mutual-information histogram bins (4–256)",
+    ),
+];
+
+impl ViewerApp {
+    pub(super) fn registration_panel(&mut self, ui: &mut egui::Ui) {
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            ui.heading("Registration");
+            self.run_controls(ui);
+            self.run_progress(ui);
+            self.loss_plot(ui);
+            ui.separator();
+            egui::CollapsingHeader::new("Pipeline")
+                .default_open(true)
+                .show(ui, |ui| self.pipeline_editor(ui));
+            egui::CollapsingHeader::new("Runs")
+                .default_open(true)
+                .show(ui, |ui| self.history_table(ui));
+        });
+    }
+
+    fn run_controls(&mut self, ui: &mut egui::Ui) {
+        let running = self.reg.running();
+        let paused = self.reg.run.as_ref().is_some_and(|r| r.paused);
+        let ready = self.fixed.is_some() && self.moving.is_some();
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(!running && ready, egui::Button::new("Run"))
+                .on_hover_text("Register the moving image to the fixed one with this pipeline")
+                .clicked()
+            {
+                self.start_run();
+            }
+            if paused {
+                if ui.button("Resume").clicked() {
+                    self.resume_run();
+                }
+            } else if ui
+                .add_enabled(running, egui::Button::new("Pause"))
+                .on_hover_text("Hold the engine between two iterations")
+                .clicked()
+            {
+                self.pause_run();
+            }
+            if ui
+                .add_enabled(running, egui::Button::new("Stop"))
+                .on_hover_text("End the run after this iteration, keeping its field")
+                .clicked()
+            {
+                self.stop_run();
+            }
+        });
+        ui.horizontal(|ui| {
+            let label = ui.label("device");
+            ui.add_enabled_ui(!running, |ui| {
+                egui::ComboBox::from_id_salt("engine device")
+                    .selected_text(self.reg.device.label())
+                    .show_ui(ui, |ui| {
+                        for d in DeviceChoice::ALL {
+                            ui.selectable_value(&mut self.reg.device, d, d.label());
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+            });
+        });
+        ui.checkbox(&mut self.reg.live_preview, "live preview")
+            .on_hover_text(
+                "Show the warped image, grid and det J as the field forms (5 times a second)",
+            );
+    }
+
+    fn run_progress(&mut self, ui: &mut egui::Ui) {
+        let Some(run) = &self.reg.run else {
+            if let Some(last) = self.reg.history.last() {
+                ui.small(super::registration::run_summary(last));
+            }
+            return;
+        };
+        let mut line = format!("run {} on {}", run.id, run.device_name);
+        if run.paused {
+            line += " · paused";
+        }
+        if run.stopping {
+            line += " · stopping";
+        }
+        ui.label(line);
+        let p = &run.progress;
+        if let Some(cur) = p.current() {
+            let mut s = format!(
+                "{} level {}/{} · iteration {}/{}",
+                cur.stage,
+                cur.level + 1,
+                cur.levels,
+                cur.iter,
+                cur.iters
+            );
+            if let Some(r) = cur.rate() {
+                s += &format!(" · {r:.1} it/s");
+            }
+            if let Some((level, total)) = p.seconds_left() {
+                s += &format!(" · {level:.0} s left in this level, about {total:.0} s in all");
+            }
+            ui.small(s);
+        } else {
+            ui.small(format!("preparing… {:.1} s", run.seconds()));
+        }
+        for row in &p.rows {
+            let text = format!(
+                "{} {}/{}  {}/{}",
+                row.stage,
+                row.level + 1,
+                row.levels,
+                row.iter,
+                row.iters
+            );
+            ui.add(
+                egui::ProgressBar::new(row.fraction())
+                    .text(text)
+                    .desired_height(14.0),
+            );
+        }
+        if run.previews > 0 {
+            ui.small(format!("{} previews drawn", run.previews));
+        }
+        if !run.pending.is_empty() {
+            ui.colored_label(
+                LIVE,
+                format!(
+                    "sent, waiting for the next iteration: {}",
+                    run.pending.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn loss_plot(&mut self, ui: &mut egui::Ui) {
+        let Some(run) = &self.reg.run else { return };
+        let p = &run.progress;
+        if p.loss.is_empty() {
+            return;
+        }
+        ui.checkbox(&mut self.reg.plot_log, "log₁₀ scale");
+        let log = self.reg.plot_log;
+        // Log scale: values ≤ 0 (a zero field's regulariser) are left out.
+        let y = |v: f64| {
+            if log {
+                (v > 0.0).then(|| v.log10())
+            } else {
+                Some(v)
+            }
+        };
+        let names = p.term_names();
+        // At most ~2000 points a line: long runs stay cheap to draw.
+        let every = p.loss.len().div_ceil(2000).max(1);
+        let shown = || {
+            p.loss
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| i % every == 0)
+                .map(|(_, l)| l)
+        };
+        Plot::new("loss plot")
+            .height(200.0)
+            .legend(Legend::default().position(egui_plot::Corner::LeftBottom))
+            .x_axis_label("iteration")
+            .y_axis_label(if log { "log₁₀ loss" } else { "loss" })
+            .show(ui, |plot| {
+                let total: PlotPoints = shown()
+                    .filter_map(|l| y(l.total).map(|v| [l.step as f64, v]))
+                    .collect();
+                plot.line(Line::new("total (weighted)", total));
+                for name in &names {
+                    let pts: PlotPoints = shown()
+                        .filter_map(|l| {
+                            l.terms
+                                .iter()
+                                .find(|(n, _)| n == name)
+                                .and_then(|(_, v)| y(*v))
+                                .map(|v| [l.step as f64, v])
+                        })
+                        .collect();
+                    plot.line(Line::new(format!("{name} (unweighted)"), pts));
+                }
+                for (step, change) in &p.markers {
+                    plot.vline(VLine::new(change.clone(), *step as f64).color(LIVE));
+                }
+            });
+        if let Some((step, change)) = p.markers.last() {
+            ui.small(format!("{change} took effect at iteration {step}"));
+        }
+    }
+
+    fn pipeline_editor(&mut self, ui: &mut egui::Ui) {
+        let running = self.reg.running();
+        ui.horizontal(|ui| {
+            let label = ui.label("preset");
+            let mut chosen = None;
+            egui::ComboBox::from_id_salt("preset")
+                .selected_text(self.reg.pipeline.preset.clone())
+                .show_ui(ui, |ui| {
+                    for name in PRESETS {
+                        if ui
+                            .selectable_label(self.reg.pipeline.preset == name, name)
+                            .clicked()
+                        {
+                            chosen = Some(name);
+                        }
+                    }
+                })
+                .response
+                .labelled_by(label.id)
+                .on_hover_text(
+                    "The shared methods.md presets; every parameter below can be edited",
+                );
+            if let Some(name) = chosen
+                && let Ok(p) = Pipeline::preset(name)
+            {
+                self.set_pipeline(p);
+            }
+        });
+        if running {
+            ui.small(
+                "While the run goes, weights, learning rates and iterations left (marked live) \
+                 change at its next iteration; the rest applies to the next run.",
+            );
+            ui.horizontal(|ui| {
+                let label = ui.label("iterations left");
+                let r = ui
+                    .add(
+                        egui::TextEdit::singleline(&mut self.reg.iterations_left)
+                            .desired_width(60.0),
+                    )
+                    .labelled_by(label.id)
+                    .on_hover_text("Iterations left at the running level (Enter to send)");
+                if r.lost_focus() && !self.reg.iterations_left.trim().is_empty() {
+                    let v = std::mem::take(&mut self.reg.iterations_left);
+                    self.edit_parameter("iterations_left", &v);
+                }
+                ui.colored_label(LIVE, "live");
+            });
+            self.refusal(ui, "iterations_left");
+        }
+        self.flag(ui, "normalize", "normalise intensities (0.5–99.5 %)");
+        self.flag(ui, "fused", "fused CPU kernels");
+        ui.separator();
+        self.flag(ui, "affine.enabled", "affine stage");
+        if self.reg.pipeline.affine.enabled {
+            self.params(ui, "affine", &AFFINE);
+            ui.label("similarity");
+            self.params(ui, "affine similarity", &AFFINE_SIMILARITY);
+        }
+        ui.separator();
+        self.flag(ui, "deformable.enabled", "deformable stage");
+        let d = &self.reg.pipeline.deformable;
+        if d.enabled || self.reg.pipeline.ic.enabled {
+            let mut rows = DEFORMABLE.to_vec();
+            if d.svf {
+                rows.push((
+                    "deformable.svf_steps",
+                    "squarings",
+                    "Scaling-and-squaring steps (≤ 12)",
+                ));
+            }
+            if d.symmetric {
+                rows.push((
+                    "deformable.inverse_consistency",
+                    "inverse consistency",
+                    "Weight of the inverse-consistency loss",
+                ));
+            }
+            self.params(ui, "deformable", &rows);
+            let mut units = self.reg.pipeline.deformable.units;
+            ui.horizontal(|ui| {
+                ui.label("field units");
+                ui.add_enabled_ui(!running, |ui| {
+                    ui.radio_value(&mut units, FieldUnits::Voxel, "voxel");
+                    ui.radio_value(&mut units, FieldUnits::Normalized, "normalised");
+                });
+            });
+            if units != self.reg.pipeline.deformable.units {
+                let v = match units {
+                    FieldUnits::Voxel => "voxel",
+                    FieldUnits::Normalized => "normalized",
+                };
+                self.edit_parameter("deformable.units", v);
+            }
+            self.flag(ui, "deformable.svf", "stationary velocity field");
+            self.flag(ui, "deformable.symmetric", "both directions");
+            ui.label("similarity");
+            self.params(ui, "deformable similarity", &DEFORMABLE_SIMILARITY);
+        }
+        ui.separator();
+        self.flag(ui, "ic.enabled", "inverse-consistency weighting");
+        if self.reg.pipeline.ic.enabled {
+            self.params(ui, "ic", &IC);
+        }
+    }
+
+    /// A refusal under a parameter, if it was refused last.
+    fn refusal(&self, ui: &mut egui::Ui, key: &str) {
+        if let Some(why) = self.reg.refused.get(key) {
+            ui.colored_label(REFUSED, why);
+        }
+    }
+
+    /// A boolean parameter (structural: applies to the next run).
+    fn flag(&mut self, ui: &mut egui::Ui, key: &str, label: &str) {
+        let current = self.reg.pipeline.value_of(key).as_deref() == Some("true");
+        let mut on = current;
+        ui.checkbox(&mut on, label)
+            .on_hover_text(format!("--set {key}=true|false"));
+        if on != current {
+            self.edit_parameter(key, if on { "true" } else { "false" });
+        }
+        self.refusal(ui, key);
+    }
+
+    /// Typed parameters in a grid: each committed when its field loses
+    /// focus (Enter or a click elsewhere); a refused one shows why and reverts.
+    fn params(&mut self, ui: &mut egui::Ui, id: &str, rows: &[Row]) {
+        let mut commits = Vec::new();
+        egui::Grid::new(("params", id))
+            .num_columns(3)
+            .spacing([8.0, 4.0])
+            .show(ui, |ui| {
+                for &(key, label, tip) in rows {
+                    let current = self.reg.pipeline.value_of(key).unwrap_or_default();
+                    let mut text = self
+                        .reg
+                        .texts
+                        .get(key)
+                        .cloned()
+                        .unwrap_or_else(|| current.clone());
+                    let l = ui.label(label);
+                    let r = ui
+                        .add_sized([110.0, 18.0], egui::TextEdit::singleline(&mut text))
+                        .labelled_by(l.id)
+                        .on_hover_text(format!("{tip}\n--set {key}=…"));
+                    if r.changed() {
+                        self.reg.texts.insert(key.to_string(), text.clone());
+                    }
+                    if r.lost_focus() && text.trim() != current {
+                        commits.push((key, text));
+                    }
+                    if self.reg.running() && is_live_key(key) {
+                        ui.colored_label(LIVE, "live");
+                    } else {
+                        ui.label("");
+                    }
+                    ui.end_row();
+                    if let Some(why) = self.reg.refused.get(key) {
+                        ui.label("");
+                        ui.colored_label(REFUSED, why);
+                        ui.end_row();
+                    }
+                }
+            });
+        for (key, text) in commits {
+            if self.edit_parameter(key, &text) == Edit::NextRun && self.reg.running() {
+                ui.small(format!("{key}: applies to the next run"));
+            }
+        }
+    }
+
+    fn history_table(&mut self, ui: &mut egui::Ui) {
+        if self.reg.history.is_empty() {
+            ui.small("Finished runs are listed here with their figures.");
+            return;
+        }
+        let mut actions = Vec::new();
+        // Scrolled sideways, so that the table never widens the panel.
+        egui::ScrollArea::horizontal()
+            .id_salt("runs table")
+            .show(ui, |ui| self.runs_grid(ui, &mut actions));
+        self.run_actions(actions);
+        let pair = match self.reg.compare_pick.as_slice() {
+            [a, b] => Some((*a, *b)),
+            _ => None,
+        };
+        ui.horizontal(|ui| {
+            let on = self.reg.side_by_side;
+            let text = if on {
+                "End comparison"
+            } else {
+                "Compare side by side"
+            };
+            if ui
+                .add_enabled(pair.is_some(), egui::Button::new(text))
+                .on_hover_text("The two picked runs in linked views, same slices")
+                .clicked()
+            {
+                match (on, pair) {
+                    (true, _) => self.reg.side_by_side = false,
+                    (false, Some((a, b))) => self.compare_runs(a, b),
+                    _ => {}
+                }
+            }
+        });
+        ui.horizontal(|ui| {
+            let label = ui.label("export to");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.reg.export_path)
+                    .hint_text("folder, or runs.csv")
+                    .desired_width(160.0),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("Typed path for exports (empty: a dialog asks)");
+        });
+        if ui.button("Save history as CSV").clicked() {
+            match typed(&self.reg.export_path) {
+                Some(p) => self.save_history(&p),
+                None => self.files.pick(Pick::SaveHistory, None),
+            }
+        }
+        for ex in &self.reg.exports {
+            let (done, total, name) = &ex.progress;
+            ui.add(
+                egui::ProgressBar::new(*done as f32 / (*total).max(1) as f32).text(format!(
+                    "run {} → {}: {name}",
+                    ex.run,
+                    ex.dir.display()
+                )),
+            );
+        }
+    }
+}
+
+impl ViewerApp {
+    fn runs_grid(&self, ui: &mut egui::Ui, actions: &mut Vec<RunAction>) {
+        egui::Grid::new("runs")
+            .striped(true)
+            .num_columns(9)
+            .show(ui, |ui| {
+                for h in ["run", "preset", "status", "s", "TRE mm", "folds %", "SDlogJ", "NCC", ""] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                let opt = |v: Option<f64>, d: usize| {
+                    v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into())
+                };
+                for r in self.reg.history.iter().rev() {
+                    let kept = self.reg.kept.contains_key(&r.id);
+                    let mut picked = self.reg.compare_pick.contains(&r.id);
+                    if ui
+                        .add_enabled(kept, egui::Checkbox::new(&mut picked, r.id.to_string()))
+                        .on_hover_text("Pick two runs to compare side by side")
+                        .changed()
+                    {
+                        actions.push(RunAction::Pick(r.id, picked));
+                    }
+                    ui.label(&r.pipeline.preset);
+                    ui.label(r.status.split(':').next().unwrap_or(""))
+                        .on_hover_text(&r.status);
+                    ui.label(format!("{:.1}", r.seconds));
+                    ui.label(opt(r.metrics.tre_mean_mm, 2));
+                    ui.label(opt(r.metrics.folds_percent, 3));
+                    ui.label(opt(r.metrics.sd_log_j, 3));
+                    ui.label(opt(r.metrics.ncc, 4));
+                    ui.horizontal(|ui| {
+                        if ui
+                            .add_enabled(kept, egui::Button::new("show").small())
+                            .on_hover_text("Show this run's result in the views")
+                            .clicked()
+                        {
+                            actions.push(RunAction::Show(r.id));
+                        }
+                        if ui
+                            .add_enabled(!self.reg.running(), egui::Button::new("re-run").small())
+                            .on_hover_text("Run this pipeline again (with the changes made while it ran)")
+                            .clicked()
+                        {
+                            actions.push(RunAction::Rerun(r.id));
+                        }
+                        if ui
+                            .add_enabled(kept, egui::Button::new("export").small())
+                            .on_hover_text(
+                                "Write its warped image, fields (field_vox, ANTs), det J, IC weights \
+                                 and run report into a folder (the path below, or a dialog)",
+                            )
+                            .clicked()
+                        {
+                            actions.push(RunAction::Export(r.id));
+                        }
+                    });
+                    ui.end_row();
+                }
+            });
+    }
+
+    fn run_actions(&mut self, actions: Vec<RunAction>) {
+        for a in actions {
+            match a {
+                RunAction::Pick(id, true) => {
+                    self.reg.compare_pick.push(id);
+                    if self.reg.compare_pick.len() > 2 {
+                        self.reg.compare_pick.remove(0);
+                    }
+                }
+                RunAction::Pick(id, false) => {
+                    self.reg.compare_pick.retain(|&r| r != id);
+                    self.reg.side_by_side = false;
+                }
+                RunAction::Show(id) => {
+                    self.reg.side_by_side = false;
+                    self.show_run(id);
+                }
+                RunAction::Rerun(id) => self.rerun(id),
+                RunAction::Export(id) => match typed(&self.reg.export_path) {
+                    Some(p) => self.export_run(id, p),
+                    None => self.files.pick(Pick::ExportRun(id), None),
+                },
+            }
+        }
+    }
+}
+
+enum RunAction {
+    Pick(u32, bool),
+    Show(u32),
+    Rerun(u32),
+    Export(u32),
+}
+
+fn typed(s: &str) -> Option<std::path::PathBuf> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| std::path::PathBuf::from(t))
+}

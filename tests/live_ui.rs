@@ -1,0 +1,500 @@
+//! Live registration in the viewer, driven through egui_kittest (wgpu on
+//! lavapipe without a GPU): a run started, tuned, paused, resumed and
+//! stopped from the panel, asserted from the engine's Progress stream; the
+//! engine on the renderer's own wgpu device; nonsense parameters refused;
+//! a device allocation failure reported with the app still usable;
+//! sessions saved and reproduced by the command line; exports.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::scratch_dir;
+use common::ui::{harness, settle, write};
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use warpscope::app::live::DeviceChoice;
+use warpscope::app::{Role, Source, Startup, ViewerApp};
+use warpscope::volume::{Grid, Volume, affine};
+
+/// The demo pair, embedded: the viewer's own small pair.
+fn demo() -> Startup {
+    Startup {
+        images: vec![(Role::Fixed, Source::Demo), (Role::Moving, Source::Demo)],
+        ..Default::default()
+    }
+}
+
+/// Step frames until `done` holds (or fail after `timeout`).
+fn step_until(
+    h: &mut Harness<'static, ViewerApp>,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&ViewerApp) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done(h.state()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The fast preset's deformable stage alone, at full resolution.
+fn one_level(iterations: usize) -> warpscope::register::Pipeline {
+    let mut p = warpscope::register::Pipeline::preset("fast").expect("fast");
+    p.affine.enabled = false;
+    p.deformable.levels = 1;
+    p.deformable.iterations = vec![iterations];
+    p
+}
+
+/// Iterations reported so far by the running engine.
+fn steps(app: &ViewerApp) -> usize {
+    app.reg.run.as_ref().map_or(0, |r| r.progress.loss.len())
+}
+
+/// Replace a parameter field's text and commit it (Enter).
+fn type_into(h: &mut Harness<'static, ViewerApp>, label: &str, text: &str) {
+    h.get_by_label(label).focus();
+    h.run_steps(1);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.run_steps(1);
+    h.get_by_label(label).type_text(text);
+    h.run_steps(1);
+    h.key_press(egui::Key::Enter);
+    h.run_steps(2);
+}
+
+/// A text is on screen (in one widget or several).
+fn assert_shown(h: &Harness<'static, ViewerApp>, text: &str) {
+    assert!(
+        h.query_all_by_label_contains(text).count() > 0,
+        "not on screen: {text}"
+    );
+}
+
+fn click_button(h: &mut Harness<'static, ViewerApp>, label: &str) {
+    // A frame first: the panel must reflect state set from the test.
+    h.run_steps(1);
+    h.get_by_label(label).click_accesskit();
+    h.run_steps(2);
+}
+
+#[test]
+fn a_run_is_started_tuned_paused_resumed_and_stopped_from_the_panel() {
+    let mut h = harness(demo());
+    settle(&mut h);
+    h.state_mut().open_demo_landmarks();
+    h.state_mut().reg.device = DeviceChoice::Cpu;
+    h.run_steps(2);
+    // One long full-resolution level, so there is time to tune it.
+    click_button(&mut h, "affine stage");
+    type_into(&mut h, "deformable levels", "1");
+    type_into(&mut h, "iterations per level", "3000");
+    assert!(!h.state().reg.pipeline.affine.enabled);
+    assert_eq!(h.state().reg.pipeline.deformable.iterations, vec![3000]);
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+
+    click_button(&mut h, "Run");
+    assert!(h.state().reg.running(), "Run starts a registration");
+    step_until(&mut h, Duration::from_secs(60), "progress", |a| {
+        steps(a) >= 5
+    });
+
+    // A weight changed while it runs takes effect at the engine's next iteration.
+    let sent_after = steps(h.state());
+    type_into(&mut h, "diffusion", "2");
+    assert_eq!(h.state().reg.pipeline.deformable.diffusion, vec![2.0]);
+    step_until(&mut h, Duration::from_secs(30), "the change applied", |a| {
+        a.reg
+            .run
+            .as_ref()
+            .is_some_and(|r| !r.progress.markers.is_empty())
+    });
+    let run = h.state().reg.run.as_ref().expect("running");
+    let (at, change) = run.progress.markers[0].clone();
+    assert_eq!(change, "deformable.diffusion=2");
+    assert!(at > sent_after, "applied at {at}, sent after {sent_after}");
+    let loss = &run.progress.loss;
+    let term = |i: usize, name: &str| {
+        loss[i - 1]
+            .terms
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .expect("term")
+    };
+    // Iteration `at` minimises lncc + 2·diffusion; the one before, lncc + 0.3·diffusion.
+    let with = |i: usize, lambda: f64| term(i, "lncc") + lambda * term(i, "diffusion");
+    let total = |i: usize| loss[i - 1].total;
+    assert!((total(at) - with(at, 2.0)).abs() < 1e-9 * total(at).abs().max(1.0));
+    assert!((total(at - 1) - with(at - 1, 0.3)).abs() < 1e-9);
+    assert!(
+        (total(at) - with(at, 0.3)).abs() > 1e-6,
+        "the weight changed the total"
+    );
+    assert_eq!(
+        run.pipeline.deformable.diffusion,
+        vec![2.0],
+        "the live pipeline follows the engine"
+    );
+
+    // Pause: no progress while paused. Resume: progress again.
+    click_button(&mut h, "Pause");
+    std::thread::sleep(Duration::from_millis(300));
+    h.run_steps(2);
+    let paused_at = steps(h.state());
+    std::thread::sleep(Duration::from_millis(500));
+    h.run_steps(3);
+    assert_eq!(steps(h.state()), paused_at, "progress arrived while paused");
+    click_button(&mut h, "Resume");
+    step_until(
+        &mut h,
+        Duration::from_secs(30),
+        "progress after resuming",
+        |a| steps(a) > paused_at + 2,
+    );
+
+    // Stop: the run ends, keeps its field and lands in the history with its figures.
+    click_button(&mut h, "Stop");
+    step_until(&mut h, Duration::from_secs(30), "the run to end", |a| {
+        !a.reg.running()
+    });
+    let app = h.state();
+    assert!(app.run_worker_finished());
+    assert_eq!(app.reg.history.len(), 1);
+    let r = &app.reg.history[0];
+    assert_eq!(r.status, "stopped");
+    assert!(
+        r.iterations > paused_at && r.iterations < 3000,
+        "{}",
+        r.iterations
+    );
+    assert_eq!(r.changes.len(), 1);
+    let m = &r.metrics;
+    assert_eq!(m.landmarks, Some(120), "TRE on the demo landmarks");
+    let (tre, before) = (
+        m.tre_mean_mm.expect("TRE"),
+        m.tre_before_mm.expect("TRE before"),
+    );
+    assert!(tre < before, "TRE {tre} vs {before} before");
+    assert!(m.folds_percent.is_some() && m.sd_log_j.is_some());
+    assert!(m.ncc.expect("NCC") > 0.8, "{m:?}");
+    // The result is shown: a field, det J read back, the warped image in B.
+    assert!(app.field.is_some() && app.products.jacobian_ready);
+    assert_eq!(app.reg.shown, Some(1));
+    h.run_steps(2);
+    assert_shown(&h, "run 1 stopped in");
+}
+
+#[test]
+fn nonsense_parameters_are_refused_with_a_message() {
+    let mut h = harness(demo());
+    settle(&mut h);
+    let before = h.state().reg.pipeline.clone();
+    type_into(&mut h, "diffusion", "-1");
+    assert_eq!(
+        h.state().reg.pipeline,
+        before,
+        "a negative weight is not taken"
+    );
+    assert_shown(&h, "weights must be finite and ≥ 0");
+    type_into(&mut h, "deformable window", "0");
+    assert_eq!(h.state().reg.pipeline, before);
+    assert_shown(&h, "the LNCC window must be odd");
+    type_into(&mut h, "deformable lr", "fast");
+    assert_eq!(h.state().reg.pipeline, before);
+    assert_shown(&h, "expected finite numbers");
+    type_into(&mut h, "iterations per level", "100,50");
+    assert_shown(&h, "2 value(s) for 3 level(s)");
+    assert_eq!(h.state().reg.pipeline, before);
+    // A sensible value is taken.
+    type_into(&mut h, "diffusion", "0.5");
+    assert_eq!(h.state().reg.pipeline.deformable.diffusion, vec![0.5]);
+}
+
+/// A small pair for GPU runs on lavapipe (software Vulkan is slow).
+fn small_pair(dir: &Path, n: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let g = Grid::new([n, n, n], affine::diagonal([2.0; 3]));
+    let c = (n as f64 - 1.0) / 2.0;
+    let blob = |shift: f64| {
+        let mut v = Volume::filled(g.clone(), 1, 0.0);
+        for i in 0..v.data.len() {
+            let p = warpscope::volume::voxel_of(i, g.dims);
+            let r2 = (p[0] - c - shift).powi(2) / 30.0
+                + (p[1] - c).powi(2) / 20.0
+                + (p[2] - c).powi(2) / 25.0;
+            v.data[i] = ((-r2).exp() + 0.3 * (p[0] / 2.0).sin() * (p[1] / 3.0).cos()) as f32;
+        }
+        v
+    };
+    let (f, m) = (dir.join("fixed.nii.gz"), dir.join("moving.nii.gz"));
+    write(&f, &blob(0.0), "test");
+    write(&m, &blob(1.5), "test");
+    (f, m)
+}
+
+#[test]
+fn the_engine_runs_on_the_renderers_device_and_previews_from_its_buffers() {
+    use burn::tensor::{Tensor, TensorData};
+    use warpscope::gpu::TensorBuffer;
+
+    let dir = scratch_dir("live_shared");
+    let (f, m) = small_pair(&dir, 20);
+    let mut h = harness(common::ui::startup(&[
+        (Role::Fixed, &f),
+        (Role::Moving, &m),
+    ]));
+    settle(&mut h);
+    // One device: a tensor made by the engine lives in a buffer of the
+    // renderer's wgpu device (a foreign buffer would be a validation error).
+    let device = h
+        .state_mut()
+        .shared_engine_device()
+        .expect("engine on the viewer's GPU");
+    let again = h
+        .state_mut()
+        .shared_engine_device()
+        .expect("registered once");
+    assert_eq!(device, again);
+    let values: Vec<f32> = (0..3000).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let t: Tensor<2> = Tensor::from_data(TensorData::new(values.clone(), [3, 1000]), &device);
+    let tb = TensorBuffer::of(&t).expect("the tensor's buffer");
+    let rs = h.state().render_state().clone();
+    let scope = rs.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let read = rs.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("read"),
+        size: tb.bytes(),
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    let mut enc = rs.device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(tb.buffer(), tb.offset(), &read, 0, tb.bytes());
+    rs.queue.submit([enc.finish()]);
+    assert!(
+        pollster::block_on(scope.pop()).is_none(),
+        "the engine's buffer belongs to the renderer's device"
+    );
+    read.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+    rs.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("poll");
+    let got: Vec<f32> =
+        bytemuck::cast_slice(&read.slice(..).get_mapped_range().expect("mapped")).to_vec();
+    assert_eq!(
+        got, values,
+        "the renderer reads the engine's values in place"
+    );
+
+    // A run on that device: previews come straight from the engine's buffers.
+    h.state_mut().reg.device = DeviceChoice::Gpu;
+    h.state_mut().overlays.jacobian.on = true;
+    h.state_mut().set_pipeline(one_level(400));
+    click_button(&mut h, "Run");
+    assert!(h.state().reg.running(), "{:?}", h.state().errors());
+    step_until(&mut h, Duration::from_secs(120), "two previews", |a| {
+        a.reg.run.as_ref().is_some_and(|r| r.device_previews >= 2)
+    });
+    let run = h.state().reg.run.as_ref().expect("running");
+    assert!(
+        run.device_name.contains("the viewer's GPU"),
+        "{}",
+        run.device_name
+    );
+    // The views show the preview: warped image and (its overlay being on) det J.
+    let app = h.state();
+    assert!(app.field_grid().is_some());
+    assert!(app.products.warped_ready && app.products.jacobian_ready);
+    // Stopping mid-run writes nothing and leaves no worker.
+    let tid = h
+        .state()
+        .run_worker_thread()
+        .expect("the worker's thread id");
+    click_button(&mut h, "Stop");
+    step_until(&mut h, Duration::from_secs(120), "the run to end", |a| {
+        !a.reg.running()
+    });
+    assert!(
+        !Path::new(&format!("/proc/self/task/{tid}")).exists(),
+        "the worker thread ended"
+    );
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut sorted = files.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["fixed.nii.gz", "moving.nii.gz"], "{files:?}");
+    let r = &h.state().reg.history[0];
+    assert_eq!(r.status, "stopped");
+    assert!(r.metrics.folds_percent.is_some());
+}
+
+#[test]
+fn a_result_too_big_for_the_gpu_fails_with_a_message_and_the_viewer_goes_on() {
+    let dir = scratch_dir("live_oom");
+    // 224³: the engine's [3, N] tensors need 134 MiB per buffer, beyond
+    // lavapipe's 128 MiB storage binding (a real GPU's memory limit is
+    // met the same way: the allocation fails inside the engine).
+    let (f, m) = small_pair(&dir, 224);
+    let mut h = harness(common::ui::startup(&[
+        (Role::Fixed, &f),
+        (Role::Moving, &m),
+    ]));
+    settle(&mut h);
+    let limit = h
+        .state()
+        .render_state()
+        .device
+        .limits()
+        .max_storage_buffer_binding_size;
+    if limit >= 3 * 224u64.pow(3) * 4 {
+        eprintln!(
+            "skipped: this GPU binds {} MiB, the test needs a smaller limit",
+            limit >> 20
+        );
+        return;
+    }
+    h.state_mut().reg.device = DeviceChoice::Gpu;
+    h.state_mut().set_pipeline(one_level(3));
+    click_button(&mut h, "Run");
+    step_until(&mut h, Duration::from_secs(300), "the run to end", |a| {
+        !a.reg.running()
+    });
+    let errors = h.state().errors().join("\n");
+    assert!(
+        errors.contains("GPU") && errors.contains("memory"),
+        "a clear message: {errors}"
+    );
+    // The viewer is usable: the same images register on the CPU.
+    h.state_mut().reg.device = DeviceChoice::Cpu;
+    let mut p = warpscope::register::Pipeline::preset("fast").expect("fast");
+    p.affine.enabled = false;
+    p.deformable.levels = 3;
+    p.deformable.iterations = vec![5, 2, 1];
+    h.state_mut().set_pipeline(p);
+    click_button(&mut h, "Run");
+    step_until(&mut h, Duration::from_secs(300), "the CPU run", |a| {
+        !a.reg.running()
+    });
+    let last = h.state().reg.history.last().expect("a run").clone();
+    assert_eq!(last.status, "completed", "{:?}", h.state().errors());
+    h.run_steps(2);
+}
+
+#[test]
+fn sessions_reproduce_runs_and_results_export_whole() {
+    let dir = scratch_dir("live_session");
+    let mut h = harness(demo());
+    settle(&mut h);
+    h.state_mut().open_demo_landmarks();
+    h.state_mut().reg.device = DeviceChoice::Cpu;
+    let mut p = warpscope::register::Pipeline::preset("fast").expect("fast");
+    p.affine.iterations = 20;
+    p.deformable.iterations = vec![40, 20, 10];
+    h.state_mut().set_pipeline(p.clone());
+    click_button(&mut h, "Run");
+    step_until(&mut h, Duration::from_secs(120), "run 1", |a| {
+        !a.reg.running()
+    });
+    assert_eq!(h.state().reg.history.len(), 1, "{:?}", h.state().errors());
+    let first = h.state().reg.history[0].clone();
+    assert_eq!(first.status, "completed");
+
+    // Export: every result file, written atomically, with a report.
+    let out = dir.join("export");
+    h.state_mut().reg.export_path = out.display().to_string();
+    h.state_mut().export_run(1, out.clone());
+    h.state_mut().wait_for_exports(Duration::from_secs(60));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("export folder")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "affine.txt",
+            "field_vox.nii.gz",
+            "jacobian.nii.gz",
+            "mapped.nii.gz",
+            "run.json",
+            "warp_ants.nii.gz",
+            "warped.nii.gz"
+        ]
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).expect("run.json"))
+            .expect("json");
+    assert_eq!(report["status"], "completed");
+    assert_eq!(
+        report["metrics"]["tre_mean_mm"].as_f64(),
+        first.metrics.tre_mean_mm
+    );
+
+    // Save the session; a new viewer opens it whole.
+    let session = dir.join("study.warpscope.json");
+    h.state_mut().save_session(&session);
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+    let mut h2 = harness(Startup {
+        session: Some(session.clone()),
+        ..Default::default()
+    });
+    settle(&mut h2);
+    let app = h2.state();
+    assert!(app.fixed.is_some() && app.moving.is_some());
+    assert_eq!(app.reg.pipeline, p);
+    assert_eq!(app.reg.history, vec![first.clone()]);
+    assert_eq!(app.lm.editor.pairs().len(), 120);
+    assert_eq!(app.nav, h.state().nav);
+
+    // The command line reproduces the run from the session file.
+    let cli_out = dir.join("cli");
+    let (ok, _, err) = common::warpscope(&[
+        "register",
+        "--session",
+        &session.display().to_string(),
+        "--out",
+        &cli_out.display().to_string(),
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    let cli: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cli_out.join("run.json")).expect("run.json"))
+            .expect("json");
+    let tre = cli["metrics"]["tre_mean_mm"]
+        .as_f64()
+        .expect("TRE from the session's landmarks");
+    let gui = first.metrics.tre_mean_mm.expect("TRE");
+    assert!(
+        (tre - gui).abs() < 1e-3,
+        "command line {tre} mm, viewer {gui} mm"
+    );
+    assert_eq!(cli["device"], "cpu: burn flex");
+
+    // The history as CSV.
+    let csv = dir.join("runs.csv");
+    h.state_mut().save_history(&csv);
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().nth(1).expect("row").starts_with("1,"));
+
+    // Re-run with one click, then compare the two side by side.
+    h.get_by_label("re-run").click_accesskit();
+    h.run_steps(1);
+    assert!(h.state().reg.running());
+    step_until(&mut h, Duration::from_secs(120), "run 2", |a| {
+        !a.reg.running()
+    });
+    h.state_mut().compare_runs(1, 2);
+    h.run_steps(3);
+    assert!(h.state().reg.side_by_side);
+    // Three planes, each shown for both runs.
+    assert_eq!(h.query_all_by_label("run 1").count(), 3);
+    assert_eq!(h.query_all_by_label("run 2").count(), 3);
+}
