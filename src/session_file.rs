@@ -177,6 +177,15 @@ pub enum ImageSource {
 }
 
 impl ImageSource {
+    /// How a session or a run report names it.
+    pub fn name(&self) -> String {
+        match self {
+            ImageSource::Path(p) => p.display().to_string(),
+            ImageSource::DemoFixed => DEMO_FIXED.into(),
+            ImageSource::DemoMoving => DEMO_MOVING.into(),
+        }
+    }
+
     /// Read it (a file, or the embedded demo image).
     pub fn read(&self) -> Result<crate::volume::Volume, String> {
         match self {

@@ -165,6 +165,18 @@ impl LoadedImage {
         }
     }
 
+    /// What a session or a run report names this image by: its path
+    /// (relative to `dir` where it lies under it), or the embedded image's
+    /// name; `None` for an image with neither.
+    pub fn source_name(&self, dir: Option<&Path>) -> Option<String> {
+        match (&self.path, self.embedded, dir) {
+            (Some(p), _, Some(d)) => Some(crate::session_file::relative_name(p, d)),
+            (Some(p), _, None) => Some(p.display().to_string()),
+            (None, Some(e), _) => Some(e.to_string()),
+            (None, None, _) => None,
+        }
+    }
+
     /// The full-resolution value at a world point (nearest voxel), if inside.
     pub fn value_at(&self, world: [f64; 3]) -> Option<([i64; 3], f32)> {
         value_at(&self.volume, self.channel, world)

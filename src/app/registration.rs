@@ -21,7 +21,7 @@ use crate::register::{Control, Event, Inputs, Pipeline, Snapshot, SnapshotField,
 use crate::render::{GpuVolume, LevelPlacement, LevelSource, Map, Slot};
 use crate::results::{self, Products, RunSources};
 use crate::session_file::{self, RunRecord};
-use crate::volume::{Volume, affine};
+use crate::volume::Volume;
 
 /// How often a running registration is asked for a preview: previews come
 /// at 10 Hz, or at most one per frame where the viewer draws fewer frames.
@@ -276,8 +276,16 @@ impl ViewerApp {
         };
         let display = fixed.display.grid.clone();
         let sources = RunSources {
-            fixed: vec![session_name(fixed)],
-            moving: vec![session_name(moving)],
+            fixed: vec![
+                fixed
+                    .source_name(None)
+                    .unwrap_or_else(|| fixed.name.clone()),
+            ],
+            moving: vec![
+                moving
+                    .source_name(None)
+                    .unwrap_or_else(|| moving.name.clone()),
+            ],
             fixed_mask: None,
             overrides: Vec::new(),
         };
@@ -608,18 +616,10 @@ impl ViewerApp {
         };
         let wants_warped =
             self.a == Slot::Warped || self.b == Slot::Warped || self.b == Slot::Moving;
-        let warped = match (&self.moving, &self.fixed) {
-            (Some(moving), Some(fixed)) if wants_warped => {
-                let inv = affine::inverse(&moving.display.grid.affine)
-                    .ok_or("the moving image's world matrix is singular")?;
-                let m = affine::mul(&inv, &fixed.display.grid.affine);
-                let compute = &self.compute;
-                self.scene(|s| match s.image(Slot::Moving) {
-                    Some(mv) => compute.warp(&device, &queue, mv, &field, &m).map(Some),
-                    None => Ok(None),
-                })
-                .transpose()?
-                .flatten()
+        let warped = match &self.fixed {
+            Some(fixed) if wants_warped => {
+                let grid = fixed.display.grid.clone();
+                self.warp_moving(Some(&field), &grid)?
             }
             _ => None,
         };
@@ -858,29 +858,15 @@ impl ViewerApp {
             &data.display_field.data,
         )?;
         let jac = self.compute.jacobian(&device, &queue, &field)?;
-        let fixed_grid = g.clone();
-        let moving_inv = self
-            .moving
-            .as_ref()
-            .and_then(|m| affine::inverse(&m.display.grid.affine));
-        let compute = &self.compute;
-        let (images, warped) = self
+        let warped = self.warp_moving(Some(&field), g)?;
+        let images = self
             .scene(|s| {
-                let images = [
+                [
                     s.image(Slot::Fixed).cloned(),
                     s.image(Slot::Moving).cloned(),
-                ];
-                let warped = match (s.image(Slot::Moving), moving_inv) {
-                    (Some(mv), Some(inv)) => {
-                        let m = affine::mul(&inv, &fixed_grid.affine);
-                        Some(compute.warp(&device, &queue, mv, &field, &m))
-                    }
-                    _ => None,
-                };
-                (images, warped)
+                ]
             })
             .ok_or("the views are not ready")?;
-        let warped = warped.transpose()?;
         let ic = match &data.outcome.ic_weights {
             Some(w) => Some(GpuVolume::scalar(
                 &device,
@@ -906,15 +892,6 @@ impl ViewerApp {
         s.set_map(Map::IcWeights, ic);
         s.set_map(Map::Labels, labels);
         Ok(())
-    }
-}
-
-/// What the session file names an image by: its path, or the embedded demo.
-fn session_name(img: &LoadedImage) -> String {
-    match (&img.path, img.embedded) {
-        (Some(p), _) => p.display().to_string(),
-        (None, Some(e)) => e.to_string(),
-        (None, None) => img.name.clone(),
     }
 }
 

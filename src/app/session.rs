@@ -12,7 +12,7 @@ use super::navigation::Navigation;
 use super::viewer::ViewerApp;
 use crate::landmarks::edit::Editor;
 use crate::render::{Composite, Overlays, Slot};
-use crate::session_file::{self, ImageSource, Images, SessionFile};
+use crate::session_file::{ImageSource, Images, SessionFile};
 
 /// What the views looked like.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,13 +41,13 @@ impl ViewerApp {
 
     /// The session as it stands, image paths relative to `dir` where they lie under it.
     pub fn session(&self, dir: &Path) -> Result<SessionFile, String> {
-        let name = |img: &LoadedImage| match (&img.path, img.embedded) {
-            (Some(p), _) => Ok(session_file::relative_name(p, dir)),
-            (None, Some(e)) => Ok(e.to_string()),
-            (None, None) => Err(format!(
-                "{} has no file: save it first (File → convert) to keep it in a session",
-                img.name
-            )),
+        let name = |img: &LoadedImage| {
+            img.source_name(Some(dir)).ok_or_else(|| {
+                format!(
+                    "{} has no file: save it first (warpscope convert) to keep it in a session",
+                    img.name
+                )
+            })
         };
         let (Some(fixed), Some(moving)) = (&self.fixed, &self.moving) else {
             return Err("open a fixed and a moving image before saving a session".into());

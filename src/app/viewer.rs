@@ -655,26 +655,11 @@ impl ViewerApp {
 
     /// Warp the moving image through the field on the GPU (when both exist).
     fn recompute_warped(&mut self) {
-        let (Some(field), Some(moving)) = (&self.field, &self.moving) else {
+        let Some(grid) = self.field.as_ref().map(|f| f.disp_vox.grid.clone()) else {
             return;
         };
-        let fixed_grid = field.disp_vox.grid.clone();
-        let moving_grid = moving.display.grid.clone();
-        let Some(inv) = affine::inverse(&moving_grid.affine) else {
-            self.error("the moving image's world matrix is singular");
-            return;
-        };
-        let m = affine::mul(&inv, &fixed_grid.affine);
-        let device = self.rs.device.clone();
-        let queue = self.rs.queue.clone();
-        let result = self.scene(|s| -> Result<GpuVolume, String> {
-            let (Some(mv), Some(f)) = (s.image(Slot::Moving), s.map(Map::Field)) else {
-                return Err("the moving image or the field is not on the GPU".into());
-            };
-            self.compute.warp(&device, &queue, mv, f, &m)
-        });
-        match result {
-            Some(Ok(warped)) => match Readback::start(&device, &queue, &warped) {
+        match self.warp_moving(None, &grid) {
+            Ok(Some(warped)) => match Readback::start(&self.rs.device, &self.rs.queue, &warped) {
                 Ok(rb) => {
                     self.products.warped_rb = Some(rb);
                     self.products.warped = None;
@@ -683,9 +668,33 @@ impl ViewerApp {
                 }
                 Err(e) => self.error(e),
             },
-            Some(Err(e)) => self.error(e),
-            None => {}
+            Ok(None) => {}
+            Err(e) => self.error(e),
         }
+    }
+
+    /// The moving image warped on the GPU through `field` (by default the
+    /// scene's field texture) on `grid`, the field's grid; `None` without a
+    /// moving image or a field on the GPU.
+    pub(super) fn warp_moving(
+        &self,
+        field: Option<&GpuVolume>,
+        grid: &Grid,
+    ) -> Result<Option<GpuVolume>, String> {
+        let Some(moving) = &self.moving else {
+            return Ok(None);
+        };
+        let inv = affine::inverse(&moving.display.grid.affine)
+            .ok_or("the moving image's world matrix is singular")?;
+        let m = affine::mul(&inv, &grid.affine);
+        let (device, queue) = (&self.rs.device, &self.rs.queue);
+        self.scene(
+            |s| match (s.image(Slot::Moving), field.or(s.map(Map::Field))) {
+                (Some(mv), Some(f)) => self.compute.warp(device, queue, mv, f, &m).map(Some),
+                _ => Ok(None),
+            },
+        )
+        .unwrap_or(Ok(None))
     }
 
     fn accept_jacobian(&mut self, r: Result<Vec<f32>, String>) {

@@ -119,15 +119,10 @@ fn plan(a: &RegisterArgs) -> Result<Plan, Box<dyn std::error::Error>> {
         .filter(|(_, s)| !s.landmarks.is_empty())
         .map(|(_, s)| Editor::from_pairs(s.landmarks.clone()).map(|e| e.to_sets()))
         .transpose()?;
-    let name = |s: &ImageSource| match s {
-        ImageSource::Path(p) => p.display().to_string(),
-        ImageSource::DemoFixed => crate::session_file::DEMO_FIXED.into(),
-        ImageSource::DemoMoving => crate::session_file::DEMO_MOVING.into(),
-    };
     let sources = RunSources {
-        fixed: fixed.iter().map(name).collect(),
-        moving: moving.iter().map(name).collect(),
-        fixed_mask: mask.as_ref().map(name),
+        fixed: fixed.iter().map(ImageSource::name).collect(),
+        moving: moving.iter().map(ImageSource::name).collect(),
+        fixed_mask: mask.as_ref().map(ImageSource::name),
         overrides: a.sets.clone(),
     };
     Ok(Plan {
