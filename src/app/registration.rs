@@ -218,6 +218,11 @@ impl ViewerApp {
                 | wgpu::Features::SHADER_F16
                 | wgpu::Features::SHADER_FLOAT32_ATOMIC);
         let missing = wanted - self.rs.device.features();
+        let cpu = || {
+            let d = Device::flex();
+            let name = crate::register::device::describe(&d);
+            Ok((d, false, name))
+        };
         if use_gpu && !missing.is_empty() {
             let why =
                 format!("the viewer's GPU device lacks features the engine needs ({missing:?})");
@@ -225,10 +230,10 @@ impl ViewerApp {
                 return Err(why);
             }
             self.notice(format!("{why}: registering on the CPU backend"));
-            return Ok((Device::flex(), false, "cpu: burn flex".into()));
+            return cpu();
         }
         if !use_gpu {
-            return Ok((Device::flex(), false, "cpu: burn flex".into()));
+            return cpu();
         }
         let rs = &self.rs;
         let shared = self.reg.shared_gpu.get_or_insert_with(|| {
