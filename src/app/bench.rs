@@ -201,7 +201,7 @@ impl ViewerApp {
             _ => {
                 let report = json!({
                     "window": self.window_size,
-                    "adapter": format!("{:?}", self.rs.adapter.get_info().name),
+                    "adapter": self.rs.adapter.get_info().name,
                     "phases": b.results,
                 });
                 if let Some(p) = &b.spec.out {
