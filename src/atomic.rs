@@ -42,3 +42,8 @@ pub fn write_atomic(
     }
     result
 }
+
+/// Write `text` to `path` atomically.
+pub fn write_text(path: &Path, text: &str) -> io::Result<()> {
+    write_atomic(path, |w| w.write_all(text.as_bytes()))
+}

@@ -4,7 +4,6 @@
 //! `warpscope register --out` (also the viewer's export). Shared by the
 //! command line and the GUI, so both write and score a run the same way.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -214,8 +213,7 @@ pub fn write_mapped(path: &Path, m: &Mapping) -> Result<(), String> {
 
 /// Write a text file atomically.
 pub fn write_text(path: &Path, text: &str) -> Result<(), String> {
-    crate::atomic::write_atomic(path, |w| w.write_all(text.as_bytes()))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    crate::atomic::write_text(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The result files, in the order they are written; `ic_weights.nii.gz`

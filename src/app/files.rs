@@ -117,9 +117,7 @@ impl Files {
         }
         if let Ok(text) = serde_json::to_string_pretty(&self.recent) {
             // Losing the recent list is harmless; a half-written one is not, hence atomic.
-            let _ = crate::atomic::write_atomic(&dir.join("recent.json"), |w| {
-                std::io::Write::write_all(w, text.as_bytes())
-            });
+            let _ = crate::atomic::write_text(&dir.join("recent.json"), &text);
         }
     }
 

@@ -164,7 +164,7 @@ impl ViewerApp {
             if let Some(d) = p.parent() {
                 std::fs::create_dir_all(d)?;
             }
-            crate::atomic::write_atomic(p, |w| std::io::Write::write_all(w, text.as_bytes()))
+            crate::atomic::write_text(p, &text)
         };
         match write(&path) {
             Ok(()) => self.lm.saved = generation,

@@ -71,6 +71,15 @@ impl ActiveRun {
     pub fn seconds(&self) -> f64 {
         self.clock.elapsed().as_secs_f64()
     }
+
+    /// Send a parameter change to the engine; pending until it reports it applied.
+    fn send_change(&mut self, key: &str, value: &str) {
+        self.worker.send(Control::Set {
+            key: key.into(),
+            value: value.into(),
+        });
+        self.pending.push(format!("{key}={value}"));
+    }
 }
 
 /// A result folder being written on a helper thread.
@@ -394,11 +403,7 @@ impl ViewerApp {
                     format!("iterations_left={value}: expected a whole number"),
                 );
             }
-            run.worker.send(Control::Set {
-                key: key.into(),
-                value: value.into(),
-            });
-            run.pending.push(format!("{key}={value}"));
+            run.send_change(key, value);
             self.reg.refused.remove(key);
             return Edit::Live;
         }
@@ -412,11 +417,7 @@ impl ViewerApp {
         let live = crate::register::params::is_live_key(key);
         match &mut self.reg.run {
             Some(run) if live => {
-                run.worker.send(Control::Set {
-                    key: key.into(),
-                    value: value.into(),
-                });
-                run.pending.push(format!("{key}={value}"));
+                run.send_change(key, value);
                 Edit::Live
             }
             Some(_) => {
@@ -497,11 +498,7 @@ impl ViewerApp {
             Event::Progress(p) => {
                 if let Some(run) = &mut self.reg.run {
                     for change in &p.applied {
-                        if let Some((k, v)) = change.split_once('=')
-                            && k != "iterations_left"
-                        {
-                            let _ = run.pipeline.set(k, v);
-                        }
+                        apply_change(&mut run.pipeline, change);
                         run.pending.retain(|c| c != change);
                     }
                     run.progress.update(&p);
@@ -725,11 +722,7 @@ impl ViewerApp {
         };
         let mut p = rec.pipeline.clone();
         for (_, change) in &rec.changes {
-            if let Some((k, v)) = change.split_once('=')
-                && k != "iterations_left"
-            {
-                let _ = p.set(k, v);
-            }
+            apply_change(&mut p, change);
         }
         self.set_pipeline(p);
         self.start_run();
@@ -897,6 +890,17 @@ impl ViewerApp {
         s.set_map(Map::IcWeights, ic);
         s.set_map(Map::Labels, labels);
         Ok(())
+    }
+}
+
+/// A live change as the engine reported it (`key=value`) applied to a
+/// pipeline; `iterations_left` concerns the running level only. The engine
+/// validated it before applying it.
+fn apply_change(p: &mut Pipeline, change: &str) {
+    if let Some((k, v)) = change.split_once('=')
+        && k != "iterations_left"
+    {
+        let _ = p.set(k, v);
     }
 }
 

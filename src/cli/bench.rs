@@ -179,8 +179,7 @@ pub fn run(a: &BenchArgs) -> CliResult {
     }
     if let Some(p) = &a.out {
         let text = serde_json::to_string_pretty(&Value::Array(rows))? + "\n";
-        crate::atomic::write_atomic(p, |w| std::io::Write::write_all(w, text.as_bytes()))
-            .map_err(|e| format!("{}: {e}", p.display()))?;
+        crate::results::write_text(p, &text)?;
     }
     Ok(())
 }

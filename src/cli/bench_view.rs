@@ -212,7 +212,7 @@ pub fn run(a: &BenchArgs) -> CliResult {
             "rows": rows,
         });
         let text = serde_json::to_string_pretty(&report)?;
-        crate::atomic::write_atomic(out, |w| std::io::Write::write_all(w, text.as_bytes()))?;
+        crate::results::write_text(out, &text)?;
     }
     Ok(())
 }

@@ -187,8 +187,7 @@ fn outputs(a: &EvalArgs, mapping: Option<&Mapping>, fixed: &Volume) -> CliResult
 fn save_json(a: &EvalArgs, report: &Value) -> CliResult {
     if let Some(p) = &a.out {
         let text = serde_json::to_string_pretty(report)? + "\n";
-        crate::atomic::write_atomic(p, |w| std::io::Write::write_all(w, text.as_bytes()))
-            .map_err(|e| format!("{}: {e}", p.display()))?;
+        crate::results::write_text(p, &text)?;
     }
     Ok(())
 }
@@ -369,8 +368,7 @@ fn write_warped_landmarks(
         row.push(cell(error));
         text += &(crate::landmarks::formats::csv_line(&row) + "\n");
     }
-    crate::atomic::write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::results::write_text(path, &text)?;
     Ok(())
 }
 
@@ -498,8 +496,7 @@ fn dataset(a: &EvalArgs, dir: &Path) -> CliResult {
     text += &format!("mean,{}\n", mean.join(","));
     print!("{text}");
     if let Some(p) = &a.csv {
-        crate::atomic::write_atomic(p, |w| std::io::Write::write_all(w, text.as_bytes()))
-            .map_err(|e| format!("{}: {e}", p.display()))?;
+        crate::results::write_text(p, &text)?;
     }
     save_json(a, &Value::Array(reports))?;
     if failures > 0 {

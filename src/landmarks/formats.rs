@@ -106,7 +106,7 @@ fn read_text(path: &Path) -> Result<String, LandmarkError> {
 }
 
 fn write_text(path: &Path, text: &str) -> Result<(), LandmarkError> {
-    crate::atomic::write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))
+    crate::atomic::write_text(path, text)
         .map_err(|e| LandmarkError::new(&path.display().to_string(), None, e.to_string()))
 }
 

@@ -294,7 +294,12 @@ impl FieldCompute {
         fixed_to_moving: &Mat4,
     ) -> Result<GpuVolume, String> {
         let dims = field.dims;
-        let out = GpuVolume::output(device, "warped", dims.map(|d| d as usize))?;
+        let out = GpuVolume::output(
+            device,
+            "warped",
+            dims.map(|d| d as usize),
+            wgpu::TextureFormat::R32Float,
+        )?;
         let slabs = Slabs::new(device, dims, self.slab_limit)?;
         let m = to_wgsl_mat4(fixed_to_moving);
         let stride = slabs.row_stride(4);
@@ -330,7 +335,12 @@ impl FieldCompute {
         field: &GpuVolume,
     ) -> Result<GpuVolume, String> {
         let dims = field.dims;
-        let out = GpuVolume::output(device, "det J", dims.map(|d| d as usize))?;
+        let out = GpuVolume::output(
+            device,
+            "det J",
+            dims.map(|d| d as usize),
+            wgpu::TextureFormat::R32Float,
+        )?;
         let slabs = Slabs::new(device, dims, self.slab_limit)?;
         let stride = slabs.row_stride(4);
         scoped(device, "computing det J", || {
@@ -387,10 +397,11 @@ impl FieldCompute {
                 place.level_dims
             ));
         }
-        let out = GpuVolume::field_output(
+        let out = GpuVolume::output(
             device,
             "engine field",
             place.display_dims.map(|d| d as usize),
+            wgpu::TextureFormat::Rgba32Float,
         )?;
         let slabs = Slabs::with_texel(device, place.display_dims, 16, self.slab_limit)?;
         let stride = slabs.row_stride(16);

@@ -257,32 +257,20 @@ impl GpuVolume {
         )
     }
 
-    /// An RGBA32Float field filled by copies from compute buffers (engine fields).
-    pub fn field_output(
+    /// A volume filled by copies from compute buffers: R32Float (warped
+    /// image, det J) or RGBA32Float (engine fields).
+    pub fn output(
         device: &wgpu::Device,
         label: &str,
         dims: [usize; 3],
+        format: wgpu::TextureFormat,
     ) -> Result<Self, String> {
         Self::create(
             device,
             None,
             label,
             dims,
-            wgpu::TextureFormat::Rgba32Float,
-            wgpu::TextureUsages::TEXTURE_BINDING
-                | wgpu::TextureUsages::COPY_DST
-                | wgpu::TextureUsages::COPY_SRC,
-        )
-    }
-
-    /// An R32Float volume filled by copies from compute buffers (warped image, det J).
-    pub fn output(device: &wgpu::Device, label: &str, dims: [usize; 3]) -> Result<Self, String> {
-        Self::create(
-            device,
-            None,
-            label,
-            dims,
-            wgpu::TextureFormat::R32Float,
+            format,
             wgpu::TextureUsages::TEXTURE_BINDING
                 | wgpu::TextureUsages::COPY_DST
                 | wgpu::TextureUsages::COPY_SRC,
