@@ -46,7 +46,7 @@ use crate::render::{Mode, Plane};
 /// features and limits, so that compute work can share it.
 pub fn native_options() -> eframe::NativeOptions {
     let mut setup = egui_wgpu::WgpuSetupCreateNew::without_display_handle();
-    setup.device_descriptor = Arc::new(crate::gpu::full_device_descriptor);
+    setup.device_descriptor = Arc::new(crate::gpu::gui_device_descriptor);
     eframe::NativeOptions {
         renderer: eframe::Renderer::Wgpu,
         viewport: egui::ViewportBuilder::default()

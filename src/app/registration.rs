@@ -577,6 +577,21 @@ impl ViewerApp {
                     )
                 }),
             },
+            // The engine's kernels on this very device: read in place.
+            SnapshotField::Gpu(f) if f.gpu.device == device => {
+                in_place = true;
+                let [x, y, z] = &f.components;
+                self.compute.field_from_level(
+                    &device,
+                    &queue,
+                    LevelSource::Components([&x.buffer, &y.buffer, &z.buffer]),
+                    &place,
+                )
+            }
+            SnapshotField::Gpu(_) => s.field_volume().map_err(|e| e.to_string()).and_then(|v| {
+                self.compute
+                    .field_from_level(&device, &queue, LevelSource::Host(&v.data), &place)
+            }),
             SnapshotField::Host(v) => {
                 self.compute
                     .field_from_level(&device, &queue, LevelSource::Host(&v.data), &place)

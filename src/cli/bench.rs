@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Write the figures as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also time each GPU kernel of one affine and one deformable iteration
+    /// at full resolution (seconds per dispatch): where the time goes.
+    #[arg(long)]
+    pub profile: bool,
     /// Time the viewer instead: frames per second drawing the three views
     /// of a synthetic SIZE³ pair with overlays, offscreen on the GPU.
     #[arg(long)]
@@ -104,6 +108,9 @@ pub fn run(a: &BenchArgs) -> CliResult {
             moving: read_file(&pair.moving, ReadOptions::default())?.0,
             fixed_mask: None,
         };
+        if a.profile {
+            profile(&inputs, &pipeline, &devices)?;
+        }
         for (dev_name, device) in &devices {
             reset_peak_rss();
             let (tx, rx) = mpsc::channel();
@@ -180,6 +187,35 @@ pub fn run(a: &BenchArgs) -> CliResult {
     if let Some(p) = &a.out {
         let text = serde_json::to_string_pretty(&Value::Array(rows))? + "\n";
         crate::results::write_text(p, &text)?;
+    }
+    Ok(())
+}
+
+/// `--profile`: seconds per dispatch of every kernel of an iteration, on
+/// each GPU device among `devices`.
+fn profile(
+    inputs: &Inputs,
+    pipeline: &Pipeline,
+    devices: &[(String, burn::tensor::Device)],
+) -> CliResult {
+    let (fixed, moving, _) = register::prepare(inputs, pipeline.normalize)?;
+    for (name, device) in devices {
+        let Some(gpu) = crate::gpu::engine::for_device(device) else {
+            continue;
+        };
+        let gpu = gpu?;
+        println!(
+            "kernel times on {name} ({}), {:?} voxels, ms per dispatch:",
+            gpu.name, fixed.grid.dims
+        );
+        for (stage, steps) in crate::gpu::engine::run::profile(&gpu, &fixed, &moving, pipeline, 10)?
+        {
+            let total: f64 = steps.iter().map(|(_, t)| t).sum();
+            println!("  {stage}: {:.2} ms per iteration", total * 1e3);
+            for (label, t) in steps {
+                println!("    {label:<16} {:>8.3}", t * 1e3);
+            }
+        }
     }
     Ok(())
 }

@@ -1,25 +1,119 @@
-//! The wgpu device that the viewer and the registration engine share. The
-//! device is created with the adapter's full features and limits: egui's
-//! defaults (no features, default limits) are too small for compute kernels
-//! such as burn's (see docs/stack-notes in the shared docs).
+//! The wgpu device that the viewer and the registration engine share.
+//!
+//! One rule makes the device on every adapter ([`device_descriptor`]): ask
+//! for the features the engine and the renderer use ([`WANTED_FEATURES`],
+//! those the adapter has), never an experimental one (wgpu refuses a device
+//! that asks for them, and NVIDIA's driver offers several), and the
+//! adapter's own limits (egui's defaults are too small for compute). If the
+//! adapter still refuses, [`request_device`] retries with no optional
+//! feature and says what was dropped. The viewer ([`gui_device_descriptor`]),
+//! the command line and the tests all go through this one rule.
 
+pub mod engine;
 pub mod shared;
 
 use std::fmt;
+use std::sync::Mutex;
 
 pub use shared::{TensorBuffer, engine_on};
 
-/// Device descriptor asking for everything the adapter offers, except
-/// mappable primary buffers (slow on discrete GPUs, and not needed).
-pub fn full_device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+/// Optional features used when the adapter has them: 64-bit and 16-bit
+/// shader types and float atomics by burn's kernels (the composed reference
+/// path; cubecl registers them from the adapter's list, so the device must
+/// have them too), timestamp queries and subgroups by cubecl's runtime.
+/// The engine's own kernels and the renderer need none of them.
+pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_INT64
+    .union(wgpu::Features::SHADER_F64)
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::SHADER_FLOAT32_ATOMIC)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::SUBGROUP);
+
+/// The features asked of `adapter`: [`WANTED_FEATURES`] it offers, never an
+/// experimental one.
+pub fn wanted_features(adapter_features: wgpu::Features) -> wgpu::Features {
+    (adapter_features & WANTED_FEATURES).difference(wgpu::Features::all_experimental_mask())
+}
+
+/// The device descriptor of the rule above, with the adapter's limits.
+pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+    descriptor(wanted_features(adapter.features()), adapter.limits())
+}
+
+/// The fallback: no optional feature, the adapter's limits.
+pub fn minimal_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+    descriptor(wgpu::Features::empty(), adapter.limits())
+}
+
+fn descriptor(features: wgpu::Features, limits: wgpu::Limits) -> wgpu::DeviceDescriptor<'static> {
     wgpu::DeviceDescriptor {
         label: Some("warpscope"),
-        required_features: adapter
-            .features()
-            .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
-        required_limits: adapter.limits(),
+        required_features: features,
+        required_limits: limits,
         memory_hints: wgpu::MemoryHints::MemoryUsage,
         ..Default::default()
+    }
+}
+
+/// What the last device request had to give up, for the viewer to show.
+static DROPPED: Mutex<Option<String>> = Mutex::new(None);
+
+/// The note left by a device request that fell back to the minimum, once.
+pub fn take_device_note() -> Option<String> {
+    DROPPED.lock().ok().and_then(|mut g| g.take())
+}
+
+fn note_dropped(adapter: &wgpu::Adapter, features: wgpu::Features, why: &str) {
+    let note = format!(
+        "the GPU adapter {} refused a device with {features:?} ({why}); using it without them: \
+         registering on this GPU needs none of them, but burn's composed reference path \
+         (fused=false) may not run there",
+        adapter.get_info().name
+    );
+    if let Ok(mut g) = DROPPED.lock() {
+        *g = Some(note);
+    }
+}
+
+/// A device by the rule above: the wanted features, else the minimum (and
+/// a note of what was dropped).
+pub fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue), GpuError> {
+    let first = device_descriptor(adapter);
+    match pollster::block_on(adapter.request_device(&first)) {
+        Ok(dq) => Ok(dq),
+        Err(e) if !first.required_features.is_empty() => {
+            let dq = pollster::block_on(adapter.request_device(&minimal_descriptor(adapter)))
+                .map_err(|e2| {
+                    GpuError(format!(
+                        "the GPU adapter {} refused to create a device: {e2} (and with {:?}: {e})",
+                        adapter.get_info().name,
+                        first.required_features
+                    ))
+                })?;
+            note_dropped(adapter, first.required_features, &e.to_string());
+            Ok(dq)
+        }
+        Err(e) => Err(GpuError(format!(
+            "the GPU adapter {} refused to create a device: {e}",
+            adapter.get_info().name
+        ))),
+    }
+}
+
+/// The descriptor for eframe (which asks once and cannot retry): the rule's
+/// descriptor if the adapter accepts it (tried on a probe device that is
+/// dropped at once), else the minimal one, with a note.
+pub fn gui_device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+    let first = device_descriptor(adapter);
+    if first.required_features.is_empty() {
+        return first;
+    }
+    match pollster::block_on(adapter.request_device(&first)) {
+        Ok(_probe) => first,
+        Err(e) => {
+            note_dropped(adapter, first.required_features, &e.to_string());
+            minimal_descriptor(adapter)
+        }
     }
 }
 
@@ -72,15 +166,7 @@ fn headless_with(desc: wgpu::InstanceDescriptor) -> Result<Headless, GpuError> {
         ))
     })?;
     let info = adapter.get_info();
-    let (device, queue) = pollster::block_on(
-        adapter.request_device(&full_device_descriptor(&adapter)),
-    )
-    .map_err(|e| {
-        GpuError(format!(
-            "the GPU adapter {} refused to create a device: {e}",
-            info.name
-        ))
-    })?;
+    let (device, queue) = request_device(&adapter)?;
     Ok(Headless {
         instance,
         adapter,
@@ -108,6 +194,7 @@ pub fn engine_gpu() -> Result<&'static EngineGpu, GpuError> {
             let h = headless().map_err(|e| e.to_string())?;
             let name = format!("wgpu: {} ({:?})", h.info.name, h.info.backend);
             let hardware = h.info.device_type != wgpu::DeviceType::Cpu;
+            let (wgpu_device, queue) = (h.device.clone(), h.queue.clone());
             let setup = burn::tensor::wgpu::WgpuSetup {
                 instance: h.instance,
                 adapter: h.adapter,
@@ -119,6 +206,7 @@ pub fn engine_gpu() -> Result<&'static EngineGpu, GpuError> {
                 .setup(setup)
                 .init()
                 .map_err(|e| format!("burn could not use the GPU device: {e:?}"))?;
+            engine::register(&device, &wgpu_device, &queue, &h.info);
             Ok(EngineGpu {
                 device,
                 name,

@@ -52,6 +52,9 @@ pub fn engine_on(
     .map_err(|p| crate::register::panic_message(&p))
     .and_then(|r| r.map_err(|e| format!("{e:?}")))
     .map_err(|e| format!("the registration engine could not use the viewer's GPU device: {e}"));
+    if let Ok(d) = &r {
+        super::engine::register(d, device, queue, &adapter.get_info());
+    }
     shared.push(((instance.clone(), device.clone()), r.clone()));
     r.map_err(GpuError)
 }

@@ -327,8 +327,17 @@ pub fn register(
         pipeline: pipeline.clone(),
         device: device::describe(device),
     };
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        run_stages(&mut runner, &fixed, &moving, mask.as_ref(), &mut outcome)
+    let kernels = gpu_kernels(&pipeline, device, &runner);
+    let result = catch_unwind(AssertUnwindSafe(|| match kernels {
+        Some(gpu) => crate::gpu::engine::run::run_stages(
+            gpu,
+            &mut runner,
+            &fixed,
+            &moving,
+            mask.as_ref(),
+            &mut outcome,
+        ),
+        None => run_stages(&mut runner, &fixed, &moving, mask.as_ref(), &mut outcome),
     }));
     outcome.status = match result {
         Ok(Ok(())) => Status::Completed,
@@ -341,6 +350,35 @@ pub fn register(
     outcome.iterations = runner.iterations_done;
     outcome.pipeline = runner.pipeline.clone();
     Ok(outcome)
+}
+
+/// The GPU kernels for this run, where the device is a GPU that can run
+/// them and they compute the pipeline (`fused`, the default); otherwise
+/// `None` (the CPU's fused kernels, or the composed tensor path), with a
+/// notice saying why when a GPU run falls back.
+fn gpu_kernels(
+    pipeline: &Pipeline,
+    device: &Device,
+    runner: &Runner,
+) -> Option<std::sync::Arc<crate::gpu::engine::Gpu>> {
+    if !pipeline.fused {
+        return None;
+    }
+    match crate::gpu::engine::for_device(device)? {
+        Ok(gpu) => match crate::gpu::engine::run::supported(pipeline) {
+            Ok(()) => Some(gpu),
+            Err(why) => {
+                runner.send(crate::gpu::engine::run::refusal_notice(&why));
+                None
+            }
+        },
+        Err(why) => {
+            runner.send(crate::gpu::engine::run::refusal_notice(&format!(
+                "the engine's GPU kernels cannot run on this device: {why}"
+            )));
+            None
+        }
+    }
 }
 
 /// A device failure as the user reads it: the root cause of a chain of
@@ -464,7 +502,12 @@ fn run_stages(
     Ok(())
 }
 
-fn stage_done(runner: &Runner, outcome: &mut Outcome, name: &str, t: std::time::Instant) {
+pub(crate) fn stage_done(
+    runner: &Runner,
+    outcome: &mut Outcome,
+    name: &str,
+    t: std::time::Instant,
+) {
     let s = t.elapsed().as_secs_f64();
     outcome.stage_seconds.push((name.to_string(), s));
     runner.send(Event::StageDone {

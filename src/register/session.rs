@@ -56,6 +56,9 @@ pub enum SnapshotField {
     /// Still on the GPU: a `[3, N]` tensor in voxels of the snapshot's grid.
     /// A viewer on the same wgpu device can draw it without a CPU round trip.
     Device(Box<Tensor<2>>),
+    /// Still on the GPU, written by the engine's kernels: one buffer per
+    /// component, in voxels of the snapshot's grid.
+    Gpu(Box<crate::gpu::engine::DeviceField>),
 }
 
 /// The current field, on request: displacement in voxels of `grid` (a
@@ -79,6 +82,7 @@ impl Snapshot {
         match &self.field {
             SnapshotField::Host(v) => Ok(v.clone()),
             SnapshotField::Device(t) => super::tensor_to_volume((**t).clone(), &self.grid),
+            SnapshotField::Gpu(f) => f.to_volume(&self.grid).map_err(super::EngineError),
         }
     }
 }
@@ -124,6 +128,9 @@ pub struct Link {
     pub device_snapshots: bool,
 }
 
+/// A check a live change must pass (see [`Runner::live_guard`]).
+pub type LiveGuard = Box<dyn Fn(&Pipeline) -> bool>;
+
 /// Live state shared by the stages: the pipeline (which controls may edit),
 /// the device, the clock and the channels.
 pub struct Runner {
@@ -138,7 +145,7 @@ pub struct Runner {
     pub iterations_done: usize,
     /// While set, a live change is refused unless the changed pipeline
     /// passes this check (an optimiser that computes a subset of terms).
-    pub live_guard: Option<fn(&Pipeline) -> bool>,
+    pub live_guard: Option<LiveGuard>,
     /// The affine that applies after the running stage's field (identity
     /// during the affine stage; its result afterwards).
     pub affine_vox: Mat4,
@@ -209,9 +216,25 @@ impl Runner {
 
     /// Apply pending controls; blocks while paused. Returns the changes applied.
     fn poll(&mut self, iters: &mut usize, done: usize) -> Result<Vec<String>, Halt> {
+        self.poll_with(iters, done, &mut |_| {})
+    }
+
+    /// As `poll`, calling `before_pause` once before blocking on a pause
+    /// (an optimiser with work in flight reports it first).
+    pub fn poll_with(
+        &mut self,
+        iters: &mut usize,
+        done: usize,
+        before_pause: &mut dyn FnMut(&mut Runner),
+    ) -> Result<Vec<String>, Halt> {
         let mut applied = Vec::new();
         let mut paused = false;
+        let mut flushed = false;
         loop {
+            if paused && !flushed {
+                flushed = true;
+                before_pause(self);
+            }
             let msg = match &self.link.control {
                 None => return Ok(applied),
                 Some(rx) if paused => match rx.recv() {
@@ -253,12 +276,11 @@ impl Runner {
                     }
                     let mut next = self.pipeline.clone();
                     match next.set(&key, &value).and_then(|_| next.validate()) {
-                        Ok(()) if self.live_guard.is_some_and(|ok| !ok(&next)) => {
-                            self.send(Event::Notice(format!(
-                                "refused {change}: the running CPU optimiser does not compute this \
+                        Ok(()) if self.live_guard.as_ref().is_some_and(|ok| !ok(&next)) => self
+                            .send(Event::Notice(format!(
+                                "refused {change}: the running optimiser does not compute this \
                                  term; it can be switched on for the next run"
-                            )))
-                        }
+                            ))),
                         Ok(()) => {
                             self.pipeline = next;
                             applied.push(change);
@@ -322,6 +344,62 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// Record a finished iteration (1-based `iter` of `iters` in its level)
+    /// and send its progress report.
+    #[allow(clippy::too_many_arguments)]
+    pub fn report(
+        &mut self,
+        stage: &str,
+        level: usize,
+        levels: usize,
+        iter: usize,
+        iters: usize,
+        terms: Vec<(String, f64)>,
+        total: f64,
+        applied: Vec<String>,
+    ) {
+        self.iterations_done += 1;
+        self.last_total = total;
+        self.last_terms = terms;
+        self.send(Event::Progress(Progress {
+            stage: stage.to_string(),
+            level,
+            levels,
+            iter,
+            iters,
+            terms: self.last_terms.clone(),
+            total,
+            elapsed_s: self.start.elapsed().as_secs_f64(),
+            applied,
+        }));
+    }
+
+    /// Whether a listener asked for a snapshot (and clears the request).
+    pub fn take_snapshot_request(&mut self) -> bool {
+        let want = self.snapshot_wanted && self.link.events.is_some();
+        self.snapshot_wanted = false;
+        want
+    }
+
+    /// Send a snapshot of `field` (voxels of `grid`, before the runner's affine).
+    pub fn send_snapshot(
+        &self,
+        stage: &str,
+        level: usize,
+        iter: usize,
+        grid: &Grid,
+        field: SnapshotField,
+    ) {
+        self.send(Event::Snapshot(Box::new(Snapshot {
+            stage: stage.to_string(),
+            level,
+            iter,
+            grid: grid.clone(),
+            field,
+            affine_vox: self.affine_vox,
+        })));
     }
 
     /// The failure for a loss that is NaN or infinite.

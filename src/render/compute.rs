@@ -55,6 +55,8 @@ pub enum LevelSource<'a> {
         buffer: &'a wgpu::Buffer,
         offset: u64,
     },
+    /// One buffer per component, each from its start (the engine's kernels).
+    Components([&'a wgpu::Buffer; 3]),
 }
 
 /// How an engine field (displacement u in voxels of a pyramid level of
@@ -430,6 +432,14 @@ impl FieldCompute {
                             c * region,
                             component,
                         );
+                    }
+                    queue.submit([encoder.finish()]);
+                }
+                LevelSource::Components(buffers) => {
+                    let mut encoder =
+                        device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                    for (c, b) in buffers.iter().enumerate() {
+                        encoder.copy_buffer_to_buffer(b, 0, &input, c as u64 * region, component);
                     }
                     queue.submit([encoder.finish()]);
                 }

@@ -18,7 +18,7 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub fn harness(startup: Startup) -> Harness<'static, ViewerApp> {
     let setup = match egui_kittest::wgpu::default_wgpu_setup() {
         eframe::egui_wgpu::WgpuSetup::CreateNew(mut c) => {
-            c.device_descriptor = std::sync::Arc::new(warpscope::gpu::full_device_descriptor);
+            c.device_descriptor = std::sync::Arc::new(warpscope::gpu::gui_device_descriptor);
             eframe::egui_wgpu::WgpuSetup::CreateNew(c)
         }
         other => other,

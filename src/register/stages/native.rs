@@ -156,10 +156,10 @@ pub fn optimise(
     let mut good = theta.to_vec();
     let mut t = 0i32;
     // Terms the native path does not compute cannot be switched on mid-level.
-    runner.live_guard = Some(|pl: &Pipeline| {
+    runner.live_guard = Some(Box::new(|pl: &Pipeline| {
         let d = &pl.deformable;
         d.sim.ncc == 0.0 && d.sim.mi == 0.0 && d.jacobian == 0.0
-    });
+    }));
     let result = runner.iterate(place, iters, |pl, done, want| {
         let d = &pl.deformable;
         // 1. Sampling points p + θ·s.
@@ -274,7 +274,9 @@ pub fn optimise_affine(
             into[r][0] * p[0] + into[r][1] * p[1] + into[r][2] * p[2] + into[r][3]
         })
     };
-    runner.live_guard = Some(|pl: &Pipeline| pl.affine.sim.ncc == 0.0 && pl.affine.sim.mi == 0.0);
+    runner.live_guard = Some(Box::new(|pl: &Pipeline| {
+        pl.affine.sim.ncc == 0.0 && pl.affine.sim.mi == 0.0
+    }));
     let result = runner.iterate(place, iters, |pl, done, want| {
         // q = back·(M x̂): one 3×4 matrix C = back_L·M with back's translation.
         let mut c = [[0f64; 4]; 3];

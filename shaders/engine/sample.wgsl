@@ -1,0 +1,84 @@
+// Sampling pass, one channel: the moving image at the current points
+// (dense field: q = p + s·θ; affine: q = K·[p, 1]) into `warped`; dL/dI of
+// the MSE term into `dl` (zero otherwise: later terms add to it); partial
+// sums per workgroup of the MSE value.
+
+@group(0) @binding(0) var<uniform> geo: Geo;
+@group(0) @binding(1) var<uniform> live: Live;
+@group(0) @binding(2) var<uniform> chan: Chan;
+@group(0) @binding(3) var<storage, read> moving: array<f32>;
+@group(0) @binding(4) var<storage, read> fixed: array<f32>;
+@group(0) @binding(5) var<storage, read> weight: array<f32>;
+@group(0) @binding(6) var<storage, read_write> warped: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dl: array<f32>;
+@group(0) @binding(8) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(9) var<storage, read> thx: array<f32>;
+@group(0) @binding(10) var<storage, read> thy: array<f32>;
+@group(0) @binding(11) var<storage, read> thz: array<f32>;
+@group(0) @binding(12) var<storage, read> state: State;
+
+// The sample and the MSE part; returns (mse partial).
+fn finish(i: u32, a: f32, w: f32) -> f32 {
+    warped[i] = a;
+    var g = 0.0;
+    var part = 0.0;
+    if (has(F_MSE)) {
+        let e = a - fixed[i];
+        part = w * e * e;
+        g = 2.0 * geo.scale.w * live.sim.x * w * e;
+    }
+    dl[i] = g;
+    return part;
+}
+
+fn store(part: f32, slot: u32, grp: u32, lid: u32) {
+    let s = wg_sum(part, lid);
+    if (lid == 0u) {
+        partials[slot * geo.info.x + grp] = s;
+    }
+}
+
+@compute @workgroup_size(256)
+fn sample_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let grp = group_of(wid, nwg);
+    var mse_part = 0.0;
+    for (var k = 0u; k < VPT; k++) {
+        let i = chunk_index(grp, k, lid);
+        if (i >= geo.dims.w) {
+            break;
+        }
+        let v = voxel(i, geo.dims.xyz);
+        let q = vec3<f32>(v) + vec3<f32>(thx[i], thy[i], thz[i]) * geo.scale.xyz;
+        var w = 1.0;
+        if (has(F_WEIGHTED)) {
+            w = weight[i];
+        }
+        mse_part += finish(i, tri_sample(q, geo.dims.xyz).v, w);
+    }
+    if (has(F_MSE)) {
+        store(mse_part, chan.slot.x, grp, lid);
+    }
+}
+
+@compute @workgroup_size(256)
+fn sample_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let grp = group_of(wid, nwg);
+    var mse_part = 0.0;
+    for (var k = 0u; k < VPT; k++) {
+        let i = chunk_index(grp, k, lid);
+        if (i >= geo.dims.w) {
+            break;
+        }
+        let q = affine_point(vec3<f32>(voxel(i, geo.dims.xyz)));
+        var w = 1.0;
+        if (has(F_WEIGHTED)) {
+            w = weight[i];
+        }
+        mse_part += finish(i, tri_sample(q, geo.dims.xyz).v, w);
+    }
+    if (has(F_MSE)) {
+        store(mse_part, chan.slot.x, grp, lid);
+    }
+}

@@ -1,0 +1,599 @@
+//! A whole pipeline on the GPU's kernels — the affine stage, the moving
+//! image resampled through its result, the deformable stage coarse to fine
+//! and the inverse-consistency weighting — with the data on the device
+//! from upload to the final field: the same steps as
+//! `register::run_stages` on the composed path (its reference), which
+//! serves whatever [`supported`] refuses.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::optim::{At, Live, Mode, Optim, Problem};
+use super::{Buf, Gpu, GpuResult, ops};
+use crate::register::params::{Pipeline, SimilarityWeights};
+use crate::register::session::{Halt, Runner};
+use crate::register::stages::affine::{level_rate, voxel_matrix};
+use crate::register::stages::deformable::unit_factors;
+use crate::register::{Event, Outcome};
+use crate::volume::affine::{self, Mat4};
+use crate::volume::pyramid::DEFAULT_SIGMA_VOX;
+use crate::volume::resample::Border;
+use crate::volume::{Grid, Volume};
+
+/// Why the GPU kernels do not compute this pipeline (the composed tensor
+/// path runs it instead), or `Ok`.
+pub fn supported(p: &Pipeline) -> Result<(), String> {
+    let mut missing = Vec::new();
+    let sim = |stage: &str, s: &SimilarityWeights, missing: &mut Vec<String>| {
+        if s.ncc > 0.0 {
+            missing.push(format!("{stage} global NCC"));
+        }
+        if s.mi > 0.0 {
+            missing.push(format!("{stage} mutual information"));
+        }
+    };
+    if p.affine.enabled {
+        sim("affine", &p.affine.sim, &mut missing);
+    }
+    let d = &p.deformable;
+    if d.enabled || p.ic.enabled {
+        sim("deformable", &d.sim, &mut missing);
+    }
+    if d.enabled {
+        if d.svf {
+            missing.push("the SVF (scaling and squaring)".into());
+        }
+        if d.symmetric {
+            missing.push("symmetric (two-direction) optimisation".into());
+        }
+        if d.jacobian > 0.0 {
+            missing.push("the Jacobian penalty".into());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the GPU kernels do not compute {} yet",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// One pyramid level of the images on the device.
+struct Level {
+    grid: Grid,
+    fixed: Vec<Buf>,
+    moving: Vec<Buf>,
+    mask: Option<Buf>,
+}
+
+fn failed(e: String) -> Halt {
+    Halt::Failed(e)
+}
+
+/// Levels of the fixed image (and mask) and of `moving`, `depth` deep.
+fn levels(
+    gpu: &Gpu,
+    fixed: &[(Vec<Buf>, Grid)],
+    mask: Option<&[(Vec<Buf>, Grid)]>,
+    moving: Vec<Buf>,
+    depth: usize,
+) -> GpuResult<Vec<Level>> {
+    let grid = &fixed[0].1;
+    let moving = ops::pyramid(gpu, moving, grid, depth, DEFAULT_SIGMA_VOX)?;
+    Ok(fixed
+        .iter()
+        .zip(moving)
+        .enumerate()
+        .map(|(k, ((f, g), (m, _)))| Level {
+            grid: g.clone(),
+            fixed: f.clone(),
+            moving: m,
+            mask: mask.and_then(|p| p.get(k)).map(|(b, _)| b[0].clone()),
+        })
+        .collect())
+}
+
+/// Run the pipeline's stages on `gpu` (see [`supported`]); the same
+/// contract as `register::run_stages`.
+pub fn run_stages(
+    gpu: Arc<Gpu>,
+    runner: &mut Runner,
+    fixed: &Volume,
+    moving: &Volume,
+    mask: Option<&Volume>,
+    outcome: &mut Outcome,
+) -> Result<(), Halt> {
+    let p = runner.pipeline.clone();
+    let depth = (if p.affine.enabled {
+        p.affine.coarsest + 1
+    } else {
+        1
+    })
+    .max(if p.deformable.enabled {
+        p.deformable.levels
+    } else {
+        1
+    });
+    let t0 = Instant::now();
+    let fixed_b = ops::upload_channels(&gpu, fixed, "engine: fixed image").map_err(failed)?;
+    let fixed_pyr =
+        ops::pyramid(&gpu, fixed_b, &fixed.grid, depth, DEFAULT_SIGMA_VOX).map_err(failed)?;
+    let mask_pyr = match mask {
+        Some(m) => Some(
+            ops::upload_channels(&gpu, m, "engine: mask")
+                .and_then(|b| ops::pyramid(&gpu, b, &fixed.grid, depth, DEFAULT_SIGMA_VOX))
+                .map_err(failed)?,
+        ),
+        None => None,
+    };
+    let moving_b = ops::upload_channels(&gpu, moving, "engine: moving image").map_err(failed)?;
+    if p.affine.enabled {
+        let lv = levels(
+            &gpu,
+            &fixed_pyr,
+            mask_pyr.as_deref(),
+            moving_b.clone(),
+            depth,
+        )
+        .map_err(failed)?;
+        let result = affine_stage(&gpu, runner, &lv);
+        if let Some(a) = result.0 {
+            outcome.affine_vox = a;
+        }
+        crate::register::stage_done(runner, outcome, "affine", t0);
+        result.1.map_or(Ok(()), Err)?;
+    }
+    if !(p.deformable.enabled || p.ic.enabled) {
+        return Ok(());
+    }
+    runner.affine_vox = outcome.affine_vox;
+    // The moving image seen through the affine, on the fixed grid.
+    let moving_a = moving_b
+        .iter()
+        .map(|m| {
+            ops::resample(
+                &gpu,
+                m,
+                fixed.grid.dims,
+                fixed.grid.dims,
+                &outcome.affine_vox,
+                Border::Constant(0.0),
+            )
+        })
+        .collect::<GpuResult<Vec<_>>>()
+        .map_err(failed)?;
+    let lv = levels(&gpu, &fixed_pyr, mask_pyr.as_deref(), moving_a, depth).map_err(failed)?;
+    let mut theta: Option<[Buf; 3]> = None;
+    if p.deformable.enabled {
+        let t = Instant::now();
+        let (th, halt) = deformable_stage(&gpu, runner, &lv);
+        if let Some(th) = &th {
+            outcome.field_vox =
+                Some(field_volume(&gpu, th, &runner.pipeline, &lv[0]).map_err(failed)?);
+        }
+        theta = th;
+        crate::register::stage_done(runner, outcome, "deformable", t);
+        halt.map_or(Ok(()), Err)?;
+    }
+    if p.ic.enabled {
+        let t = Instant::now();
+        let r = ic_stage(&gpu, runner, &lv[0], theta, outcome);
+        crate::register::stage_done(runner, outcome, "ic-weighting", t);
+        r?;
+    }
+    Ok(())
+}
+
+/// The affine stage (as `stages::affine::run`): the matrix and how it ended.
+fn affine_stage(gpu: &Arc<Gpu>, runner: &mut Runner, lv: &[Level]) -> (Option<Mat4>, Option<Halt>) {
+    let p = runner.pipeline.affine.clone();
+    let full = lv[0].grid.clone();
+    let top = p.coarsest.min(lv.len() - 1);
+    let order: Vec<usize> = (0..p.levels.min(top + 1)).map(|i| top - i).collect();
+    let mut delta = [0f64; 12];
+    let norm = normaliser(full.dims);
+    let mut halt = None;
+    for (i, &k) in order.iter().enumerate() {
+        let level = &lv[k];
+        let (Some(full_inv), Some(norm_inv)) =
+            (affine::inverse(&full.affine), affine::inverse(&norm))
+        else {
+            break;
+        };
+        let to_full = affine::mul(&full_inv, &level.grid.affine);
+        let Some(from_full) = affine::inverse(&to_full) else {
+            break;
+        };
+        let into = rows(&affine::mul(&norm, &to_full));
+        let back = rows(&affine::mul(&from_full, &norm_inv));
+        let problem = Problem {
+            dims: level.grid.dims,
+            fixed: level.fixed.clone(),
+            moving: level.moving.clone(),
+            weight: level.mask.clone(),
+            reg_weight: None,
+        };
+        let live_of =
+            move |pl: &Pipeline| Live::new(&pl.affine.sim, 0.0, 0.0, level_rate(pl.affine.lr, i));
+        let r = Optim::new(
+            gpu.clone(),
+            &problem,
+            &runner.pipeline.affine.sim,
+            Mode::Affine { into, back, delta },
+            live_of(&runner.pipeline),
+        )
+        .map_err(failed)
+        .and_then(|mut o| {
+            let at = At {
+                stage: "affine",
+                level: i,
+                levels: order.len(),
+                grid: &level.grid,
+            };
+            guard_similarity(runner, |pl| &pl.affine.sim);
+            let r = o.run(runner, &at, p.iterations, &live_of);
+            runner.live_guard = None;
+            match o.delta() {
+                Ok(d) => delta = d,
+                Err(e) => return Err(failed(e)),
+            }
+            r
+        });
+        if let Err(h) = r {
+            halt = Some(h);
+            break;
+        }
+    }
+    let d32: Vec<f32> = delta.iter().map(|v| *v as f32).collect();
+    (voxel_matrix(&d32, full.dims), halt)
+}
+
+/// Refuse live changes that switch on a similarity term the running
+/// kernels do not compute.
+fn guard_similarity(runner: &mut Runner, sim: fn(&Pipeline) -> &SimilarityWeights) {
+    let s0 = sim(&runner.pipeline).clone();
+    runner.live_guard = Some(Box::new(move |pl: &Pipeline| {
+        let s = sim(pl);
+        s.ncc == 0.0
+            && s.mi == 0.0
+            && (s.mse == 0.0 || s0.mse > 0.0)
+            && (s.lncc == 0.0 || s0.lncc > 0.0)
+            && pl.deformable.jacobian == 0.0
+            && pl.deformable.inverse_consistency == 0.0
+    }));
+}
+
+/// Normalised coordinates of the full-resolution grid (`stages::affine`).
+fn normaliser(dims: [usize; 3]) -> Mat4 {
+    let mut n = affine::IDENTITY;
+    for a in 0..3 {
+        let c = (dims[a] as f64 - 1.0) / 2.0;
+        let h = c.max(0.5);
+        n[a][a] = 1.0 / h;
+        n[a][3] = -c / h;
+    }
+    n
+}
+
+fn rows(m: &Mat4) -> [[f64; 4]; 3] {
+    [m[0], m[1], m[2]]
+}
+
+fn zeros(gpu: &Gpu, n: usize) -> GpuResult<[Buf; 3]> {
+    Ok([
+        gpu.buf("engine: field x", n)?,
+        gpu.buf("engine: field y", n)?,
+        gpu.buf("engine: field z", n)?,
+    ])
+}
+
+/// θ of level `from` on level `to` (as `stages::deformable::upsample`).
+fn upsample(
+    gpu: &Gpu,
+    pl: &Pipeline,
+    theta: &[Buf; 3],
+    from: &Grid,
+    to: &Grid,
+) -> GpuResult<[Buf; 3]> {
+    let units = pl.deformable.units;
+    let (Some(to_inv), Some(from_inv)) =
+        (affine::inverse(&to.affine), affine::inverse(&from.affine))
+    else {
+        return zeros(gpu, to.voxels());
+    };
+    let to_from = affine::mul(&from_inv, &to.affine);
+    let from_to = affine::mul(&to_inv, &from.affine);
+    ops::resize(
+        gpu,
+        theta,
+        from.dims,
+        unit_factors(units, from.dims),
+        to.dims,
+        unit_factors(units, to.dims),
+        &rows(&to_from),
+        &rows(&from_to),
+    )
+}
+
+/// Optimise θ on one level for `iters` iterations (`li`: the deformable
+/// level index for learning rate and diffusion weight).
+#[allow(clippy::too_many_arguments)]
+fn optimise_level(
+    gpu: &Arc<Gpu>,
+    runner: &mut Runner,
+    problem: &Problem,
+    theta: &[Buf; 3],
+    li: usize,
+    iters: usize,
+    at: &At,
+) -> Result<(), Halt> {
+    let scale = unit_factors(runner.pipeline.deformable.units, problem.dims);
+    let live_of = move |pl: &Pipeline| {
+        let d = &pl.deformable;
+        Live::new(
+            &d.sim,
+            Pipeline::level_value(&d.diffusion, li),
+            d.jacobian,
+            Pipeline::level_value(&d.lr, li),
+        )
+    };
+    let mut o = Optim::new(
+        gpu.clone(),
+        problem,
+        &runner.pipeline.deformable.sim,
+        Mode::Dense {
+            theta: theta.clone(),
+            scale,
+        },
+        live_of(&runner.pipeline),
+    )
+    .map_err(failed)?;
+    guard_similarity(runner, |pl| &pl.deformable.sim);
+    let r = o.run(runner, at, iters, &live_of);
+    runner.live_guard = None;
+    r
+}
+
+/// The deformable stage (as `stages::deformable::run`, dense fields):
+/// θ at full resolution (parameter units) and how it ended.
+fn deformable_stage(
+    gpu: &Arc<Gpu>,
+    runner: &mut Runner,
+    lv: &[Level],
+) -> (Option<[Buf; 3]>, Option<Halt>) {
+    let nl = runner.pipeline.deformable.levels.min(lv.len());
+    let mut theta: Option<[Buf; 3]> = None;
+    let mut current = nl - 1;
+    let mut halt = None;
+    for li in 0..nl {
+        let k = nl - 1 - li;
+        let level = &lv[k];
+        let next = match &theta {
+            None => zeros(gpu, level.grid.voxels()),
+            Some(t) => upsample(gpu, &runner.pipeline, t, &lv[current].grid, &level.grid),
+        };
+        let th = match next {
+            Ok(t) => t,
+            Err(e) => {
+                halt = Some(failed(e));
+                break;
+            }
+        };
+        theta = Some(th.clone());
+        current = k;
+        let iters = runner
+            .pipeline
+            .deformable
+            .iterations
+            .get(li)
+            .copied()
+            .unwrap_or(0);
+        let problem = Problem {
+            dims: level.grid.dims,
+            fixed: level.fixed.clone(),
+            moving: level.moving.clone(),
+            weight: level.mask.clone(),
+            reg_weight: None,
+        };
+        let at = At {
+            stage: "deformable",
+            level: li,
+            levels: nl,
+            grid: &level.grid,
+        };
+        if let Err(h) = optimise_level(gpu, runner, &problem, &th, li, iters, &at) {
+            halt = Some(h);
+            break;
+        }
+    }
+    let theta = match theta {
+        Some(t) if current != 0 => {
+            match upsample(gpu, &runner.pipeline, &t, &lv[current].grid, &lv[0].grid) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    return (None, Some(halt.unwrap_or(failed(e))));
+                }
+            }
+        }
+        other => other,
+    };
+    (theta, halt)
+}
+
+/// θ (parameter units, full resolution) as a voxel displacement volume.
+fn field_volume(gpu: &Gpu, theta: &[Buf; 3], pl: &Pipeline, level: &Level) -> GpuResult<Volume> {
+    let dims = level.grid.dims;
+    let out = zeros(gpu, level.grid.voxels())?;
+    ops::scaled(
+        gpu,
+        theta,
+        unit_factors(pl.deformable.units, dims),
+        dims,
+        &out,
+    )?;
+    super::optim::read_field(gpu, &out, &level.grid)
+}
+
+/// Inverse-consistency weighting (as `stages::ic::run`) on the finest
+/// level, starting from the deformable stage's θ (or the identity).
+fn ic_stage(
+    gpu: &Arc<Gpu>,
+    runner: &mut Runner,
+    level: &Level,
+    theta: Option<[Buf; 3]>,
+    outcome: &mut Outcome,
+) -> Result<(), Halt> {
+    let pl = runner.pipeline.clone();
+    let li = pl.deformable.levels.saturating_sub(1);
+    let dims = level.grid.dims;
+    let n = level.grid.voxels();
+    let scale = unit_factors(pl.deformable.units, dims);
+    let start = match theta {
+        Some(t) => t,
+        None => zeros(gpu, n).map_err(failed)?,
+    };
+    let copy3 = |t: &[Buf; 3], s: f32| -> GpuResult<[Buf; 3]> {
+        let out = zeros(gpu, n)?;
+        ops::scaled(gpu, t, [s; 3], dims, &out)?;
+        Ok(out)
+    };
+    let at = |stage| At {
+        stage,
+        level: 0,
+        levels: 1,
+        grid: &level.grid,
+    };
+    let forward = copy3(&start, 1.0).map_err(failed)?;
+    // 1. Forward refinement; 2. the backward direction from −u (the
+    // images swap roles; the fixed mask does not apply in moving space).
+    let problem = Problem {
+        dims,
+        fixed: level.fixed.clone(),
+        moving: level.moving.clone(),
+        weight: level.mask.clone(),
+        reg_weight: None,
+    };
+    let r = optimise_level(
+        gpu,
+        runner,
+        &problem,
+        &forward,
+        li,
+        pl.ic.iterations,
+        &at("ic-forward"),
+    );
+    outcome.field_vox = Some(field_volume(gpu, &forward, &pl, level).map_err(failed)?);
+    r?;
+    let backward = copy3(&start, -1.0).map_err(failed)?;
+    let swapped = Problem {
+        dims,
+        fixed: level.moving.clone(),
+        moving: level.fixed.clone(),
+        weight: None,
+        reg_weight: None,
+    };
+    optimise_level(
+        gpu,
+        runner,
+        &swapped,
+        &backward,
+        li,
+        pl.ic.iterations,
+        &at("ic-backward"),
+    )?;
+    // 3. Weights from the round-trip error.
+    let w = ops::ic_weights(
+        gpu,
+        &forward,
+        &backward,
+        scale,
+        dims,
+        pl.ic.power,
+        pl.ic.sigma,
+    )
+    .map_err(failed)?;
+    let weights = gpu
+        .read(&w)
+        .and_then(|v| Volume::from_data(level.grid.clone(), 1, v).map_err(|e| e.to_string()))
+        .map_err(failed)?;
+    runner.send(Event::IcWeights(weights.clone()));
+    outcome.ic_weights = Some(weights);
+    // 4. The final weighted run of the forward field.
+    let sim_weight = match &level.mask {
+        Some(m) => ops::product(gpu, m, &w).map_err(failed)?,
+        None => w.clone(),
+    };
+    let problem = Problem {
+        weight: Some(sim_weight),
+        reg_weight: Some(w),
+        ..problem
+    };
+    let r = optimise_level(
+        gpu,
+        runner,
+        &problem,
+        &forward,
+        li,
+        pl.ic.final_iterations,
+        &at("ic-final"),
+    );
+    outcome.field_vox = Some(field_volume(gpu, &forward, &pl, level).map_err(failed)?);
+    r
+}
+
+/// Tell a refused GPU run's reason to the user.
+pub fn refusal_notice(why: &str) -> Event {
+    Event::Notice(format!(
+        "{why}: running the composed tensor path on the GPU instead (much slower)"
+    ))
+}
+
+/// Where an iteration's time goes at full resolution: seconds per
+/// dispatch of each kernel of the affine and the deformable iteration of
+/// `pipeline` on these (prepared) images, each kernel run `reps` times.
+pub fn profile(
+    gpu: &Arc<Gpu>,
+    fixed: &Volume,
+    moving: &Volume,
+    pipeline: &Pipeline,
+    reps: usize,
+) -> GpuResult<Vec<(String, super::optim::KernelTimes)>> {
+    let grid = &fixed.grid;
+    let problem = Problem {
+        dims: grid.dims,
+        fixed: ops::upload_channels(gpu, fixed, "engine: fixed image")?,
+        moving: ops::upload_channels(gpu, moving, "engine: moving image")?,
+        weight: None,
+        reg_weight: None,
+    };
+    let mut out = Vec::new();
+    let norm = normaliser(grid.dims);
+    let back = rows(&affine::inverse(&norm).unwrap_or(affine::IDENTITY));
+    let a = Optim::new(
+        gpu.clone(),
+        &problem,
+        &pipeline.affine.sim,
+        Mode::Affine {
+            into: rows(&norm),
+            back,
+            delta: [0.0; 12],
+        },
+        Live::new(&pipeline.affine.sim, 0.0, 0.0, 0.0),
+    )?;
+    out.push(("affine".to_string(), a.profile(reps)?));
+    let d = &pipeline.deformable;
+    let o = Optim::new(
+        gpu.clone(),
+        &problem,
+        &d.sim,
+        Mode::Dense {
+            theta: zeros(gpu, grid.voxels())?,
+            scale: unit_factors(d.units, grid.dims),
+        },
+        Live::new(&d.sim, Pipeline::level_value(&d.diffusion, 0), 0.0, 0.0),
+    )?;
+    out.push(("deformable".to_string(), o.profile(reps)?));
+    Ok(out)
+}
