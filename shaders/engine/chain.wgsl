@@ -40,40 +40,6 @@ fn w_at(j: u32) -> f32 {
     return 1.0;
 }
 
-struct Diffusion {
-    grad: vec3<f32>,
-    value: f32,
-}
-
-// The diffusion regulariser λ · mean_v w(v) Σ_c Σ_a (θ_c(v + e_a) − θ_c(v))²
-// at voxel i: dL/dθ there, and w(i) Σ of its forward pairs (the value's
-// share of voxel i, before the mean).
-fn diffusion(i: u32, v: vec3<u32>) -> Diffusion {
-    let d = geo.dims.xyz;
-    let strides = vec3<u32>(1u, d.x, d.x * d.y);
-    let k = 2.0 / f32(geo.dims.w) * live.reg.x;
-    let wi = w_at(i);
-    var g = vec3<f32>(0.0);
-    var value = 0.0;
-    for (var c = 0u; c < 3u; c++) {
-        let t0 = theta(c, i);
-        var s = 0.0;
-        for (var a = 0u; a < 3u; a++) {
-            if (v[a] + 1u < d[a]) {
-                let e = theta(c, i + strides[a]) - t0;
-                s -= wi * e;
-                value += e * e;
-            }
-            if (v[a] > 0u) {
-                let u = i - strides[a];
-                s += w_at(u) * (t0 - theta(c, u));
-            }
-        }
-        g[c] = k * s;
-    }
-    return Diffusion(g, wi * value);
-}
-
 @compute @workgroup_size(256)
 fn chain_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -89,18 +55,18 @@ fn chain_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let th = vec3<f32>(thx[i], thy[i], thz[i]);
         let q = vec3<f32>(v) + th * geo.scale.xyz;
         var g = dl[i] * tri_sample(q, geo.dims.xyz).d * geo.scale.xyz;
-        if (first) {
+        if (!first) {
+            g += vec3<f32>(gx[i], gy[i], gz[i]);
+        } else if (has(F_DIFFUSION)) {
             let r = diffusion(i, v);
             g += r.grad;
             dpart += r.value;
-        } else {
-            g += vec3<f32>(gx[i], gy[i], gz[i]);
         }
         gx[i] = g.x;
         gy[i] = g.y;
         gz[i] = g.z;
     }
-    if (first) {
+    if (first && has(F_DIFFUSION)) {
         let d = wg_sum(dpart, lid);
         if (lid == 0u) {
             partials[chan.slot.w * geo.info.x + grp] = d;
@@ -221,12 +187,12 @@ fn mse_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         let e = s.v - fixed[i];
         part += w * e * e;
         var g = (2.0 * geo.scale.w * live.sim.x * w * e) * s.d * geo.scale.xyz;
-        if (first) {
+        if (!first) {
+            g += vec3<f32>(gx[i], gy[i], gz[i]);
+        } else if (has(F_DIFFUSION)) {
             let r = diffusion(i, v);
             g += r.grad;
             dpart += r.value;
-        } else {
-            g += vec3<f32>(gx[i], gy[i], gz[i]);
         }
         gx[i] = g.x;
         gy[i] = g.y;
@@ -236,7 +202,7 @@ fn mse_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if (lid == 0u) {
         partials[chan.slot.x * geo.info.x + grp] = t;
     }
-    if (first) {
+    if (first && has(F_DIFFUSION)) {
         let d = wg_sum(dpart, lid);
         if (lid == 0u) {
             partials[chan.slot.w * geo.info.x + grp] = d;

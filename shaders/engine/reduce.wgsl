@@ -13,8 +13,9 @@
 @group(0) @binding(4) var<storage, read_write> state: State;
 @group(0) @binding(5) var<storage, read_write> history: array<f32>;
 
-const TERMS: u32 = 8u;
-const ROW: u32 = 12u;
+// term values: 8 per direction
+const TERMS: u32 = 16u;
+const ROW: u32 = 20u;
 const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
 const EPSILON: f32 = 1e-8;
@@ -28,10 +29,11 @@ struct Plan {
     scl: array<vec4<f32>, 128>,
 }
 
-var<workgroup> vals: array<f32, 8>;
+var<workgroup> vals: array<f32, 16>;
 var<workgroup> grads: array<f32, 12>;
 
-fn weight_of(t: u32) -> f32 {
+fn weight_of(term: u32) -> f32 {
+    let t = term % 8u;
     if (t < 4u) {
         return live.sim[t];
     } else if (t == 4u) {
@@ -119,8 +121,8 @@ fn reduce(@builtin(local_invocation_index) lid: u32) {
     if (!is_finite(total)) {
         state.counts.y = 1u;
     }
-    history[row + 9u] = f32(state.counts.y);
-    history[row + 10u] = f32(state.counts.z);
+    history[row + 17u] = f32(state.counts.y);
+    history[row + 18u] = f32(state.counts.z);
     state.counts.z += 1u;
     if (state.counts.y != 0u) {
         return;

@@ -221,3 +221,53 @@ pub fn engine_gpu() -> Result<&'static EngineGpu, GpuError> {
 pub fn engine_gpu_if_created() -> Option<&'static EngineGpu> {
     ENGINE_GPU.get().and_then(|r| r.as_ref().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule: never an experimental feature, only wanted ones the
+    /// adapter has — whatever the adapter offers.
+    #[test]
+    fn descriptors_never_ask_for_experimental_features() {
+        for offered in [
+            wgpu::Features::all(),
+            wgpu::Features::all_experimental_mask(),
+            wgpu::Features::all().difference(wgpu::Features::SHADER_F64),
+            wgpu::Features::empty(),
+        ] {
+            let asked = wanted_features(offered);
+            assert!(
+                !asked.intersects(wgpu::Features::all_experimental_mask()),
+                "asked for experimental features {asked:?}"
+            );
+            assert!(offered.contains(asked), "asked for {asked:?} not offered");
+            assert!(WANTED_FEATURES.contains(asked));
+        }
+        assert_eq!(wanted_features(wgpu::Features::all()), WANTED_FEATURES);
+    }
+
+    /// On this machine's adapter (lavapipe without a GPU), every
+    /// descriptor the program uses creates a device.
+    #[test]
+    fn the_adapter_accepts_the_descriptors() {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let Ok(adapter) = pollster::block_on(instance.request_adapter(&Default::default())) else {
+            panic!("no wgpu adapter (install mesa-vulkan-drivers where there is no GPU)");
+        };
+        for (name, d) in [
+            ("rule", device_descriptor(&adapter)),
+            ("viewer", gui_device_descriptor(&adapter)),
+            ("minimal", minimal_descriptor(&adapter)),
+        ] {
+            assert!(
+                !d.required_features
+                    .intersects(wgpu::Features::all_experimental_mask())
+            );
+            pollster::block_on(adapter.request_device(&d))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert!(request_device(&adapter).is_ok());
+    }
+}

@@ -16,9 +16,18 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// own (the adapter's full features and limits, which the engine needs),
 /// on a software adapter where there is one.
 pub fn harness(startup: Startup) -> Harness<'static, ViewerApp> {
+    harness_with(startup, warpscope::gpu::gui_device_descriptor)
+}
+
+/// As [`harness`], with the device made from `descriptor` (a GPU with
+/// smaller limits, say).
+pub fn harness_with(
+    startup: Startup,
+    descriptor: fn(&wgpu::Adapter) -> wgpu::DeviceDescriptor<'static>,
+) -> Harness<'static, ViewerApp> {
     let setup = match egui_kittest::wgpu::default_wgpu_setup() {
         eframe::egui_wgpu::WgpuSetup::CreateNew(mut c) => {
-            c.device_descriptor = std::sync::Arc::new(warpscope::gpu::gui_device_descriptor);
+            c.device_descriptor = std::sync::Arc::new(descriptor);
             eframe::egui_wgpu::WgpuSetup::CreateNew(c)
         }
         other => other,

@@ -65,6 +65,7 @@ impl Buf {
 const COMMON: &str = include_str!("../../../shaders/engine/common.wgsl");
 const LEVEL: &str = include_str!("../../../shaders/engine/level.wgsl");
 const SAMPLING: &str = include_str!("../../../shaders/engine/sampling.wgsl");
+const DIFFUSION: &str = include_str!("../../../shaders/engine/diffusion.wgsl");
 
 fn module_source(name: &str) -> Option<String> {
     let parts: &[&str] = match name {
@@ -83,7 +84,14 @@ fn module_source(name: &str) -> Option<String> {
             COMMON,
             LEVEL,
             SAMPLING,
+            DIFFUSION,
             include_str!("../../../shaders/engine/chain.wgsl"),
+        ],
+        "model" => &[
+            COMMON,
+            LEVEL,
+            DIFFUSION,
+            include_str!("../../../shaders/engine/model.wgsl"),
         ],
         "reduce" => &[
             COMMON,
@@ -167,7 +175,13 @@ impl Gpu {
     /// Run `f` inside out-of-memory and validation error scopes (this
     /// thread's); an error becomes `Err` with `what` in front.
     pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> GpuResult<T> {
-        crate::render::texture::scoped(&self.device, what, f)
+        crate::render::texture::scoped(&self.device, what, f).map_err(|e| {
+            if e.contains("ran out of memory") {
+                format!("{e}; the CPU device can run this registration")
+            } else {
+                e
+            }
+        })
     }
 
     /// The pipeline of `entry` in module `module` (compiled on first use).
@@ -218,12 +232,13 @@ impl Gpu {
     }
 
     /// A bind group for `pipeline` from (binding, resource) pairs: exactly
-    /// the bindings its entry point uses.
+    /// the bindings its entry point uses (a mismatch is an error, not a
+    /// panic).
     pub fn bind(
         &self,
         pipeline: &wgpu::ComputePipeline,
         entries: &[(u32, wgpu::BindingResource<'_>)],
-    ) -> wgpu::BindGroup {
+    ) -> GpuResult<wgpu::BindGroup> {
         let entries: Vec<wgpu::BindGroupEntry> = entries
             .iter()
             .map(|(b, r)| wgpu::BindGroupEntry {
@@ -231,10 +246,12 @@ impl Gpu {
                 resource: r.clone(),
             })
             .collect();
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
+        self.scoped("binding a GPU kernel's buffers", || {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
         })
     }
 
@@ -248,20 +265,23 @@ impl Gpu {
             .min(self.limits.max_buffer_size);
         if bytes > max {
             return Err(format!(
-                "{label}: {} MiB exceeds this GPU's largest storage buffer ({} MiB); register \
-                 a coarser image or on the CPU",
-                bytes >> 20,
+                "{} needs {} MiB in one buffer, beyond this GPU's largest storage buffer \
+                 ({} MiB): register a coarser image, or choose the CPU device",
+                label.trim_start_matches("engine: "),
+                bytes.div_ceil(1 << 20),
                 max >> 20
             ));
         }
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let buffer = self.scoped(label, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
         Ok(Buf { buffer, len })
     }
 

@@ -89,7 +89,7 @@ fn fields_pass(
     let u = gpu.uniform("engine: field op", params);
     let mut e = vec![(0, u.as_entire_binding())];
     e.extend(entries);
-    let bind = gpu.bind(&p, &e);
+    let bind = gpu.bind(&p, &e)?;
     gpu.submit(entry, |pass| match n {
         Some(n) => gpu.dispatch(pass, &p, &bind, n),
         None => gpu.dispatch_one(pass, &p, &bind),
@@ -153,6 +153,57 @@ pub fn affine_displacement(
         ],
         Some(dims.iter().product()),
     )
+}
+
+/// exp(θ·s) by scaling and squaring (`register::field::exp_velocity`):
+/// u₀ = θ·s / 2^K, then K times u ← u + u(x + u) (clamped borders).
+pub fn exp_field(
+    gpu: &Gpu,
+    theta: &[Buf; 3],
+    scale: [f32; 3],
+    dims: [usize; 3],
+    steps: usize,
+) -> GpuResult<[Buf; 3]> {
+    let n: usize = dims.iter().product();
+    let geo = super::optim::Geo {
+        dims: dims4(dims),
+        info: [0; 4],
+        scale: [scale[0], scale[1], scale[2], 0.0],
+        into: [[0.0; 4]; 3],
+        back: [[0.0; 4]; 3],
+    };
+    let geo = gpu.uniform("engine: field geometry", &geo);
+    let mp = gpu.uniform(
+        "engine: squarings",
+        &[steps as f32, 0.5f32.powi(steps as i32), 0.0, 0.0],
+    );
+    let init = gpu.pipeline("model", "svf_init")?;
+    let square = gpu.pipeline("model", "ss_forward")?;
+    let bind = |p: &wgpu::ComputePipeline, from: &[Buf; 3], to: &[Buf; 3], with_mp: bool| {
+        let mut e = vec![(0, geo.as_entire_binding())];
+        for k in 0..3 {
+            e.push((3 + k as u32, from[k].binding()));
+            e.push((12 + k as u32, to[k].binding()));
+        }
+        if with_mp {
+            e.push((20, mp.as_entire_binding()));
+        }
+        gpu.bind(p, &e)
+    };
+    let mut cur = field_bufs(gpu, n)?;
+    let b = bind(&init, theta, &cur, true)?;
+    gpu.submit("integrating the velocity field", |pass| {
+        gpu.dispatch(pass, &init, &b, n)
+    })?;
+    for _ in 0..steps {
+        let next = field_bufs(gpu, n)?;
+        let b = bind(&square, &cur, &next, false)?;
+        gpu.submit("integrating the velocity field", |pass| {
+            gpu.dispatch(pass, &square, &b, n)
+        })?;
+        cur = next;
+    }
+    Ok(cur)
 }
 
 /// The field θ (parameter units with factors `s_from`) of grid `from`
@@ -228,7 +279,7 @@ pub fn blur(gpu: &Gpu, src: &Buf, dims: [usize; 3], sigma: [f64; 3]) -> GpuResul
                 (1, input.binding()),
                 (2, out.binding()),
             ],
-        );
+        )?;
         gpu.submit("smoothing", |pass| gpu.dispatch(pass, &p, &bind, n))?;
         cur = Some(out);
     }
@@ -286,7 +337,7 @@ pub fn resample(
             (2, out.binding()),
             (3, u.as_entire_binding()),
         ],
-    );
+    )?;
     gpu.submit("resampling", |pass| gpu.dispatch(pass, &p, &bind, n))?;
     Ok(out)
 }
@@ -324,7 +375,7 @@ pub fn product(gpu: &Gpu, a: &Buf, b: &Buf) -> GpuResult<Buf> {
             (3, u.as_entire_binding()),
             (4, b.binding()),
         ],
-    );
+    )?;
     gpu.submit("multiplying weights", |pass| {
         gpu.dispatch(pass, &p, &bind, n)
     })?;
@@ -406,7 +457,7 @@ pub fn ic_weights(
         gpu,
         "max_final",
         &p,
-        vec![(6, max.binding()), (7, partials.binding())],
+        vec![(5, max.binding()), (7, partials.binding())],
         None,
     )?;
     let weights = gpu.buf("engine: IC weights", n)?;

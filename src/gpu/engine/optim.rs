@@ -37,8 +37,11 @@ pub const F_REG_WEIGHTED: u32 = 256;
 pub const T_MSE: usize = 0;
 pub const T_LNCC: usize = 1;
 pub const T_DIFFUSION: usize = 4;
-/// Floats per history row: total, 8 term values, halted, iteration, spare.
-const ROW: usize = 12;
+/// Floats per history row: total, 16 term values (8 per direction),
+/// halted, iteration, spare.
+const ROW: usize = 20;
+/// Where a history row says the optimiser halted.
+const HALTED: usize = 17;
 /// Rows in the history ring (more than a batch times the batches in flight).
 const ROWS: usize = 512;
 /// Batches in flight before the loop waits for the oldest.
@@ -79,6 +82,12 @@ impl Live {
             ],
             reg: [diffusion as f32, jacobian as f32, lr as f32, 0.0],
         }
+    }
+
+    /// With the inverse-consistency loss's weight.
+    pub fn with_ic(mut self, weight: f64) -> Self {
+        self.reg[3] = weight as f32;
+        self
     }
 }
 
@@ -127,17 +136,48 @@ impl Problem {
     }
 }
 
+/// A dense field model: θ per direction (forward, and backward when
+/// symmetric; parameter units, voxels = θ·s), integrated by scaling and
+/// squaring when it is a velocity field, with the optional Jacobian
+/// penalty and inverse-consistency loss.
+pub struct Dense {
+    pub theta: Vec<[Buf; 3]>,
+    pub scale: [f32; 3],
+    /// Scaling-and-squaring steps when θ is a stationary velocity field.
+    pub svf_steps: Option<usize>,
+    pub jacobian: bool,
+    /// The inverse-consistency loss between the two directions.
+    pub inverse_consistency: bool,
+}
+
+impl Dense {
+    /// A plain field in one direction.
+    pub fn plain(theta: [Buf; 3], scale: [f32; 3]) -> Self {
+        Dense {
+            theta: vec![theta],
+            scale,
+            svf_steps: None,
+            jacobian: false,
+            inverse_consistency: false,
+        }
+    }
+
+    /// Whether the field goes through explicit displacement buffers (and
+    /// the model kernels) rather than the fused dense path.
+    fn general(&self) -> bool {
+        self.svf_steps.is_some() || self.jacobian || self.inverse_consistency
+    }
+}
+
 /// What is optimised.
 pub enum Mode {
-    /// A dense field θ (one buffer per component, parameter units) and the
-    /// unit factors s (voxels = θ·s).
-    Dense { theta: [Buf; 3], scale: [f32; 3] },
+    Dense(Dense),
     /// The affine Δ (M = [I|0] + Δ on normalised coordinates x̂ = into·p;
     /// sampling points q = back·(M x̂)).
     Affine {
         into: [[f64; 4]; 3],
         back: [[f64; 4]; 3],
-        delta: [f64; 12],
+        delta: Box<[f64; 12]>,
     },
 }
 
@@ -155,6 +195,7 @@ pub type KernelTimes = Vec<(&'static str, f64)>;
 /// Voxels per invocation of the kernels that reduce (`VPT` in common.wgsl).
 pub const VPT: usize = 8;
 
+#[derive(Clone, Copy)]
 enum Size {
     /// One invocation per item.
     Grid(usize),
@@ -163,6 +204,7 @@ enum Size {
     One,
 }
 
+#[derive(Clone)]
 struct Step {
     label: &'static str,
     pipeline: wgpu::ComputePipeline,
@@ -239,32 +281,96 @@ pub fn sampling_matrix(
     out
 }
 
+/// One direction of a dense model: its parameters and optimiser buffers.
+struct Direction {
+    theta: [Buf; 3],
+    m: [[Buf; 3]; 2],
+    grad: [Buf; 3],
+    /// Model kernels: the displacements u₀ … u_K (K = 0 without SVF).
+    u: Vec<[Buf; 3]>,
+    /// The Jacobian penalty's dL/dJ per voxel (three rows of vec4).
+    jm: Option<[Buf; 3]>,
+}
+
 pub struct Optim {
     gpu: Arc<Gpu>,
     n: usize,
     dims: [usize; 3],
-    affine: bool,
-    theta: Option<[Buf; 3]>,
     scale: [f32; 3],
-    m: Option<[[Buf; 3]; 2]>,
+    svf_steps: Option<usize>,
+    dirs: Vec<Direction>,
     state: wgpu::Buffer,
     history: wgpu::Buffer,
     live: wgpu::Buffer,
     live_now: Live,
     steps: Vec<Step>,
-    undo: Option<Step>,
-    /// Similarity terms computed at this level, in report order.
-    terms: Vec<(usize, &'static str)>,
-    grad: Option<[Buf; 3]>,
+    /// The field steps of the forward direction (model kernels), for
+    /// snapshots and results.
+    field_steps: Vec<Step>,
+    undo: Vec<Step>,
+    /// Terms reported: (history index, kind, name).
+    terms: Vec<(usize, usize, String)>,
     /// Dispatches per iteration.
     pub dispatches_per_iteration: usize,
     iterations_run: usize,
 }
 
+/// Term kinds (index within a direction's eight history values).
+const K_JACOBIAN: usize = 5;
+const K_IC: usize = 6;
+/// History values per direction.
+const PER_DIR: usize = 8;
+
+/// Resources shared while the dispatch list is built.
+struct Build<'a> {
+    gpu: &'a Arc<Gpu>,
+    n: usize,
+    live_u: &'a wgpu::Buffer,
+    state_b: &'a wgpu::Buffer,
+    partials: &'a Buf,
+    lncc: Option<&'a LnccScratch>,
+    /// The warped image and dL/dI between the passes of local NCC.
+    scratch: Option<&'a (Buf, Buf)>,
+    /// The regulariser's weight map (IC weights), if any.
+    reg_weight: Option<&'a Buf>,
+}
+
+/// Box-sum buffers and uniforms of local NCC (shared by every channel).
+struct LnccScratch {
+    s: Vec<Buf>,
+    t: Vec<Buf>,
+    box_y3: wgpu::Buffer,
+    box_x4: wgpu::Buffer,
+    box_y4: wgpu::Buffer,
+}
+
+/// The points a similarity pass samples at.
+enum Points<'a> {
+    /// p + geo.scale · field (θ with s, or u with 1); dL/dfield goes to `grad`.
+    Field {
+        field: &'a [Buf; 3],
+        grad: &'a [Buf; 3],
+    },
+    /// K·[p, 1] from the state buffer; dL/dΔ's partials to the channel's slots.
+    Affine,
+}
+
+/// One direction's images, weights and uniforms for the similarity passes.
+struct SimPass<'a> {
+    problem: &'a Problem,
+    geo: &'a wgpu::Buffer,
+    chans: &'a [wgpu::Buffer],
+    /// The fixed image's window mean and variance per channel (local NCC).
+    stats: &'a [(Buf, Buf)],
+}
+
 impl Optim {
     /// Buffers, bind groups and the per-iteration dispatch list for `mode`
     /// on `problem` with the similarity `sim` (terms with weight 0 are not
-    /// computed; the live weights may change the others).
+    /// computed; the live weights may change the others). A symmetric model
+    /// optimises its second direction on the same images with their roles
+    /// swapped (and no similarity weight: a fixed mask does not apply in
+    /// moving space).
     pub fn new(
         gpu: Arc<Gpu>,
         problem: &Problem,
@@ -297,62 +403,99 @@ impl Optim {
         // Partial sums: one per workgroup of the reducing kernels.
         let groups = group_count(n.div_ceil(VPT));
         let affine = matches!(mode, Mode::Affine { .. });
-        let use_mse = sim.mse > 0.0;
-        let use_lncc = sim.lncc > 0.0;
-        let radius = (sim.window / 2) as u32;
-        let mut flags = 0u32;
-        if problem.weight.is_some() {
-            flags |= F_WEIGHTED;
-        }
-        if problem.reg_weight.is_some() {
-            flags |= F_REG_WEIGHTED;
-        }
-        if affine {
-            flags |= F_AFFINE;
-        } else {
-            flags |= F_DIFFUSION;
-        }
-        if use_mse {
-            flags |= F_MSE;
-        }
-        if use_lncc {
-            flags |= F_LNCC;
-        }
-        // Partial-sum slots and the reduce plan.
-        let mut slots = 0u32;
-        let mut ent: Vec<([u32; 4], f32)> = Vec::new();
-        let mut chans = Vec::new();
-        let inv_cn = 1.0 / (channels as f64 * n as f64);
-        let diffusion_slot = if affine {
-            0
-        } else {
-            slots += 1;
-            ent.push(([T_DIFFUSION as u32, slots - 1, 0, 0], 1.0 / n as f32));
-            slots - 1
-        };
-        for c in 0..channels {
-            let mut slot = [0u32, 0, 0, diffusion_slot];
-            if use_mse {
-                slot[0] = slots;
-                ent.push(([T_MSE as u32, slots, 0, 0], inv_cn as f32));
-                slots += 1;
-            }
-            if use_lncc {
-                slot[1] = slots;
-                ent.push(([T_LNCC as u32, slots, 0, 0], inv_cn as f32));
-                slots += 1;
-            }
-            if affine {
-                slot[2] = slots;
-                for j in 0..12 {
-                    ent.push(([j, slots + j, 1, 0], 1.0));
+        let (use_mse, use_lncc) = (sim.mse > 0.0, sim.lncc > 0.0);
+        let dense = match &mode {
+            Mode::Dense(d) => {
+                if d.theta.is_empty() || d.theta.len() > 2 {
+                    return Err("internal: one or two field directions".into());
                 }
-                slots += 12;
+                if d.inverse_consistency && d.theta.len() != 2 {
+                    return Err("internal: inverse consistency needs two directions".into());
+                }
+                for t in d.theta.iter().flatten() {
+                    if t.len < n {
+                        return Err("internal: the field does not fit the level".into());
+                    }
+                }
+                Some(d)
             }
-            chans.push(Chan {
-                idx: [c as u32, 0, 0, 0],
-                slot,
+            Mode::Affine { .. } => None,
+        };
+        let general = dense.is_some_and(Dense::general);
+        let ndirs = dense.map_or(1, |d| d.theta.len());
+        // The problems of each direction: the backward one swaps the images.
+        let backward = Problem {
+            dims,
+            fixed: problem.moving.clone(),
+            moving: problem.fixed.clone(),
+            weight: None,
+            reg_weight: problem.reg_weight.clone(),
+        };
+        let problems: Vec<&Problem> = [problem, &backward][..ndirs].to_vec();
+
+        // Slots of the partial sums and the reduce plan.
+        let inv_cn = 1.0 / (channels as f64 * n as f64);
+        let mut slots = 0u32;
+        let next = |slots: &mut u32| {
+            *slots += 1;
+            *slots - 1
+        };
+        let mut ent: Vec<([u32; 4], f32)> = Vec::new();
+        let mut ic_slots = [0u32; 2];
+        let mut chans: Vec<Vec<Chan>> = Vec::new();
+        let mut model_chan: Vec<Chan> = Vec::new();
+        for d in 0..ndirs {
+            let base = (d * PER_DIR) as u32;
+            let diff = if affine { 0 } else { next(&mut slots) };
+            if !affine {
+                ent.push(([base + T_DIFFUSION as u32, diff, 0, 0], 1.0 / n as f32));
+            }
+            let jac = if dense.is_some_and(|m| m.jacobian) {
+                let s = next(&mut slots);
+                ent.push(([base + K_JACOBIAN as u32, s, 0, 0], 1.0 / n as f32));
+                s
+            } else {
+                0
+            };
+            let ic = if d == 0 && dense.is_some_and(|m| m.inverse_consistency) {
+                let (a, b) = (next(&mut slots), next(&mut slots));
+                ent.push(([K_IC as u32, a, 0, 0], 1.0 / n as f32));
+                ent.push(([K_IC as u32, b, 0, 0], 1.0 / n as f32));
+                [a, b]
+            } else {
+                [0, 0]
+            };
+            if d == 0 {
+                ic_slots = ic;
+            }
+            model_chan.push(Chan {
+                idx: [0, d as u32, 0, 0],
+                slot: [jac, 0, 0, diff],
             });
+            let mut per = Vec::new();
+            for c in 0..channels {
+                let mut slot = [0u32, 0, 0, diff];
+                if use_mse {
+                    slot[0] = next(&mut slots);
+                    ent.push(([base + T_MSE as u32, slot[0], 0, 0], inv_cn as f32));
+                }
+                if use_lncc {
+                    slot[1] = next(&mut slots);
+                    ent.push(([base + T_LNCC as u32, slot[1], 0, 0], inv_cn as f32));
+                }
+                if affine {
+                    slot[2] = slots;
+                    for j in 0..12 {
+                        ent.push(([j, slots + j, 1, 0], 1.0));
+                    }
+                    slots += 12;
+                }
+                per.push(Chan {
+                    idx: [c as u32, d as u32, 0, 0],
+                    slot,
+                });
+            }
+            chans.push(per);
         }
         if ent.len() > 128 {
             return Err(format!(
@@ -369,262 +512,317 @@ impl Optim {
             }
         }
         plan.head = [ent.len() as u32, ROWS as u32, u32::from(affine), mask];
-        let scale = match &mode {
-            Mode::Dense { scale, .. } => *scale,
-            Mode::Affine { .. } => [1.0; 3],
-        };
+
+        // Uniforms.
+        let scale = dense.map_or([1.0; 3], |d| d.scale);
         let (into, back) = match &mode {
             Mode::Affine { into, back, .. } => (mat(into), mat(back)),
-            Mode::Dense { .. } => ([[0.0; 4]; 3], [[0.0; 4]; 3]),
+            Mode::Dense(_) => ([[0.0; 4]; 3], [[0.0; 4]; 3]),
         };
-        let geo = Geo {
-            dims: [dims[0] as u32, dims[1] as u32, dims[2] as u32, n as u32],
-            info: [groups as u32, channels as u32, flags, radius],
-            scale: [scale[0], scale[1], scale[2], inv_cn as f32],
-            into,
-            back,
+        let geo_of = |p: &Problem, sim_pass: bool| {
+            let mut flags = 0u32;
+            if p.weight.is_some() && sim_pass {
+                flags |= F_WEIGHTED;
+            }
+            if p.reg_weight.is_some() {
+                flags |= F_REG_WEIGHTED;
+            }
+            if affine {
+                flags |= F_AFFINE;
+            } else if !(general && sim_pass) {
+                flags |= F_DIFFUSION;
+            }
+            if use_mse {
+                flags |= F_MSE;
+            }
+            if use_lncc {
+                flags |= F_LNCC;
+            }
+            // The model kernels' similarity passes see u in voxels.
+            let s = if general && sim_pass { [1.0; 3] } else { scale };
+            Geo {
+                dims: [dims[0] as u32, dims[1] as u32, dims[2] as u32, n as u32],
+                info: [
+                    groups as u32,
+                    channels as u32,
+                    flags,
+                    (sim.window / 2) as u32,
+                ],
+                scale: [s[0], s[1], s[2], inv_cn as f32],
+                into,
+                back,
+            }
         };
+        let geo_sim: Vec<wgpu::Buffer> = problems
+            .iter()
+            .map(|p| gpu.uniform("engine: level", &geo_of(p, true)))
+            .collect();
+        let geo_model: Vec<wgpu::Buffer> = problems
+            .iter()
+            .map(|p| gpu.uniform("engine: level (model)", &geo_of(p, false)))
+            .collect();
+        let live_u = gpu.uniform("engine: live weights", &live);
+        let plan_u = gpu.uniform("engine: reduce plan", &plan);
+        let chan_u: Vec<Vec<wgpu::Buffer>> = chans
+            .iter()
+            .map(|per| {
+                per.iter()
+                    .map(|c| gpu.uniform("engine: channel", c))
+                    .collect()
+            })
+            .collect();
+        let model_u: Vec<wgpu::Buffer> = model_chan
+            .iter()
+            .map(|c| gpu.uniform("engine: model slots", c))
+            .collect();
+        // The inverse-consistency loss's two halves, each with its slot.
+        let ic_u: Vec<wgpu::Buffer> = ic_slots
+            .iter()
+            .map(|&s| {
+                let c = Chan {
+                    idx: [0; 4],
+                    slot: [0, s, 0, 0],
+                };
+                gpu.uniform("engine: inverse-consistency slots", &c)
+            })
+            .collect();
         let mut state = State::zeroed();
         if let Mode::Affine {
             into, back, delta, ..
         } = &mode
         {
             state.delta = delta.map(|v| v as f32);
+            let delta: &[f64; 12] = delta;
             state.k = mat(&sampling_matrix(into, back, delta));
         }
-        let geo_u = gpu.uniform("engine: level", &geo);
-        let live_u = gpu.uniform("engine: live weights", &live);
-        let plan_u = gpu.uniform("engine: reduce plan", &plan);
-        let chan_u: Vec<wgpu::Buffer> = chans
-            .iter()
-            .map(|c| gpu.uniform("engine: channel", c))
-            .collect();
         let state_b = storage_bytes(&gpu, "engine: optimiser state", bytemuck::bytes_of(&state));
         let history = storage_bytes(&gpu, "engine: loss history", &vec![0u8; ROWS * ROW * 4]);
         let partials = gpu.buf("engine: partial sums", slots.max(1) as usize * groups)?;
-        let weight = |b| opt_binding(&gpu, b);
-        let mut steps = Vec::new();
-        // Local NCC scratch and the fixed image's window statistics.
+
+        // Local NCC scratch and each direction's fixed-image statistics.
         let lncc = if use_lncc {
-            let s: Vec<Buf> = (0..4)
-                .map(|_| gpu.buf("engine: box sums", n))
-                .collect::<GpuResult<_>>()?;
-            let t: Vec<Buf> = (0..4)
-                .map(|_| gpu.buf("engine: box sums", n))
-                .collect::<GpuResult<_>>()?;
-            let box_y3 = gpu.uniform("engine: box y3", &[1u32, 3, 0, 0]);
-            let box_x4 = gpu.uniform("engine: box x4", &[0u32, 4, 0, 0]);
-            let box_y4 = gpu.uniform("engine: box y4", &[1u32, 4, 0, 0]);
-            let mut stats = Vec::new();
-            let prod = gpu.pipeline("lncc", "prod_x")?;
-            let boxp = gpu.pipeline("lncc", "box_pass")?;
-            let statp = gpu.pipeline("lncc", "stats_z")?;
-            for f in &problem.fixed {
-                let mb = gpu.buf("engine: fixed window mean", n)?;
-                let vb = gpu.buf("engine: fixed window variance", n)?;
-                let b1 = gpu.bind(
-                    &prod,
-                    &[
-                        (0, ub(&geo_u)),
-                        (3, f.binding()),
-                        (4, f.binding()),
-                        (7, s[0].binding()),
-                        (8, s[1].binding()),
-                        (9, s[2].binding()),
-                    ],
-                );
-                let b2 = box_bind(&gpu, &boxp, &geo_u, &s, &t, &box_y3);
-                let b3 = gpu.bind(
-                    &statp,
-                    &[
-                        (0, ub(&geo_u)),
-                        (3, t[0].binding()),
-                        (4, t[1].binding()),
-                        (5, t[2].binding()),
-                        (7, mb.binding()),
-                        (8, vb.binding()),
-                    ],
-                );
-                gpu.submit("fixed-image window statistics", |pass| {
-                    gpu.dispatch(pass, &prod, &b1, n);
-                    gpu.dispatch(pass, &boxp, &b2, n);
-                    gpu.dispatch(pass, &statp, &b3, n);
-                })?;
-                stats.push((mb, vb));
-            }
-            Some((s, t, box_y3, box_x4, box_y4, stats))
+            let bufs = |what| {
+                (0..4)
+                    .map(|_| gpu.buf(what, n))
+                    .collect::<GpuResult<Vec<_>>>()
+            };
+            Some(LnccScratch {
+                s: bufs("engine: box sums")?,
+                t: bufs("engine: box sums")?,
+                box_y3: gpu.uniform("engine: box y3", &[1u32, 3, 0, 0]),
+                box_x4: gpu.uniform("engine: box x4", &[0u32, 4, 0, 0]),
+                box_y4: gpu.uniform("engine: box y4", &[1u32, 4, 0, 0]),
+            })
         } else {
             None
         };
-        // MSE alone: sample, compare and chain in one kernel per channel.
+        let mut stats: Vec<Vec<(Buf, Buf)>> = Vec::new();
+        for (d, p) in problems.iter().enumerate() {
+            stats.push(match &lncc {
+                Some(l) => window_stats(&gpu, &geo_sim[d], l, &p.fixed, n)?,
+                None => Vec::new(),
+            });
+        }
         let fused_mse = use_mse && !use_lncc;
-        let (sample_entry, chain_entry) = match (affine, fused_mse) {
-            (true, true) => ("", "mse_affine"),
-            (false, true) => ("", "mse_dense"),
-            (true, false) => ("sample_affine", "chain_affine"),
-            (false, false) => ("sample_dense", "chain_dense"),
-        };
-        let chain = gpu.pipeline("chain", chain_entry)?;
-        let grad: Option<[Buf; 3]> = if affine {
-            None
-        } else {
-            Some([
-                gpu.buf("engine: gradient x", n)?,
-                gpu.buf("engine: gradient y", n)?,
-                gpu.buf("engine: gradient z", n)?,
-            ])
-        };
-        let theta = match &mode {
-            Mode::Dense { theta, .. } => {
-                for t in theta {
-                    if t.len < n {
-                        return Err("internal: the field does not fit the level".into());
-                    }
-                }
-                Some(theta.clone())
-            }
-            Mode::Affine { .. } => None,
-        };
-        // The warped image and dL/dI between the passes of local NCC.
         let scratch = if fused_mse {
             None
         } else {
             Some((gpu.buf("engine: warped", n)?, gpu.buf("engine: dL/dI", n)?))
         };
-        for c in 0..channels {
-            let (fixed, moving) = (&problem.fixed[c], &problem.moving[c]);
-            if let Some((warped, dl)) = &scratch {
-                let sample = gpu.pipeline("sample", sample_entry)?;
-                let mut e = vec![
-                    (0, ub(&geo_u)),
-                    (1, ub(&live_u)),
-                    (2, ub(&chan_u[c])),
-                    (3, moving.binding()),
-                    (4, fixed.binding()),
-                    (5, weight(&problem.weight)),
-                    (6, warped.binding()),
-                    (7, dl.binding()),
-                    (8, partials.binding()),
-                ];
-                match &theta {
-                    Some(th) => {
-                        e.push((9, th[0].binding()));
-                        e.push((10, th[1].binding()));
-                        e.push((11, th[2].binding()));
-                    }
-                    None => e.push((12, state_b.as_entire_binding())),
-                }
-                steps.push(Step {
-                    label: sample_entry,
-                    bind: gpu.bind(&sample, &e),
-                    pipeline: sample,
-                    size: Size::Chunks(n),
+        let b = Build {
+            gpu: &gpu,
+            n,
+            live_u: &live_u,
+            state_b: &state_b,
+            partials: &partials,
+            lncc: lncc.as_ref(),
+            scratch: scratch.as_ref(),
+            reg_weight: problem.reg_weight.as_ref(),
+        };
+
+        // Parameters and optimiser buffers of each direction.
+        let three = |what| -> GpuResult<[Buf; 3]> {
+            Ok([gpu.buf(what, n)?, gpu.buf(what, n)?, gpu.buf(what, n)?])
+        };
+        let mut dirs = Vec::new();
+        if let Some(m) = dense {
+            for th in &m.theta {
+                let k = m.svf_steps.unwrap_or(0);
+                let u = if general {
+                    (0..=k)
+                        .map(|_| three("engine: displacement"))
+                        .collect::<GpuResult<Vec<_>>>()?
+                } else {
+                    Vec::new()
+                };
+                let jm = if m.jacobian {
+                    let row = || gpu.buf("engine: dL/dJ", 4 * n);
+                    Some([row()?, row()?, row()?])
+                } else {
+                    None
+                };
+                dirs.push(Direction {
+                    theta: th.clone(),
+                    m: [three("engine: Adam m")?, three("engine: Adam v")?],
+                    grad: three("engine: gradient")?,
+                    u,
+                    jm,
                 });
             }
-            if let (Some((s, t, box_y3, box_x4, box_y4, stats)), Some((warped, dl))) =
-                (&lncc, &scratch)
-            {
-                let prod = gpu.pipeline("lncc", "prod_x")?;
-                let boxp = gpu.pipeline("lncc", "box_pass")?;
-                let coef = gpu.pipeline("lncc", "coef_z")?;
-                let gz = gpu.pipeline("lncc", "grad_z")?;
-                let b_prod = gpu.bind(
-                    &prod,
-                    &[
-                        (0, ub(&geo_u)),
-                        (3, warped.binding()),
-                        (4, fixed.binding()),
-                        (7, s[0].binding()),
-                        (8, s[1].binding()),
-                        (9, s[2].binding()),
-                    ],
-                );
-                let b_y3 = box_bind(&gpu, &boxp, &geo_u, s, t, box_y3);
-                let b_coef = gpu.bind(
-                    &coef,
-                    &[
-                        (0, ub(&geo_u)),
-                        (2, ub(&chan_u[c])),
-                        (3, t[0].binding()),
-                        (4, t[1].binding()),
-                        (5, t[2].binding()),
-                        (6, stats[c].0.binding()),
-                        (7, s[0].binding()),
-                        (8, s[1].binding()),
-                        (9, s[2].binding()),
-                        (10, s[3].binding()),
-                        (11, weight(&problem.weight)),
-                        (12, partials.binding()),
-                        (14, stats[c].1.binding()),
-                    ],
-                );
-                let b_x4 = box_bind(&gpu, &boxp, &geo_u, s, t, box_x4);
-                let b_y4 = box_bind(&gpu, &boxp, &geo_u, t, s, box_y4);
-                let b_grad = gpu.bind(
-                    &gz,
-                    &[
-                        (0, ub(&geo_u)),
-                        (1, ub(&live_u)),
-                        (3, s[0].binding()),
-                        (4, s[1].binding()),
-                        (5, s[2].binding()),
-                        (6, s[3].binding()),
-                        (7, warped.binding()),
-                        (8, fixed.binding()),
-                        (9, dl.binding()),
-                    ],
-                );
-                for (label, pipeline, bind) in [
-                    ("lncc prod_x", prod, b_prod),
-                    ("lncc box y", boxp.clone(), b_y3),
-                    ("lncc coef_z", coef, b_coef),
-                    ("lncc box x", boxp.clone(), b_x4),
-                    ("lncc box y", boxp, b_y4),
-                    ("lncc grad_z", gz, b_grad),
-                ] {
-                    let size = if label == "lncc coef_z" {
-                        Size::Chunks(n)
-                    } else {
-                        Size::Grid(n)
+        }
+        // dL/du of each direction and a second buffer for scaling and
+        // squaring's backward pass.
+        let gu: Vec<[[Buf; 3]; 2]> = if general {
+            (0..ndirs)
+                .map(|_| Ok([three("engine: dL/du")?, three("engine: dL/du")?]))
+                .collect::<GpuResult<_>>()?
+        } else {
+            Vec::new()
+        };
+
+        // The dispatch list of one iteration.
+        let mut steps = Vec::new();
+        let mut field_steps = Vec::new();
+        match dense {
+            None => {
+                let pass = SimPass {
+                    problem,
+                    geo: &geo_sim[0],
+                    chans: &chan_u[0],
+                    stats: &stats[0],
+                };
+                b.similarity(&pass, Points::Affine, &mut steps)?;
+            }
+            Some(_) if !general => {
+                for (d, dir) in dirs.iter().enumerate() {
+                    let pass = SimPass {
+                        problem: problems[d],
+                        geo: &geo_sim[d],
+                        chans: &chan_u[d],
+                        stats: &stats[d],
                     };
-                    steps.push(Step {
-                        label,
-                        pipeline,
-                        bind,
-                        size,
-                    });
+                    let points = Points::Field {
+                        field: &dir.theta,
+                        grad: &dir.grad,
+                    };
+                    b.similarity(&pass, points, &mut steps)?;
                 }
             }
-            let mut e = vec![(0, ub(&geo_u)), (2, ub(&chan_u[c])), (3, moving.binding())];
-            if let Some((_, dl)) = &scratch {
-                e.push((4, dl.binding()));
-            }
-            if affine {
-                e.push((12, state_b.as_entire_binding()));
-                e.push((13, partials.binding()));
-            }
-            if let (Some(th), Some(gr)) = (&theta, &grad) {
-                e.push((1, ub(&live_u)));
-                for k in 0..3 {
-                    e.push((6 + k as u32, th[k].binding()));
-                    e.push((9 + k as u32, gr[k].binding()));
+            Some(m) => {
+                let k = m.svf_steps.unwrap_or(0);
+                let factor = 0.5f32.powi(k as i32);
+                let mp = gpu.uniform("engine: model", &[k as f32, factor, 0.0, 0.0]);
+                let one = gpu.uniform("engine: model", &[0.0f32, 1.0, 0.0, 0.0]);
+                for (d, dir) in dirs.iter().enumerate() {
+                    let geo = &geo_model[d];
+                    let mu = &model_u[d];
+                    let mut f = Vec::new();
+                    // u₀ = θ·s/2^K, then K squarings.
+                    f.push(b.model(
+                        "svf_init",
+                        geo,
+                        mu,
+                        &mp,
+                        &[(3, &dir.theta), (12, &dir.u[0])],
+                    )?);
+                    for j in 0..k {
+                        f.push(b.model(
+                            "ss_forward",
+                            geo,
+                            mu,
+                            &mp,
+                            &[(3, &dir.u[j]), (12, &dir.u[j + 1])],
+                        )?);
+                    }
+                    if d == 0 {
+                        field_steps = f.clone();
+                    }
+                    steps.extend(f);
+                    let pass = SimPass {
+                        problem: problems[d],
+                        geo: &geo_sim[d],
+                        chans: &chan_u[d],
+                        stats: &stats[d],
+                    };
+                    let top = k % 2;
+                    let points = Points::Field {
+                        field: &dir.u[k],
+                        grad: &gu[d][top],
+                    };
+                    b.similarity(&pass, points, &mut steps)?;
+                    if let Some(jm) = &dir.jm {
+                        let mut s =
+                            b.model("jacobian_m", geo, mu, &mp, &[(3, &dir.u[k]), (21, jm)])?;
+                        s.size = Size::Chunks(n);
+                        steps.push(s);
+                        steps.push(b.model(
+                            "jacobian_grad",
+                            geo,
+                            mu,
+                            &mp,
+                            &[(12, &gu[d][top]), (21, jm)],
+                        )?);
+                    }
                 }
-                e.push((13, partials.binding()));
-                e.push((14, weight(&problem.reg_weight)));
-            }
-            if fused_mse {
-                if affine {
-                    e.push((1, ub(&live_u)));
+                if m.inverse_consistency {
+                    let k = m.svf_steps.unwrap_or(0);
+                    let top = k % 2;
+                    for (a, bb) in [(0usize, 1usize), (1, 0)] {
+                        let geo = &geo_model[0];
+                        let slots = &ic_u[a];
+                        let mut s = b.model(
+                            "ic_point",
+                            geo,
+                            slots,
+                            &mp,
+                            &[(3, &dirs[a].u[k]), (6, &dirs[bb].u[k]), (12, &gu[bb][top])],
+                        )?;
+                        s.size = Size::Chunks(n);
+                        steps.push(s);
+                        steps.push(b.model(
+                            "ic_scatter",
+                            geo,
+                            slots,
+                            &mp,
+                            &[(3, &dirs[a].u[k]), (6, &dirs[bb].u[k]), (15, &gu[a][top])],
+                        )?);
+                    }
                 }
-                e.push((15, fixed.binding()));
-                e.push((16, weight(&problem.weight)));
+                for (d, dir) in dirs.iter().enumerate() {
+                    let geo = &geo_model[d];
+                    let mu = &model_u[d];
+                    // Back through the squarings: dL/du_j from dL/du_{j+1}.
+                    let mut cur = k % 2;
+                    for j in (0..k).rev() {
+                        let (g_in, g_out) = (&gu[d][cur], &gu[d][1 - cur]);
+                        steps.push(b.model(
+                            "ss_point",
+                            geo,
+                            mu,
+                            &mp,
+                            &[(3, &dir.u[j]), (9, g_in), (12, g_out)],
+                        )?);
+                        steps.push(b.model(
+                            "ss_scatter",
+                            geo,
+                            mu,
+                            &mp,
+                            &[(3, &dir.u[j]), (9, g_in), (15, g_out)],
+                        )?);
+                        cur = 1 - cur;
+                    }
+                    let f = if m.svf_steps.is_some() { &mp } else { &one };
+                    let mut s = b.model(
+                        "finish",
+                        geo,
+                        mu,
+                        f,
+                        &[(3, &dir.theta), (9, &gu[d][cur]), (12, &dir.grad)],
+                    )?;
+                    s.size = Size::Chunks(n);
+                    steps.push(s);
+                }
             }
-            steps.push(Step {
-                label: chain_entry,
-                bind: gpu.bind(&chain, &e),
-                pipeline: chain.clone(),
-                size: Size::Chunks(n),
-            });
         }
         let reduce = gpu.pipeline("reduce", "reduce")?;
         steps.push(Step {
@@ -632,89 +830,92 @@ impl Optim {
             bind: gpu.bind(
                 &reduce,
                 &[
-                    (0, ub(&geo_u)),
+                    (0, ub(&geo_sim[0])),
                     (1, ub(&live_u)),
                     (2, ub(&plan_u)),
                     (3, partials.binding()),
                     (4, state_b.as_entire_binding()),
                     (5, history.as_entire_binding()),
                 ],
-            ),
+            )?,
             pipeline: reduce,
             size: Size::One,
         });
-        let mut m = None;
-        let mut undo = None;
-        if let (Some(th), Some(gr)) = (&theta, &grad) {
-            let m1 = [
-                gpu.buf("engine: Adam m", n)?,
-                gpu.buf("engine: Adam m", n)?,
-                gpu.buf("engine: Adam m", n)?,
-            ];
-            let m2 = [
-                gpu.buf("engine: Adam v", n)?,
-                gpu.buf("engine: Adam v", n)?,
-                gpu.buf("engine: Adam v", n)?,
-            ];
+        let mut undo = Vec::new();
+        if !dirs.is_empty() {
             let adam = gpu.pipeline("update", "adam")?;
-            let mut e = vec![
-                (0, ub(&geo_u)),
-                (1, ub(&live_u)),
-                (2, state_b.as_entire_binding()),
-            ];
-            for k in 0..3u32 {
-                let i = k as usize;
-                e.push((3 + k, th[i].binding()));
-                e.push((6 + k, m1[i].binding()));
-                e.push((9 + k, m2[i].binding()));
-                e.push((12 + k, gr[i].binding()));
+            let back_p = gpu.pipeline("update", "undo")?;
+            for dir in &dirs {
+                let mut e = vec![
+                    (0, ub(&geo_sim[0])),
+                    (1, ub(&live_u)),
+                    (2, state_b.as_entire_binding()),
+                ];
+                let mut u = vec![(0, ub(&geo_sim[0])), (2, state_b.as_entire_binding())];
+                for k in 0..3u32 {
+                    let i = k as usize;
+                    for list in [&mut e, &mut u] {
+                        list.push((3 + k, dir.theta[i].binding()));
+                        list.push((6 + k, dir.m[0][i].binding()));
+                        list.push((9 + k, dir.m[1][i].binding()));
+                    }
+                    e.push((12 + k, dir.grad[i].binding()));
+                }
+                steps.push(Step {
+                    label: "adam",
+                    bind: gpu.bind(&adam, &e)?,
+                    pipeline: adam.clone(),
+                    size: Size::Grid(n),
+                });
+                undo.push(Step {
+                    label: "undo",
+                    bind: gpu.bind(&back_p, &u)?,
+                    pipeline: back_p.clone(),
+                    size: Size::Grid(n),
+                });
             }
-            steps.push(Step {
-                label: "adam",
-                bind: gpu.bind(&adam, &e),
-                pipeline: adam,
-                size: Size::Grid(n),
-            });
-            let back = gpu.pipeline("update", "undo")?;
-            let mut e = vec![(0, ub(&geo_u)), (2, state_b.as_entire_binding())];
-            for k in 0..3u32 {
-                let i = k as usize;
-                e.push((3 + k, th[i].binding()));
-                e.push((6 + k, m1[i].binding()));
-                e.push((9 + k, m2[i].binding()));
-            }
-            undo = Some(Step {
-                label: "undo",
-                bind: gpu.bind(&back, &e),
-                pipeline: back,
-                size: Size::Grid(n),
-            });
-            m = Some([m1, m2]);
         }
+        // Terms reported, in the composed path's order.
         let mut terms = Vec::new();
-        if use_mse {
-            terms.push((T_MSE, "mse"));
+        for d in 0..ndirs {
+            let suffix = if d == 0 { "" } else { "_bwd" };
+            let base = d * PER_DIR;
+            if use_mse {
+                terms.push((base + T_MSE, T_MSE, format!("mse{suffix}")));
+            }
+            if use_lncc {
+                terms.push((base + T_LNCC, T_LNCC, format!("lncc{suffix}")));
+            }
+            if !affine {
+                terms.push((
+                    base + T_DIFFUSION,
+                    T_DIFFUSION,
+                    format!("diffusion{suffix}"),
+                ));
+            }
+            if dense.is_some_and(|m| m.jacobian) {
+                terms.push((base + K_JACOBIAN, K_JACOBIAN, format!("jacobian{suffix}")));
+            }
         }
-        if use_lncc {
-            terms.push((T_LNCC, "lncc"));
+        if dense.is_some_and(|m| m.inverse_consistency) {
+            terms.push((K_IC, K_IC, "inverse_consistency".into()));
         }
         Ok(Self {
             dispatches_per_iteration: steps.len(),
-            gpu,
+            gpu: gpu.clone(),
             n,
             dims,
-            affine,
-            theta,
             scale,
-            m,
+            svf_steps: dense.and_then(|m| m.svf_steps),
+            dirs,
             state: state_b,
             history,
             live: live_u,
             live_now: live,
             steps,
+            field_steps,
             undo,
             terms,
-            grad,
             iterations_run: 0,
         })
     }
@@ -736,14 +937,7 @@ impl Optim {
         });
         for _ in 0..iterations {
             for s in &self.steps {
-                match s.size {
-                    Size::Grid(n) => self.gpu.dispatch(&mut pass, &s.pipeline, &s.bind, n),
-                    Size::Chunks(n) => {
-                        self.gpu
-                            .dispatch(&mut pass, &s.pipeline, &s.bind, n.div_ceil(VPT))
-                    }
-                    Size::One => self.gpu.dispatch_one(&mut pass, &s.pipeline, &s.bind),
-                }
+                self.dispatch(&mut pass, s);
             }
         }
     }
@@ -791,8 +985,9 @@ impl Optim {
         })
     }
 
-    /// The parameters' voxel displacement on this level, in new buffers
-    /// (dense: θ·s; affine: K·p − p).
+    /// The parameters' voxel displacement on this level (the forward
+    /// direction), in new buffers: θ·s, its exponential for a velocity
+    /// field, or K·p − p for the affine.
     pub fn displacement(&self) -> GpuResult<[Buf; 3]> {
         let gpu = &self.gpu;
         let out = [
@@ -800,11 +995,51 @@ impl Optim {
             gpu.buf("engine: field y", self.n)?,
             gpu.buf("engine: field z", self.n)?,
         ];
-        match &self.theta {
-            Some(th) => super::ops::scaled(gpu, th, self.scale, self.dims, &out)?,
-            None => super::ops::affine_displacement(gpu, &self.state, self.dims, &out)?,
+        let Some(dir) = self.dirs.first() else {
+            super::ops::affine_displacement(gpu, &self.state, self.dims, &out)?;
+            return Ok(out);
+        };
+        match dir.u.last() {
+            None => super::ops::scaled(gpu, &dir.theta, self.scale, self.dims, &out)?,
+            Some(u) => {
+                gpu.submit("integrating the field", |pass| {
+                    for s in &self.field_steps {
+                        self.dispatch(pass, s);
+                    }
+                })?;
+                gpu.scoped("copying the field", || {
+                    let mut encoder = gpu
+                        .device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                    for (from, to) in u.iter().zip(&out) {
+                        encoder.copy_buffer_to_buffer(
+                            &from.buffer,
+                            0,
+                            &to.buffer,
+                            0,
+                            (self.n * 4) as u64,
+                        );
+                    }
+                    gpu.queue.submit([encoder.finish()]);
+                })?;
+            }
         }
         Ok(out)
+    }
+
+    fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, s: &Step) {
+        match s.size {
+            Size::Grid(n) => self.gpu.dispatch(pass, &s.pipeline, &s.bind, n),
+            Size::Chunks(n) => self
+                .gpu
+                .dispatch(pass, &s.pipeline, &s.bind, n.div_ceil(VPT)),
+            Size::One => self.gpu.dispatch_one(pass, &s.pipeline, &s.bind),
+        }
+    }
+
+    /// Whether the parameters are a velocity field (scaling and squaring).
+    pub fn is_svf(&self) -> bool {
+        self.svf_steps.is_some()
     }
 
     /// The affine parameters Δ (row-major 3×4) as they are now.
@@ -824,21 +1059,25 @@ impl Optim {
         Ok(*bytemuck::from_bytes::<State>(bytemuck::cast_slice(&v)))
     }
 
-    /// dL/dθ of the last iteration (dense fields), per component.
+    /// dL/dθ of the last iteration (dense fields), per component, the
+    /// forward direction then the backward one.
     pub fn gradient(&self) -> GpuResult<Vec<f32>> {
-        let Some(g) = &self.grad else {
+        if self.dirs.is_empty() {
             return Err("the affine optimiser keeps no field gradient".into());
-        };
-        let mut out = Vec::with_capacity(3 * self.n);
-        for b in g {
-            out.extend(self.gpu.read(b)?);
+        }
+        let mut out = Vec::with_capacity(3 * self.n * self.dirs.len());
+        for d in &self.dirs {
+            for b in &d.grad {
+                out.extend(self.gpu.read(b)?);
+            }
         }
         Ok(out)
     }
 
     /// Run `iterations` iterations without reports; the history rows
-    /// (total, then the 8 term values) of each.
-    pub fn iterate_quietly(&mut self, iterations: usize) -> GpuResult<Vec<[f32; 9]>> {
+    /// (the total, then 8 term values per direction: mse, lncc, ncc, mi,
+    /// diffusion, jacobian, inverse consistency, unused) of each.
+    pub fn iterate_quietly(&mut self, iterations: usize) -> GpuResult<Vec<[f32; 17]>> {
         let p = self.submit_batch(iterations)?;
         let v = p.reading.wait(&self.gpu)?;
         Ok(v.chunks_exact(ROW)
@@ -846,17 +1085,19 @@ impl Optim {
             .collect())
     }
 
-    /// The term reports of one history row.
-    fn terms_of(&self, row: &[f32], reg: &Live) -> Vec<(String, f64)> {
-        let mut out: Vec<(String, f64)> = self
-            .terms
+    /// The term reports of one history row: similarity terms always, the
+    /// regularisers while their weight is not zero.
+    fn terms_of(&self, row: &[f32], live: &Live) -> Vec<(String, f64)> {
+        self.terms
             .iter()
-            .map(|(t, name)| (name.to_string(), f64::from(row[1 + t])))
-            .collect();
-        if !self.affine && reg.reg[0] > 0.0 {
-            out.push(("diffusion".into(), f64::from(row[1 + T_DIFFUSION])));
-        }
-        out
+            .filter(|(_, kind, _)| match *kind {
+                T_DIFFUSION => live.reg[0] > 0.0,
+                K_JACOBIAN => live.reg[1] > 0.0,
+                K_IC => live.reg[3] > 0.0,
+                _ => true,
+            })
+            .map(|(t, _, name)| (name.clone(), f64::from(row[1 + t])))
+            .collect()
     }
 
     /// Optimise for `iters` iterations (changeable by control), reporting
@@ -988,7 +1229,7 @@ impl Optim {
         for (k, row) in values.chunks_exact(ROW).take(count).enumerate() {
             let it = first + k - base;
             let total = f64::from(row[0]);
-            if row[9] != 0.0 {
+            if row[HALTED] != 0.0 {
                 // The optimiser halted: its parameters are those of this
                 // iteration, whose loss was not finite; take the last
                 // step back.
@@ -1017,9 +1258,11 @@ impl Optim {
     }
 
     fn undo_last_step(&self) -> GpuResult<()> {
-        if let Some(u) = &self.undo {
+        if !self.undo.is_empty() {
             self.gpu.submit("restoring the last good field", |pass| {
-                self.gpu.dispatch(pass, &u.pipeline, &u.bind, self.n)
+                for u in &self.undo {
+                    self.dispatch(pass, u);
+                }
             })?;
             self.gpu.wait()?;
         }
@@ -1049,14 +1292,7 @@ impl Optim {
             let t = Instant::now();
             self.gpu.submit(s.label, |pass| {
                 for _ in 0..reps {
-                    match s.size {
-                        Size::Grid(n) => self.gpu.dispatch(pass, &s.pipeline, &s.bind, n),
-                        Size::Chunks(n) => {
-                            self.gpu
-                                .dispatch(pass, &s.pipeline, &s.bind, n.div_ceil(VPT))
-                        }
-                        Size::One => self.gpu.dispatch_one(pass, &s.pipeline, &s.bind),
-                    }
+                    self.dispatch(pass, s);
                 }
             })?;
             self.gpu.wait()?;
@@ -1065,9 +1301,9 @@ impl Optim {
         Ok(out)
     }
 
-    /// Adam's moments (for tests).
+    /// Adam's moments of the forward direction (for tests).
     pub fn moments(&self) -> Option<&[[Buf; 3]; 2]> {
-        self.m.as_ref()
+        self.dirs.first().map(|d| &d.m)
     }
 }
 
@@ -1083,6 +1319,296 @@ fn ub(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
     b.as_entire_binding()
 }
 
+impl Build<'_> {
+    fn reg_binding(&self) -> wgpu::BindingResource<'_> {
+        match self.reg_weight {
+            Some(b) => b.binding(),
+            None => self.gpu.dummy(),
+        }
+    }
+
+    /// The similarity passes of one direction, each channel: sampling (or
+    /// MSE fused with the chain rule), local NCC's box passes, the chain rule.
+    fn similarity(&self, pass: &SimPass, points: Points, steps: &mut Vec<Step>) -> GpuResult<()> {
+        let gpu = self.gpu;
+        let n = self.n;
+        let affine = matches!(points, Points::Affine);
+        let fused_mse = self.scratch.is_none();
+        let (sample_entry, chain_entry) = match (affine, fused_mse) {
+            (true, true) => ("", "mse_affine"),
+            (false, true) => ("", "mse_dense"),
+            (true, false) => ("sample_affine", "chain_affine"),
+            (false, false) => ("sample_dense", "chain_dense"),
+        };
+        let chain = gpu.pipeline("chain", chain_entry)?;
+        let problem = pass.problem;
+        let weight = opt_binding(gpu, &problem.weight);
+        for c in 0..problem.fixed.len() {
+            let (fixed, moving) = (&problem.fixed[c], &problem.moving[c]);
+            let chan = &pass.chans[c];
+            if let Some((warped, dl)) = self.scratch {
+                let sample = gpu.pipeline("sample", sample_entry)?;
+                let mut e = vec![
+                    (0, ub(pass.geo)),
+                    (1, ub(self.live_u)),
+                    (2, ub(chan)),
+                    (3, moving.binding()),
+                    (4, fixed.binding()),
+                    (5, weight.clone()),
+                    (6, warped.binding()),
+                    (7, dl.binding()),
+                    (8, self.partials.binding()),
+                ];
+                match &points {
+                    Points::Field { field, .. } => {
+                        for k in 0..3 {
+                            e.push((9 + k as u32, field[k].binding()));
+                        }
+                    }
+                    Points::Affine => e.push((12, self.state_b.as_entire_binding())),
+                }
+                steps.push(Step {
+                    label: sample_entry,
+                    bind: gpu.bind(&sample, &e)?,
+                    pipeline: sample,
+                    size: Size::Chunks(n),
+                });
+                if let Some(l) = self.lncc {
+                    self.lncc_steps(pass, l, c, warped, dl, steps)?;
+                }
+            }
+            let mut e = vec![(0, ub(pass.geo)), (2, ub(chan)), (3, moving.binding())];
+            if let Some((_, dl)) = self.scratch {
+                e.push((4, dl.binding()));
+            }
+            match &points {
+                Points::Affine => {
+                    e.push((12, self.state_b.as_entire_binding()));
+                    e.push((13, self.partials.binding()));
+                }
+                Points::Field { field, grad } => {
+                    e.push((1, ub(self.live_u)));
+                    for k in 0..3 {
+                        e.push((6 + k as u32, field[k].binding()));
+                        e.push((9 + k as u32, grad[k].binding()));
+                    }
+                    e.push((13, self.partials.binding()));
+                    e.push((14, self.reg_binding()));
+                }
+            }
+            if fused_mse {
+                if affine {
+                    e.push((1, ub(self.live_u)));
+                }
+                e.push((15, fixed.binding()));
+                e.push((16, weight.clone()));
+            }
+            steps.push(Step {
+                label: chain_entry,
+                bind: gpu.bind(&chain, &e)?,
+                pipeline: chain.clone(),
+                size: Size::Chunks(n),
+            });
+        }
+        Ok(())
+    }
+
+    /// Local NCC's passes for channel `c`, adding its dL/dI into `dl`.
+    fn lncc_steps(
+        &self,
+        pass: &SimPass,
+        l: &LnccScratch,
+        c: usize,
+        warped: &Buf,
+        dl: &Buf,
+        steps: &mut Vec<Step>,
+    ) -> GpuResult<()> {
+        let gpu = self.gpu;
+        let (s, t) = (&l.s, &l.t);
+        let fixed = &pass.problem.fixed[c];
+        let prod = gpu.pipeline("lncc", "prod_x")?;
+        let boxp = gpu.pipeline("lncc", "box_pass")?;
+        let coef = gpu.pipeline("lncc", "coef_z")?;
+        let gz = gpu.pipeline("lncc", "grad_z")?;
+        let b_prod = gpu.bind(
+            &prod,
+            &[
+                (0, ub(pass.geo)),
+                (3, warped.binding()),
+                (4, fixed.binding()),
+                (7, s[0].binding()),
+                (8, s[1].binding()),
+                (9, s[2].binding()),
+            ],
+        )?;
+        let b_coef = gpu.bind(
+            &coef,
+            &[
+                (0, ub(pass.geo)),
+                (2, ub(&pass.chans[c])),
+                (3, t[0].binding()),
+                (4, t[1].binding()),
+                (5, t[2].binding()),
+                (6, pass.stats[c].0.binding()),
+                (7, s[0].binding()),
+                (8, s[1].binding()),
+                (9, s[2].binding()),
+                (10, s[3].binding()),
+                (11, opt_binding(gpu, &pass.problem.weight)),
+                (12, self.partials.binding()),
+                (14, pass.stats[c].1.binding()),
+            ],
+        )?;
+        let b_grad = gpu.bind(
+            &gz,
+            &[
+                (0, ub(pass.geo)),
+                (1, ub(self.live_u)),
+                (3, s[0].binding()),
+                (4, s[1].binding()),
+                (5, s[2].binding()),
+                (6, s[3].binding()),
+                (7, warped.binding()),
+                (8, fixed.binding()),
+                (9, dl.binding()),
+            ],
+        )?;
+        let n = self.n;
+        for (label, pipeline, bind, size) in [
+            ("lncc prod_x", prod, b_prod, Size::Grid(n)),
+            (
+                "lncc box y",
+                boxp.clone(),
+                box_bind(gpu, &boxp, pass.geo, s, t, &l.box_y3)?,
+                Size::Grid(n),
+            ),
+            ("lncc coef_z", coef, b_coef, Size::Chunks(n)),
+            (
+                "lncc box x",
+                boxp.clone(),
+                box_bind(gpu, &boxp, pass.geo, s, t, &l.box_x4)?,
+                Size::Grid(n),
+            ),
+            (
+                "lncc box y",
+                boxp.clone(),
+                box_bind(gpu, &boxp, pass.geo, t, s, &l.box_y4)?,
+                Size::Grid(n),
+            ),
+            ("lncc grad_z", gz, b_grad, Size::Grid(n)),
+        ] {
+            steps.push(Step {
+                label,
+                pipeline,
+                bind,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    /// A `model.wgsl` kernel with the fields bound at their first binding
+    /// (3: fa, 6: fb, 9: gr, 12: gw, 15: gat, 21: jm).
+    fn model(
+        &self,
+        entry: &'static str,
+        geo: &wgpu::Buffer,
+        chan: &wgpu::Buffer,
+        mp: &wgpu::Buffer,
+        fields: &[(u32, &[Buf; 3])],
+    ) -> GpuResult<Step> {
+        let gpu = self.gpu;
+        let p = gpu.pipeline("model", entry)?;
+        // What each entry uses besides geo and its fields.
+        let (live, slots, factor, partials, rweight) = match entry {
+            "svf_init" => (false, false, true, false, false),
+            "jacobian_m" => (false, true, false, true, true),
+            "jacobian_grad" => (true, false, false, false, false),
+            "ic_point" => (true, true, false, true, false),
+            "ic_scatter" => (true, false, false, false, false),
+            "finish" => (true, true, true, true, true),
+            _ => (false, false, false, false, false),
+        };
+        let mut e = vec![(0, ub(geo))];
+        if live {
+            e.push((1, ub(self.live_u)));
+        }
+        if slots {
+            e.push((2, ub(chan)));
+        }
+        if factor {
+            e.push((20, ub(mp)));
+        }
+        if partials {
+            e.push((18, self.partials.binding()));
+        }
+        if rweight {
+            e.push((19, self.reg_binding()));
+        }
+        for (first, f) in fields {
+            for k in 0..3u32 {
+                e.push((first + k, f[k as usize].binding()));
+            }
+        }
+        Ok(Step {
+            label: entry,
+            bind: gpu.bind(&p, &e)?,
+            pipeline: p,
+            size: Size::Grid(self.n),
+        })
+    }
+}
+
+/// The window mean and variance of each fixed channel (local NCC, once
+/// per level).
+fn window_stats(
+    gpu: &Arc<Gpu>,
+    geo: &wgpu::Buffer,
+    l: &LnccScratch,
+    fixed: &[Buf],
+    n: usize,
+) -> GpuResult<Vec<(Buf, Buf)>> {
+    let prod = gpu.pipeline("lncc", "prod_x")?;
+    let boxp = gpu.pipeline("lncc", "box_pass")?;
+    let statp = gpu.pipeline("lncc", "stats_z")?;
+    let (s, t) = (&l.s, &l.t);
+    let mut out = Vec::new();
+    for f in fixed {
+        let mb = gpu.buf("engine: fixed window mean", n)?;
+        let vb = gpu.buf("engine: fixed window variance", n)?;
+        let b1 = gpu.bind(
+            &prod,
+            &[
+                (0, ub(geo)),
+                (3, f.binding()),
+                (4, f.binding()),
+                (7, s[0].binding()),
+                (8, s[1].binding()),
+                (9, s[2].binding()),
+            ],
+        )?;
+        let b2 = box_bind(gpu, &boxp, geo, s, t, &l.box_y3)?;
+        let b3 = gpu.bind(
+            &statp,
+            &[
+                (0, ub(geo)),
+                (3, t[0].binding()),
+                (4, t[1].binding()),
+                (5, t[2].binding()),
+                (7, mb.binding()),
+                (8, vb.binding()),
+            ],
+        )?;
+        gpu.submit("fixed-image window statistics", |pass| {
+            gpu.dispatch(pass, &prod, &b1, n);
+            gpu.dispatch(pass, &boxp, &b2, n);
+            gpu.dispatch(pass, &statp, &b3, n);
+        })?;
+        out.push((mb, vb));
+    }
+    Ok(out)
+}
+
 fn box_bind(
     gpu: &Gpu,
     boxp: &wgpu::ComputePipeline,
@@ -1090,7 +1616,7 @@ fn box_bind(
     src: &[Buf],
     dst: &[Buf],
     params: &wgpu::Buffer,
-) -> wgpu::BindGroup {
+) -> GpuResult<wgpu::BindGroup> {
     gpu.bind(
         boxp,
         &[

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::optim::{At, Live, Mode, Optim, Problem};
+use super::optim::{At, Dense, Live, Mode, Optim, Problem};
 use super::{Buf, Gpu, GpuResult, ops};
 use crate::register::params::{Pipeline, SimilarityWeights};
 use crate::register::session::{Halt, Runner};
@@ -38,17 +38,6 @@ pub fn supported(p: &Pipeline) -> Result<(), String> {
     let d = &p.deformable;
     if d.enabled || p.ic.enabled {
         sim("deformable", &d.sim, &mut missing);
-    }
-    if d.enabled {
-        if d.svf {
-            missing.push("the SVF (scaling and squaring)".into());
-        }
-        if d.symmetric {
-            missing.push("symmetric (two-direction) optimisation".into());
-        }
-        if d.jacobian > 0.0 {
-            missing.push("the Jacobian penalty".into());
-        }
     }
     if missing.is_empty() {
         Ok(())
@@ -165,21 +154,22 @@ pub fn run_stages(
         .collect::<GpuResult<Vec<_>>>()
         .map_err(failed)?;
     let lv = levels(&gpu, &fixed_pyr, mask_pyr.as_deref(), moving_a, depth).map_err(failed)?;
-    let mut theta: Option<[Buf; 3]> = None;
+    let mut field: Option<[Buf; 3]> = None;
     if p.deformable.enabled {
         let t = Instant::now();
         let (th, halt) = deformable_stage(&gpu, runner, &lv);
         if let Some(th) = &th {
+            let u = displacement(&gpu, th, &runner.pipeline, &lv[0].grid).map_err(failed)?;
             outcome.field_vox =
-                Some(field_volume(&gpu, th, &runner.pipeline, &lv[0]).map_err(failed)?);
+                Some(super::optim::read_field(&gpu, &u, &lv[0].grid).map_err(failed)?);
+            field = Some(u);
         }
-        theta = th;
         crate::register::stage_done(runner, outcome, "deformable", t);
         halt.map_or(Ok(()), Err)?;
     }
     if p.ic.enabled {
         let t = Instant::now();
-        let r = ic_stage(&gpu, runner, &lv[0], theta, outcome);
+        let r = ic_stage(&gpu, runner, &lv[0], field, outcome);
         crate::register::stage_done(runner, outcome, "ic-weighting", t);
         r?;
     }
@@ -221,7 +211,11 @@ fn affine_stage(gpu: &Arc<Gpu>, runner: &mut Runner, lv: &[Level]) -> (Option<Ma
             gpu.clone(),
             &problem,
             &runner.pipeline.affine.sim,
-            Mode::Affine { into, back, delta },
+            Mode::Affine {
+                into,
+                back,
+                delta: Box::new(delta),
+            },
             live_of(&runner.pipeline),
         )
         .map_err(failed)
@@ -232,7 +226,7 @@ fn affine_stage(gpu: &Arc<Gpu>, runner: &mut Runner, lv: &[Level]) -> (Option<Ma
                 levels: order.len(),
                 grid: &level.grid,
             };
-            guard_similarity(runner, |pl| &pl.affine.sim);
+            guard(runner, |pl| &pl.affine.sim, false, false);
             let r = o.run(runner, &at, p.iterations, &live_of);
             runner.live_guard = None;
             match o.delta() {
@@ -250,9 +244,15 @@ fn affine_stage(gpu: &Arc<Gpu>, runner: &mut Runner, lv: &[Level]) -> (Option<Ma
     (voxel_matrix(&d32, full.dims), halt)
 }
 
-/// Refuse live changes that switch on a similarity term the running
-/// kernels do not compute.
-fn guard_similarity(runner: &mut Runner, sim: fn(&Pipeline) -> &SimilarityWeights) {
+/// Refuse live changes that switch on a term the running kernels do not
+/// compute (a similarity term off at the start, the Jacobian penalty or
+/// the inverse-consistency loss outside a model that has them).
+fn guard(
+    runner: &mut Runner,
+    sim: fn(&Pipeline) -> &SimilarityWeights,
+    jacobian: bool,
+    inverse_consistency: bool,
+) {
     let s0 = sim(&runner.pipeline).clone();
     runner.live_guard = Some(Box::new(move |pl: &Pipeline| {
         let s = sim(pl);
@@ -260,8 +260,8 @@ fn guard_similarity(runner: &mut Runner, sim: fn(&Pipeline) -> &SimilarityWeight
             && s.mi == 0.0
             && (s.mse == 0.0 || s0.mse > 0.0)
             && (s.lncc == 0.0 || s0.lncc > 0.0)
-            && pl.deformable.jacobian == 0.0
-            && pl.deformable.inverse_consistency == 0.0
+            && (jacobian || pl.deformable.jacobian == 0.0)
+            && (inverse_consistency || pl.deformable.inverse_consistency == 0.0)
     }));
 }
 
@@ -317,14 +317,45 @@ fn upsample(
     )
 }
 
-/// Optimise θ on one level for `iters` iterations (`li`: the deformable
-/// level index for learning rate and diffusion weight).
+/// The field model of a dense stage.
+#[derive(Clone, Copy)]
+struct Model {
+    svf_steps: Option<usize>,
+    jacobian: bool,
+    inverse_consistency: bool,
+}
+
+impl Model {
+    /// The deformable stage's model (`symmetric`: two directions).
+    fn of(pl: &Pipeline) -> Self {
+        let d = &pl.deformable;
+        Model {
+            svf_steps: d.svf.then_some(d.svf_steps),
+            jacobian: d.jacobian > 0.0,
+            inverse_consistency: d.symmetric && d.inverse_consistency > 0.0,
+        }
+    }
+
+    /// A plain dense field (the IC stage), with the Jacobian penalty if on.
+    fn plain(pl: &Pipeline) -> Self {
+        Model {
+            svf_steps: None,
+            jacobian: pl.deformable.jacobian > 0.0,
+            inverse_consistency: false,
+        }
+    }
+}
+
+/// Optimise the fields `theta` (one per direction) on one level for
+/// `iters` iterations (`li`: the deformable level index for learning rate
+/// and diffusion weight).
 #[allow(clippy::too_many_arguments)]
 fn optimise_level(
     gpu: &Arc<Gpu>,
     runner: &mut Runner,
     problem: &Problem,
-    theta: &[Buf; 3],
+    theta: &[[Buf; 3]],
+    model: Model,
     li: usize,
     iters: usize,
     at: &At,
@@ -338,50 +369,70 @@ fn optimise_level(
             d.jacobian,
             Pipeline::level_value(&d.lr, li),
         )
+        .with_ic(d.inverse_consistency)
     };
     let mut o = Optim::new(
         gpu.clone(),
         problem,
         &runner.pipeline.deformable.sim,
-        Mode::Dense {
-            theta: theta.clone(),
+        Mode::Dense(Dense {
+            theta: theta.to_vec(),
             scale,
-        },
+            svf_steps: model.svf_steps,
+            jacobian: model.jacobian,
+            inverse_consistency: model.inverse_consistency,
+        }),
         live_of(&runner.pipeline),
     )
     .map_err(failed)?;
-    guard_similarity(runner, |pl| &pl.deformable.sim);
+    guard(
+        runner,
+        |pl| &pl.deformable.sim,
+        model.jacobian,
+        model.inverse_consistency,
+    );
     let r = o.run(runner, at, iters, &live_of);
     runner.live_guard = None;
     r
 }
 
-/// The deformable stage (as `stages::deformable::run`, dense fields):
-/// θ at full resolution (parameter units) and how it ended.
+/// The deformable stage (as `stages::deformable::run`): the forward θ at
+/// full resolution (parameter units) and how it ended.
 fn deformable_stage(
     gpu: &Arc<Gpu>,
     runner: &mut Runner,
     lv: &[Level],
 ) -> (Option<[Buf; 3]>, Option<Halt>) {
     let nl = runner.pipeline.deformable.levels.min(lv.len());
-    let mut theta: Option<[Buf; 3]> = None;
+    let directions = if runner.pipeline.deformable.symmetric {
+        2
+    } else {
+        1
+    };
+    let model = Model::of(&runner.pipeline);
+    let mut params: Vec<[Buf; 3]> = Vec::new();
     let mut current = nl - 1;
     let mut halt = None;
     for li in 0..nl {
         let k = nl - 1 - li;
         let level = &lv[k];
-        let next = match &theta {
-            None => zeros(gpu, level.grid.voxels()),
-            Some(t) => upsample(gpu, &runner.pipeline, t, &lv[current].grid, &level.grid),
+        let next: GpuResult<Vec<[Buf; 3]>> = if params.is_empty() {
+            (0..directions)
+                .map(|_| zeros(gpu, level.grid.voxels()))
+                .collect()
+        } else {
+            params
+                .iter()
+                .map(|t| upsample(gpu, &runner.pipeline, t, &lv[current].grid, &level.grid))
+                .collect()
         };
-        let th = match next {
-            Ok(t) => t,
+        params = match next {
+            Ok(p) => p,
             Err(e) => {
                 halt = Some(failed(e));
                 break;
             }
         };
-        theta = Some(th.clone());
         current = k;
         let iters = runner
             .pipeline
@@ -403,46 +454,52 @@ fn deformable_stage(
             levels: nl,
             grid: &level.grid,
         };
-        if let Err(h) = optimise_level(gpu, runner, &problem, &th, li, iters, &at) {
+        if let Err(h) = optimise_level(gpu, runner, &problem, &params, model, li, iters, &at) {
             halt = Some(h);
             break;
         }
     }
-    let theta = match theta {
-        Some(t) if current != 0 => {
-            match upsample(gpu, &runner.pipeline, &t, &lv[current].grid, &lv[0].grid) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    return (None, Some(halt.unwrap_or(failed(e))));
-                }
-            }
-        }
-        other => other,
+    let Some(theta) = params.into_iter().next() else {
+        return (None, halt);
     };
-    (theta, halt)
+    if current == 0 {
+        return (Some(theta), halt);
+    }
+    match upsample(
+        gpu,
+        &runner.pipeline,
+        &theta,
+        &lv[current].grid,
+        &lv[0].grid,
+    ) {
+        Ok(t) => (Some(t), halt),
+        Err(e) => (None, Some(halt.unwrap_or(failed(e)))),
+    }
 }
 
-/// θ (parameter units, full resolution) as a voxel displacement volume.
-fn field_volume(gpu: &Gpu, theta: &[Buf; 3], pl: &Pipeline, level: &Level) -> GpuResult<Volume> {
-    let dims = level.grid.dims;
-    let out = zeros(gpu, level.grid.voxels())?;
-    ops::scaled(
-        gpu,
-        theta,
-        unit_factors(pl.deformable.units, dims),
-        dims,
-        &out,
-    )?;
-    super::optim::read_field(gpu, &out, &level.grid)
+/// The voxel displacement θ stands for (`stages::deformable::displacement`):
+/// θ·s, integrated by scaling and squaring for a velocity field.
+fn displacement(gpu: &Gpu, theta: &[Buf; 3], pl: &Pipeline, grid: &Grid) -> GpuResult<[Buf; 3]> {
+    let d = &pl.deformable;
+    let scale = unit_factors(d.units, grid.dims);
+    if d.svf {
+        ops::exp_field(gpu, theta, scale, grid.dims, d.svf_steps)
+    } else {
+        let out = zeros(gpu, grid.voxels())?;
+        ops::scaled(gpu, theta, scale, grid.dims, &out)?;
+        Ok(out)
+    }
 }
 
 /// Inverse-consistency weighting (as `stages::ic::run`) on the finest
-/// level, starting from the deformable stage's θ (or the identity).
+/// level, starting from the deformable stage's displacement `start`
+/// (voxels; the identity without one). Plain dense fields in each
+/// direction: the images swap roles for the backward one.
 fn ic_stage(
     gpu: &Arc<Gpu>,
     runner: &mut Runner,
     level: &Level,
-    theta: Option<[Buf; 3]>,
+    start: Option<[Buf; 3]>,
     outcome: &mut Outcome,
 ) -> Result<(), Halt> {
     let pl = runner.pipeline.clone();
@@ -450,13 +507,15 @@ fn ic_stage(
     let dims = level.grid.dims;
     let n = level.grid.voxels();
     let scale = unit_factors(pl.deformable.units, dims);
-    let start = match theta {
+    let start = match start {
         Some(t) => t,
         None => zeros(gpu, n).map_err(failed)?,
     };
-    let copy3 = |t: &[Buf; 3], s: f32| -> GpuResult<[Buf; 3]> {
+    let model = Model::plain(&pl);
+    // θ = ±u / s
+    let params = |sign: f32| -> GpuResult<[Buf; 3]> {
         let out = zeros(gpu, n)?;
-        ops::scaled(gpu, t, [s; 3], dims, &out)?;
+        ops::scaled(gpu, &start, scale.map(|s| sign / s), dims, &out)?;
         Ok(out)
     };
     let at = |stage| At {
@@ -465,9 +524,14 @@ fn ic_stage(
         levels: 1,
         grid: &level.grid,
     };
-    let forward = copy3(&start, 1.0).map_err(failed)?;
+    let field = |theta: &[Buf; 3]| -> Result<Volume, Halt> {
+        let out = zeros(gpu, n).map_err(failed)?;
+        ops::scaled(gpu, theta, scale, dims, &out).map_err(failed)?;
+        super::optim::read_field(gpu, &out, &level.grid).map_err(failed)
+    };
     // 1. Forward refinement; 2. the backward direction from −u (the
     // images swap roles; the fixed mask does not apply in moving space).
+    let forward = params(1.0).map_err(failed)?;
     let problem = Problem {
         dims,
         fixed: level.fixed.clone(),
@@ -475,18 +539,20 @@ fn ic_stage(
         weight: level.mask.clone(),
         reg_weight: None,
     };
+    let one = std::slice::from_ref(&forward);
     let r = optimise_level(
         gpu,
         runner,
         &problem,
-        &forward,
+        one,
+        model,
         li,
         pl.ic.iterations,
         &at("ic-forward"),
     );
-    outcome.field_vox = Some(field_volume(gpu, &forward, &pl, level).map_err(failed)?);
+    outcome.field_vox = Some(field(&forward)?);
     r?;
-    let backward = copy3(&start, -1.0).map_err(failed)?;
+    let backward = params(-1.0).map_err(failed)?;
     let swapped = Problem {
         dims,
         fixed: level.moving.clone(),
@@ -498,7 +564,8 @@ fn ic_stage(
         gpu,
         runner,
         &swapped,
-        &backward,
+        std::slice::from_ref(&backward),
+        model,
         li,
         pl.ic.iterations,
         &at("ic-backward"),
@@ -520,7 +587,8 @@ fn ic_stage(
         .map_err(failed)?;
     runner.send(Event::IcWeights(weights.clone()));
     outcome.ic_weights = Some(weights);
-    // 4. The final weighted run of the forward field.
+    // 4. The final weighted run of the forward field: the map weights
+    // both the similarity (with the mask) and the regulariser.
     let sim_weight = match &level.mask {
         Some(m) => ops::product(gpu, m, &w).map_err(failed)?,
         None => w.clone(),
@@ -534,12 +602,13 @@ fn ic_stage(
         gpu,
         runner,
         &problem,
-        &forward,
+        one,
+        model,
         li,
         pl.ic.final_iterations,
         &at("ic-final"),
     );
-    outcome.field_vox = Some(field_volume(gpu, &forward, &pl, level).map_err(failed)?);
+    outcome.field_vox = Some(field(&forward)?);
     r
 }
 
@@ -578,21 +647,33 @@ pub fn profile(
         Mode::Affine {
             into: rows(&norm),
             back,
-            delta: [0.0; 12],
+            delta: Box::new([0.0; 12]),
         },
         Live::new(&pipeline.affine.sim, 0.0, 0.0, 0.0),
     )?;
     out.push(("affine".to_string(), a.profile(reps)?));
     let d = &pipeline.deformable;
+    let model = Model::of(pipeline);
     let o = Optim::new(
         gpu.clone(),
         &problem,
         &d.sim,
-        Mode::Dense {
-            theta: zeros(gpu, grid.voxels())?,
+        Mode::Dense(Dense {
+            theta: (0..if d.symmetric { 2 } else { 1 })
+                .map(|_| zeros(gpu, grid.voxels()))
+                .collect::<GpuResult<_>>()?,
             scale: unit_factors(d.units, grid.dims),
-        },
-        Live::new(&d.sim, Pipeline::level_value(&d.diffusion, 0), 0.0, 0.0),
+            svf_steps: model.svf_steps,
+            jacobian: model.jacobian,
+            inverse_consistency: model.inverse_consistency,
+        }),
+        Live::new(
+            &d.sim,
+            Pipeline::level_value(&d.diffusion, 0),
+            d.jacobian,
+            0.0,
+        )
+        .with_ic(d.inverse_consistency),
     )?;
     out.push(("deformable".to_string(), o.profile(reps)?));
     Ok(out)
