@@ -248,6 +248,8 @@ fn history_index(name: &str) -> usize {
     let kind = match base {
         "mse" => 0,
         "lncc" => 1,
+        "ncc" => 2,
+        "mi" => 3,
         "diffusion" => 4,
         "jacobian" => 5,
         "inverse_consistency" => 6,
@@ -344,6 +346,30 @@ fn model_kernels_match_the_composed_path() {
                 "deformable.lncc=0",
             ],
             vec![folding.clone()],
+            None,
+        ),
+        (
+            "global ncc + mse, IC weights",
+            vec!["deformable.ncc=0.7", "deformable.mse=0.4", "deformable.lncc=0"],
+            vec![small.clone()],
+            Some(&w[..]),
+        ),
+        (
+            "mutual information, 16 bins",
+            vec!["deformable.mi=1", "deformable.mi_bins=16", "deformable.lncc=0"],
+            vec![small.clone()],
+            None,
+        ),
+        (
+            "mutual information 32 bins + mse, IC weights",
+            vec!["deformable.mi=0.5", "deformable.mse=1", "deformable.lncc=0"],
+            vec![small.clone()],
+            Some(&w[..]),
+        ),
+        (
+            "global ncc + lncc",
+            vec!["deformable.ncc=1", "deformable.window=5"],
+            vec![small.clone()],
             None,
         ),
         (
@@ -508,8 +534,39 @@ fn affine_gradient_matches_the_cpu() {
     for (name, sim) in [
         ("mse", SimilarityWeights::mse()),
         ("lncc", SimilarityWeights::lncc(3)),
+        (
+            "ncc",
+            SimilarityWeights {
+                ncc: 1.0,
+                lncc: 0.0,
+                ..SimilarityWeights::lncc(3)
+            },
+        ),
+        (
+            "mi",
+            SimilarityWeights {
+                mi: 1.0,
+                lncc: 0.0,
+                mi_bins: 16,
+                ..SimilarityWeights::lncc(3)
+            },
+        ),
     ] {
         let (value, g) = eval(&sim, delta);
+        if sim.ncc > 0.0 || sim.mi > 0.0 {
+            // No fused CPU kernel: finite differences only.
+            let dir: [f64; 12] = std::array::from_fn(|j| ((j * 7 % 5) as f64 - 2.0) * 0.5);
+            let h = 1e-3;
+            let shifted = |s: f64| std::array::from_fn(|j| delta[j] + s * dir[j]);
+            let numeric = (eval(&sim, shifted(h)).0 - eval(&sim, shifted(-h)).0) / (2.0 * h);
+            let analytic: f64 = g.iter().zip(&dir).map(|(a, b)| f64::from(*a) * b).sum();
+            println!("{name}: value {value}, directional derivative {analytic:.6e} vs {numeric:.6e}");
+            assert!(
+                (numeric - analytic).abs() < 0.03 * numeric.abs().max(analytic.abs()).max(1e-4),
+                "{name}: analytic {analytic} vs numeric {numeric}"
+            );
+            continue;
+        }
         // CPU: the points, the fused kernels' dL/dq, the reduction.
         let k = sampling_matrix(&into, &back, &delta);
         let mut q = vec![0f32; 3 * n()];

@@ -42,8 +42,9 @@ struct Live {
     reg: vec4<f32>,
 }
 
-// Per channel: x = channel index; slots of its partial sums:
-// (mse, lncc, affine gradient base / ncc moments base, diffusion).
+// Per channel: idx = (channel, direction, first of global NCC's six moment
+// slots, global NCC's value slot); slots of its partial sums: (mse, lncc,
+// affine gradient base, diffusion).
 struct Chan {
     idx: vec4<u32>,
     slot: vec4<u32>,

@@ -1,7 +1,7 @@
 // Sampling pass, one channel: the moving image at the current points
 // (dense field: q = p + s·θ; affine: q = K·[p, 1]) into `warped`; dL/dI of
 // the MSE term into `dl` (zero otherwise: later terms add to it); partial
-// sums per workgroup of the MSE value.
+// sums per workgroup of the MSE value and of global NCC's moments.
 
 @group(0) @binding(0) var<uniform> geo: Geo;
 @group(0) @binding(1) var<uniform> live: Live;
@@ -31,6 +31,44 @@ fn finish(i: u32, a: f32, w: f32) -> f32 {
     return part;
 }
 
+var<workgroup> red4: array<vec4<f32>, 256>;
+
+fn wg_sum4(v: vec4<f32>, lid: u32) -> vec4<f32> {
+    red4[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            red4[lid] += red4[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red4[0];
+    workgroupBarrier();
+    return r;
+}
+
+// Global NCC's moments of this workgroup: Σw, Σwa, Σwb, Σwa² and Σwb², Σwab
+// into the six slots from chan.idx.z.
+fn store_moments(m0: vec4<f32>, m1: vec4<f32>, grp: u32, lid: u32) {
+    let s0 = wg_sum4(m0, lid);
+    let s1 = wg_sum4(m1, lid);
+    if (lid == 0u) {
+        let g = geo.info.x;
+        let b = chan.idx.z;
+        partials[b * g + grp] = s0.x;
+        partials[(b + 1u) * g + grp] = s0.y;
+        partials[(b + 2u) * g + grp] = s0.z;
+        partials[(b + 3u) * g + grp] = s0.w;
+        partials[(b + 4u) * g + grp] = s1.x;
+        partials[(b + 5u) * g + grp] = s1.y;
+    }
+}
+
+fn moments(i: u32, a: f32, w: f32) -> array<vec4<f32>, 2> {
+    let b = fixed[i];
+    return array<vec4<f32>, 2>(vec4<f32>(w, w * a, w * b, w * a * a), vec4<f32>(w * b * b, w * a * b, 0.0, 0.0));
+}
+
 fn store(part: f32, slot: u32, grp: u32, lid: u32) {
     let s = wg_sum(part, lid);
     if (lid == 0u) {
@@ -43,6 +81,8 @@ fn sample_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 @builtin(local_invocation_index) lid: u32) {
     let grp = group_of(wid, nwg);
     var mse_part = 0.0;
+    var m0 = vec4<f32>(0.0);
+    var m1 = vec4<f32>(0.0);
     for (var k = 0u; k < VPT; k++) {
         let i = chunk_index(grp, k, lid);
         if (i >= geo.dims.w) {
@@ -54,10 +94,19 @@ fn sample_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         if (has(F_WEIGHTED)) {
             w = weight[i];
         }
-        mse_part += finish(i, tri_sample(q, geo.dims.xyz).v, w);
+        let a = tri_sample(q, geo.dims.xyz).v;
+        mse_part += finish(i, a, w);
+        if (has(F_NCC)) {
+            let m = moments(i, a, w);
+            m0 += m[0];
+            m1 += m[1];
+        }
     }
     if (has(F_MSE)) {
         store(mse_part, chan.slot.x, grp, lid);
+    }
+    if (has(F_NCC)) {
+        store_moments(m0, m1, grp, lid);
     }
 }
 
@@ -66,6 +115,8 @@ fn sample_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                  @builtin(local_invocation_index) lid: u32) {
     let grp = group_of(wid, nwg);
     var mse_part = 0.0;
+    var m0 = vec4<f32>(0.0);
+    var m1 = vec4<f32>(0.0);
     for (var k = 0u; k < VPT; k++) {
         let i = chunk_index(grp, k, lid);
         if (i >= geo.dims.w) {
@@ -76,9 +127,18 @@ fn sample_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         if (has(F_WEIGHTED)) {
             w = weight[i];
         }
-        mse_part += finish(i, tri_sample(q, geo.dims.xyz).v, w);
+        let a = tri_sample(q, geo.dims.xyz).v;
+        mse_part += finish(i, a, w);
+        if (has(F_NCC)) {
+            let m = moments(i, a, w);
+            m0 += m[0];
+            m1 += m[1];
+        }
     }
     if (has(F_MSE)) {
         store(mse_part, chan.slot.x, grp, lid);
+    }
+    if (has(F_NCC)) {
+        store_moments(m0, m1, grp, lid);
     }
 }

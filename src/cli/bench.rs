@@ -145,7 +145,18 @@ pub fn run(a: &BenchArgs) -> CliResult {
                 .map(|(s, t)| {
                     let key = s.split('-').next().unwrap_or(s);
                     let n = iters.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n);
-                    json!({"stage": s, "seconds": t, "iterations": n, "iterations_per_s": n as f64 / t.max(1e-9)})
+                    let dispatches = outcome
+                        .stage_dispatches
+                        .iter()
+                        .find(|(k, _)| k == s)
+                        .map(|(_, d)| *d as f64 / n.max(1) as f64);
+                    json!({
+                        "stage": s,
+                        "seconds": t,
+                        "iterations": n,
+                        "iterations_per_s": n as f64 / t.max(1e-9),
+                        "dispatches_per_iteration": dispatches,
+                    })
                 })
                 .collect();
             let row = json!({
@@ -173,8 +184,11 @@ pub fn run(a: &BenchArgs) -> CliResult {
                 peak.unwrap_or(f64::NAN)
             );
             for s in &stages {
+                let dispatches = s["dispatches_per_iteration"]
+                    .as_f64()
+                    .map_or(String::new(), |d| format!("  {d:>5.1} dispatches/it"));
                 println!(
-                    "    {:<14} {:>7.2} s  {:>5} it  {:>7.1} it/s",
+                    "    {:<14} {:>7.2} s  {:>5} it  {:>7.1} it/s{dispatches}",
                     s["stage"].as_str().unwrap_or(""),
                     s["seconds"].as_f64().unwrap_or(0.0),
                     s["iterations"],

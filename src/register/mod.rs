@@ -74,6 +74,8 @@ pub struct Outcome {
     pub ic_weights: Option<Volume>,
     /// (stage, seconds).
     pub stage_seconds: Vec<(String, f64)>,
+    /// (stage, GPU kernel dispatches): runs on the engine's GPU kernels only.
+    pub stage_dispatches: Vec<(String, u64)>,
     pub final_terms: Vec<(String, f64)>,
     pub final_total: f64,
     pub iterations: usize,
@@ -321,6 +323,7 @@ pub fn register(
         field_vox: None,
         ic_weights: None,
         stage_seconds: Vec::new(),
+        stage_dispatches: Vec::new(),
         final_terms: Vec::new(),
         final_total: f64::NAN,
         iterations: 0,

@@ -93,6 +93,16 @@ fn module_source(name: &str) -> Option<String> {
             DIFFUSION,
             include_str!("../../../shaders/engine/model.wgsl"),
         ],
+        "ncc" => &[
+            COMMON,
+            LEVEL,
+            include_str!("../../../shaders/engine/ncc.wgsl"),
+        ],
+        "mi" => &[
+            COMMON,
+            LEVEL,
+            include_str!("../../../shaders/engine/mi.wgsl"),
+        ],
         "reduce" => &[
             COMMON,
             LEVEL,

@@ -31,11 +31,16 @@ pub const F_AFFINE: u32 = 2;
 pub const F_MSE: u32 = 4;
 pub const F_LNCC: u32 = 8;
 pub const F_DIFFUSION: u32 = 16;
+pub const F_NCC: u32 = 32;
 pub const F_REG_WEIGHTED: u32 = 256;
 
 /// Term indices of the loss history (`reduce.wgsl`).
 pub const T_MSE: usize = 0;
 pub const T_LNCC: usize = 1;
+pub const T_NCC: usize = 2;
+pub const T_MI: usize = 3;
+/// Most histogram bins of the GPU's mutual information.
+pub const MI_MAX_BINS: usize = 32;
 pub const T_DIFFUSION: usize = 4;
 /// Floats per history row: total, 16 term values (8 per direction),
 /// halted, iteration, spare.
@@ -333,6 +338,19 @@ struct Build<'a> {
     scratch: Option<&'a (Buf, Buf)>,
     /// The regulariser's weight map (IC weights), if any.
     reg_weight: Option<&'a Buf>,
+    /// Global NCC's statistics per channel (8 floats each).
+    ncc: Option<&'a Buf>,
+    mi: Option<&'a MiScratch>,
+}
+
+/// Mutual information's buffers (shared by the channels, which run one
+/// after another) and per-direction parameters.
+struct MiScratch {
+    hist: Buf,
+    joint: Buf,
+    /// Per direction: bins, histogram divisor.
+    params: Vec<wgpu::Buffer>,
+    bins: usize,
 }
 
 /// Box-sum buffers and uniforms of local NCC (shared by every channel).
@@ -360,6 +378,9 @@ struct SimPass<'a> {
     problem: &'a Problem,
     geo: &'a wgpu::Buffer,
     chans: &'a [wgpu::Buffer],
+    /// Mutual information's per-channel slots, and the direction.
+    mi_chans: &'a [wgpu::Buffer],
+    dir: usize,
     /// The fixed image's window mean and variance per channel (local NCC).
     stats: &'a [(Buf, Buf)],
 }
@@ -397,13 +418,17 @@ impl Optim {
         if channels == 0 || problem.moving.len() != channels {
             return Err("internal: the GPU optimiser needs images".into());
         }
-        if sim.ncc > 0.0 || sim.mi > 0.0 {
-            return Err("internal: global NCC and MI are not GPU kernels".into());
+        if sim.mi > 0.0 && !(2..=MI_MAX_BINS).contains(&sim.mi_bins) {
+            return Err(format!(
+                "the GPU's mutual information takes up to {MI_MAX_BINS} bins, not {}",
+                sim.mi_bins
+            ));
         }
         // Partial sums: one per workgroup of the reducing kernels.
         let groups = group_count(n.div_ceil(VPT));
         let affine = matches!(mode, Mode::Affine { .. });
-        let (use_mse, use_lncc) = (sim.mse > 0.0, sim.lncc > 0.0);
+        let (use_mse, use_lncc, use_ncc) = (sim.mse > 0.0, sim.lncc > 0.0, sim.ncc > 0.0);
+        let use_mi = sim.mi > 0.0;
         let dense = match &mode {
             Mode::Dense(d) => {
                 if d.theta.is_empty() || d.theta.len() > 2 {
@@ -443,6 +468,7 @@ impl Optim {
         let mut ent: Vec<([u32; 4], f32)> = Vec::new();
         let mut ic_slots = [0u32; 2];
         let mut chans: Vec<Vec<Chan>> = Vec::new();
+        let mut mi_chans: Vec<Vec<Chan>> = Vec::new();
         let mut model_chan: Vec<Chan> = Vec::new();
         for d in 0..ndirs {
             let base = (d * PER_DIR) as u32;
@@ -473,12 +499,32 @@ impl Optim {
                 slot: [jac, 0, 0, diff],
             });
             let mut per = Vec::new();
+            let mut mi_per = Vec::new();
             for c in 0..channels {
                 let mut slot = [0u32, 0, 0, diff];
+                let mut idx = [c as u32, d as u32, 0, 0];
                 if use_mse {
                     slot[0] = next(&mut slots);
                     ent.push(([base + T_MSE as u32, slot[0], 0, 0], inv_cn as f32));
                 }
+                let inv_c = 1.0 / channels as f32;
+                if use_ncc {
+                    idx[2] = slots;
+                    slots += 6;
+                    idx[3] = next(&mut slots);
+                    ent.push(([base + T_NCC as u32, idx[3], 0, 0], inv_c));
+                }
+                let mi_slot = if use_mi {
+                    let s = next(&mut slots);
+                    ent.push(([base + T_MI as u32, s, 0, 0], inv_c));
+                    s
+                } else {
+                    0
+                };
+                mi_per.push(Chan {
+                    idx: [c as u32, d as u32, 0, mi_slot],
+                    slot: [0; 4],
+                });
                 if use_lncc {
                     slot[1] = next(&mut slots);
                     ent.push(([base + T_LNCC as u32, slot[1], 0, 0], inv_cn as f32));
@@ -490,12 +536,10 @@ impl Optim {
                     }
                     slots += 12;
                 }
-                per.push(Chan {
-                    idx: [c as u32, d as u32, 0, 0],
-                    slot,
-                });
+                per.push(Chan { idx, slot });
             }
             chans.push(per);
+            mi_chans.push(mi_per);
         }
         if ent.len() > 128 {
             return Err(format!(
@@ -538,6 +582,9 @@ impl Optim {
             if use_lncc {
                 flags |= F_LNCC;
             }
+            if use_ncc {
+                flags |= F_NCC;
+            }
             // The model kernels' similarity passes see u in voxels.
             let s = if general && sim_pass { [1.0; 3] } else { scale };
             Geo {
@@ -568,6 +615,14 @@ impl Optim {
             .map(|per| {
                 per.iter()
                     .map(|c| gpu.uniform("engine: channel", c))
+                    .collect()
+            })
+            .collect();
+        let mi_u: Vec<Vec<wgpu::Buffer>> = mi_chans
+            .iter()
+            .map(|per| {
+                per.iter()
+                    .map(|c| gpu.uniform("engine: MI channel", c))
                     .collect()
             })
             .collect();
@@ -623,7 +678,35 @@ impl Optim {
                 None => Vec::new(),
             });
         }
-        let fused_mse = use_mse && !use_lncc;
+        let fused_mse = use_mse && !use_lncc && !use_ncc && !use_mi;
+        // Mutual information: per-workgroup histograms, the joint counts and
+        // ∂L/∂count per channel, and each direction's histogram divisor.
+        let mi = if use_mi {
+            let bins = sim.mi_bins;
+            let divisor = |p: &Problem| -> GpuResult<f32> {
+                Ok(match &p.weight {
+                    Some(w) => gpu.read(w)?.iter().map(|v| f64::from(*v)).sum::<f64>() as f32 + 1e-10,
+                    None => n as f32,
+                })
+            };
+            let params = problems
+                .iter()
+                .map(|p| Ok(gpu.uniform("engine: MI", &[bins as f32, 0.0, divisor(p)?, 0.0])))
+                .collect::<GpuResult<Vec<_>>>()?;
+            Some(MiScratch {
+                hist: gpu.buf("engine: MI histograms", groups * bins * bins)?,
+                joint: gpu.buf("engine: MI joint", 2048 * channels)?,
+                params,
+                bins,
+            })
+        } else {
+            None
+        };
+        let ncc_stats = if use_ncc {
+            Some(gpu.buf("engine: global NCC statistics", 8 * channels)?)
+        } else {
+            None
+        };
         let scratch = if fused_mse {
             None
         } else {
@@ -638,6 +721,8 @@ impl Optim {
             lncc: lncc.as_ref(),
             scratch: scratch.as_ref(),
             reg_weight: problem.reg_weight.as_ref(),
+            ncc: ncc_stats.as_ref(),
+            mi: mi.as_ref(),
         };
 
         // Parameters and optimiser buffers of each direction.
@@ -689,6 +774,8 @@ impl Optim {
                     problem,
                     geo: &geo_sim[0],
                     chans: &chan_u[0],
+                    mi_chans: &mi_u[0],
+                    dir: 0,
                     stats: &stats[0],
                 };
                 b.similarity(&pass, Points::Affine, &mut steps)?;
@@ -699,6 +786,8 @@ impl Optim {
                         problem: problems[d],
                         geo: &geo_sim[d],
                         chans: &chan_u[d],
+                        mi_chans: &mi_u[d],
+                        dir: d,
                         stats: &stats[d],
                     };
                     let points = Points::Field {
@@ -742,6 +831,8 @@ impl Optim {
                         problem: problems[d],
                         geo: &geo_sim[d],
                         chans: &chan_u[d],
+                        mi_chans: &mi_u[d],
+                        dir: d,
                         stats: &stats[d],
                     };
                     let top = k % 2;
@@ -883,8 +974,14 @@ impl Optim {
             if use_mse {
                 terms.push((base + T_MSE, T_MSE, format!("mse{suffix}")));
             }
+            if use_ncc {
+                terms.push((base + T_NCC, T_NCC, format!("ncc{suffix}")));
+            }
             if use_lncc {
                 terms.push((base + T_LNCC, T_LNCC, format!("lncc{suffix}")));
+            }
+            if use_mi {
+                terms.push((base + T_MI, T_MI, format!("mi{suffix}")));
             }
             if !affine {
                 terms.push((
@@ -1373,6 +1470,12 @@ impl Build<'_> {
                     pipeline: sample,
                     size: Size::Chunks(n),
                 });
+                if let Some(stats) = self.ncc {
+                    self.ncc_steps(pass, stats, c, warped, dl, steps)?;
+                }
+                if let Some(mi) = self.mi {
+                    self.mi_steps(pass, mi, c, warped, dl, steps)?;
+                }
                 if let Some(l) = self.lncc {
                     self.lncc_steps(pass, l, c, warped, dl, steps)?;
                 }
@@ -1408,6 +1511,140 @@ impl Build<'_> {
                 bind: gpu.bind(&chain, &e)?,
                 pipeline: chain.clone(),
                 size: Size::Chunks(n),
+            });
+        }
+        Ok(())
+    }
+
+    /// Global NCC for channel `c`: its statistics (one workgroup), then
+    /// its dL/dI added into `dl`.
+    fn ncc_steps(
+        &self,
+        pass: &SimPass,
+        stats: &Buf,
+        c: usize,
+        warped: &Buf,
+        dl: &Buf,
+        steps: &mut Vec<Step>,
+    ) -> GpuResult<()> {
+        let gpu = self.gpu;
+        let st = gpu.pipeline("ncc", "ncc_stats")?;
+        let gr = gpu.pipeline("ncc", "ncc_grad")?;
+        let chan = &pass.chans[c];
+        let b_st = gpu.bind(
+            &st,
+            &[
+                (0, ub(pass.geo)),
+                (2, ub(chan)),
+                (3, self.partials.binding()),
+                (4, stats.binding()),
+            ],
+        )?;
+        let b_gr = gpu.bind(
+            &gr,
+            &[
+                (0, ub(pass.geo)),
+                (1, ub(self.live_u)),
+                (2, ub(chan)),
+                (4, stats.binding()),
+                (5, warped.binding()),
+                (6, pass.problem.fixed[c].binding()),
+                (7, opt_binding(gpu, &pass.problem.weight)),
+                (8, dl.binding()),
+            ],
+        )?;
+        steps.push(Step {
+            label: "ncc stats",
+            pipeline: st,
+            bind: b_st,
+            size: Size::One,
+        });
+        steps.push(Step {
+            label: "ncc grad",
+            pipeline: gr,
+            bind: b_gr,
+            size: Size::Grid(self.n),
+        });
+        Ok(())
+    }
+
+    /// Mutual information for channel `c`: histograms, joint counts,
+    /// statistics, then its dL/dI added into `dl`.
+    fn mi_steps(
+        &self,
+        pass: &SimPass,
+        mi: &MiScratch,
+        c: usize,
+        warped: &Buf,
+        dl: &Buf,
+        steps: &mut Vec<Step>,
+    ) -> GpuResult<()> {
+        let gpu = self.gpu;
+        let chan = &pass.mi_chans[c];
+        let params = &mi.params[pass.dir];
+        let weight = opt_binding(gpu, &pass.problem.weight);
+        let fixed = &pass.problem.fixed[c];
+        let hist = gpu.pipeline("mi", "mi_hist")?;
+        let joint = gpu.pipeline("mi", "mi_joint")?;
+        let stats = gpu.pipeline("mi", "mi_stats")?;
+        let grad = gpu.pipeline("mi", "mi_grad")?;
+        let b_hist = gpu.bind(
+            &hist,
+            &[
+                (0, ub(pass.geo)),
+                (4, mi.hist.binding()),
+                (6, warped.binding()),
+                (7, fixed.binding()),
+                (8, weight.clone()),
+                (10, ub(params)),
+            ],
+        )?;
+        let b_joint = gpu.bind(
+            &joint,
+            &[
+                (0, ub(pass.geo)),
+                (2, ub(chan)),
+                (4, mi.hist.binding()),
+                (5, mi.joint.binding()),
+                (10, ub(params)),
+            ],
+        )?;
+        let b_stats = gpu.bind(
+            &stats,
+            &[
+                (0, ub(pass.geo)),
+                (1, ub(self.live_u)),
+                (2, ub(chan)),
+                (3, self.partials.binding()),
+                (5, mi.joint.binding()),
+                (10, ub(params)),
+            ],
+        )?;
+        let b_grad = gpu.bind(
+            &grad,
+            &[
+                (0, ub(pass.geo)),
+                (2, ub(chan)),
+                (5, mi.joint.binding()),
+                (6, warped.binding()),
+                (7, fixed.binding()),
+                (8, weight),
+                (9, dl.binding()),
+                (10, ub(params)),
+            ],
+        )?;
+        let n = self.n;
+        for (label, pipeline, bind, size) in [
+            ("mi hist", hist, b_hist, Size::Chunks(n)),
+            ("mi joint", joint, b_joint, Size::Grid(mi.bins * mi.bins)),
+            ("mi stats", stats, b_stats, Size::One),
+            ("mi grad", grad, b_grad, Size::Grid(n)),
+        ] {
+            steps.push(Step {
+                label,
+                pipeline,
+                bind,
+                size,
             });
         }
         Ok(())

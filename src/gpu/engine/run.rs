@@ -25,11 +25,11 @@ use crate::volume::{Grid, Volume};
 pub fn supported(p: &Pipeline) -> Result<(), String> {
     let mut missing = Vec::new();
     let sim = |stage: &str, s: &SimilarityWeights, missing: &mut Vec<String>| {
-        if s.ncc > 0.0 {
-            missing.push(format!("{stage} global NCC"));
-        }
-        if s.mi > 0.0 {
-            missing.push(format!("{stage} mutual information"));
+        if s.mi > 0.0 && s.mi_bins > super::optim::MI_MAX_BINS {
+            missing.push(format!(
+                "{stage} mutual information with more than {} bins",
+                super::optim::MI_MAX_BINS
+            ));
         }
     };
     if p.affine.enabled {
@@ -106,6 +106,8 @@ pub fn run_stages(
         1
     });
     let t0 = Instant::now();
+    // Dispatches of the affine stage include building the pyramids.
+    let d_start = gpu.dispatch_count();
     let fixed_b = ops::upload_channels(&gpu, fixed, "engine: fixed image").map_err(failed)?;
     let fixed_pyr =
         ops::pyramid(&gpu, fixed_b, &fixed.grid, depth, DEFAULT_SIGMA_VOX).map_err(failed)?;
@@ -131,7 +133,7 @@ pub fn run_stages(
         if let Some(a) = result.0 {
             outcome.affine_vox = a;
         }
-        crate::register::stage_done(runner, outcome, "affine", t0);
+        stage_end(&gpu, runner, outcome, "affine", t0, d_start);
         result.1.map_or(Ok(()), Err)?;
     }
     if !(p.deformable.enabled || p.ic.enabled) {
@@ -157,6 +159,7 @@ pub fn run_stages(
     let mut field: Option<[Buf; 3]> = None;
     if p.deformable.enabled {
         let t = Instant::now();
+        let d0 = gpu.dispatch_count();
         let (th, halt) = deformable_stage(&gpu, runner, &lv);
         if let Some(th) = &th {
             let u = displacement(&gpu, th, &runner.pipeline, &lv[0].grid).map_err(failed)?;
@@ -164,16 +167,25 @@ pub fn run_stages(
                 Some(super::optim::read_field(&gpu, &u, &lv[0].grid).map_err(failed)?);
             field = Some(u);
         }
-        crate::register::stage_done(runner, outcome, "deformable", t);
+        stage_end(&gpu, runner, outcome, "deformable", t, d0);
         halt.map_or(Ok(()), Err)?;
     }
     if p.ic.enabled {
         let t = Instant::now();
+        let d0 = gpu.dispatch_count();
         let r = ic_stage(&gpu, runner, &lv[0], field, outcome);
-        crate::register::stage_done(runner, outcome, "ic-weighting", t);
+        stage_end(&gpu, runner, outcome, "ic-weighting", t, d0);
         r?;
     }
     Ok(())
+}
+
+/// A stage's end: its seconds and kernel dispatches (since `d0`).
+fn stage_end(gpu: &Gpu, runner: &Runner, outcome: &mut Outcome, name: &str, t: Instant, d0: u64) {
+    outcome
+        .stage_dispatches
+        .push((name.to_string(), gpu.dispatch_count() - d0));
+    crate::register::stage_done(runner, outcome, name, t);
 }
 
 /// The affine stage (as `stages::affine::run`): the matrix and how it ended.
@@ -256,9 +268,9 @@ fn guard(
     let s0 = sim(&runner.pipeline).clone();
     runner.live_guard = Some(Box::new(move |pl: &Pipeline| {
         let s = sim(pl);
-        s.ncc == 0.0
-            && s.mi == 0.0
+        (s.mi == 0.0 || s0.mi > 0.0)
             && (s.mse == 0.0 || s0.mse > 0.0)
+            && (s.ncc == 0.0 || s0.ncc > 0.0)
             && (s.lncc == 0.0 || s0.lncc > 0.0)
             && (jacobian || pl.deformable.jacobian == 0.0)
             && (inverse_consistency || pl.deformable.inverse_consistency == 0.0)
