@@ -350,13 +350,21 @@ fn model_kernels_match_the_composed_path() {
         ),
         (
             "global ncc + mse, IC weights",
-            vec!["deformable.ncc=0.7", "deformable.mse=0.4", "deformable.lncc=0"],
+            vec![
+                "deformable.ncc=0.7",
+                "deformable.mse=0.4",
+                "deformable.lncc=0",
+            ],
             vec![small.clone()],
             Some(&w[..]),
         ),
         (
             "mutual information, 16 bins",
-            vec!["deformable.mi=1", "deformable.mi_bins=16", "deformable.lncc=0"],
+            vec![
+                "deformable.mi=1",
+                "deformable.mi_bins=16",
+                "deformable.lncc=0",
+            ],
             vec![small.clone()],
             None,
         ),
@@ -560,7 +568,9 @@ fn affine_gradient_matches_the_cpu() {
             let shifted = |s: f64| std::array::from_fn(|j| delta[j] + s * dir[j]);
             let numeric = (eval(&sim, shifted(h)).0 - eval(&sim, shifted(-h)).0) / (2.0 * h);
             let analytic: f64 = g.iter().zip(&dir).map(|(a, b)| f64::from(*a) * b).sum();
-            println!("{name}: value {value}, directional derivative {analytic:.6e} vs {numeric:.6e}");
+            println!(
+                "{name}: value {value}, directional derivative {analytic:.6e} vs {numeric:.6e}"
+            );
             assert!(
                 (numeric - analytic).abs() < 0.03 * numeric.abs().max(analytic.abs()).max(1e-4),
                 "{name}: analytic {analytic} vs numeric {numeric}"

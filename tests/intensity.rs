@@ -83,3 +83,42 @@ fn percentile_clipping_and_nonzero_background() {
     intensity::normalize_percentile(&mut r, 0.0, 100.0, false).expect("valid");
     assert_eq!(r.range(0), Some((0.0, 1.0)));
 }
+
+/// The parallel histogram selection gives exactly the order statistics
+/// (and interpolation) of the copy-and-select one, with repeated values,
+/// excluded values, extremes and a constant input.
+#[test]
+fn parallel_percentiles_equal_the_selection() {
+    let noise = common::noise(300_001, 77);
+    let mut data: Vec<f32> = noise
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match i % 97 {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => 0.0,
+            3 => 1234.5,
+            _ => (v * 1000.0).round() / 7.0 - 40.0,
+        })
+        .collect();
+    data[5] = -1e6;
+    for nonzero in [false, true] {
+        let keep = |v: f32| v.is_finite() && (!nonzero || v != 0.0);
+        let mut kept: Vec<f32> = data.iter().copied().filter(|v| keep(*v)).collect();
+        let pcts = [0.0, 0.5, 13.7, 50.0, 99.5, 100.0];
+        let got = intensity::percentiles(&data, keep, pcts);
+        for (p, g) in pcts.iter().zip(got) {
+            let want = intensity::percentile(&mut kept, *p);
+            assert_eq!(g, want, "percentile {p} (non-zero only: {nonzero})");
+        }
+    }
+    let flat = vec![3.5f32; 1000];
+    assert_eq!(
+        intensity::percentiles(&flat, |v| v.is_finite(), [0.5, 99.5]),
+        [Some(3.5), Some(3.5)]
+    );
+    assert_eq!(
+        intensity::percentiles(&[f32::NAN; 10], |v| v.is_finite(), [50.0]),
+        [None]
+    );
+}

@@ -165,6 +165,7 @@ pub fn run(a: &BenchArgs) -> CliResult {
                 "device": outcome.device,
                 "preset": pipeline.preset,
                 "seconds_total": seconds,
+                "prepare_seconds": outcome.prepare_seconds,
                 "stages": stages,
                 "peak_rss_mib": peak,
                 "tre_before_mean": report["tre_before_mean"],
@@ -183,6 +184,7 @@ pub fn run(a: &BenchArgs) -> CliResult {
                 100.0 * report["jac_frac_nonpos"].as_f64().unwrap_or(f64::NAN),
                 peak.unwrap_or(f64::NAN)
             );
+            println!("    {:<14} {:>7.2} s", "prepare", outcome.prepare_seconds);
             for s in &stages {
                 let dispatches = s["dispatches_per_iteration"]
                     .as_f64()

@@ -76,6 +76,8 @@ pub struct Outcome {
     pub stage_seconds: Vec<(String, f64)>,
     /// (stage, GPU kernel dispatches): runs on the engine's GPU kernels only.
     pub stage_dispatches: Vec<(String, u64)>,
+    /// Seconds spent checking, resampling and normalising the inputs.
+    pub prepare_seconds: f64,
     pub final_terms: Vec<(String, f64)>,
     pub final_total: f64,
     pub iterations: usize,
@@ -315,7 +317,9 @@ pub fn register(
     link: Link,
 ) -> Result<Outcome, EngineError> {
     pipeline.validate()?;
+    let started = std::time::Instant::now();
     let (fixed, moving, mask) = prepare(inputs, pipeline.normalize)?;
+    let prepare_seconds = started.elapsed().as_secs_f64();
     let mut runner = Runner::new(pipeline.clone(), device.clone(), link);
     let mut outcome = Outcome {
         status: Status::Completed,
@@ -324,6 +328,7 @@ pub fn register(
         ic_weights: None,
         stage_seconds: Vec::new(),
         stage_dispatches: Vec::new(),
+        prepare_seconds,
         final_terms: Vec::new(),
         final_total: f64::NAN,
         iterations: 0,

@@ -161,16 +161,9 @@ pub fn normalize_percentile(
         ));
     }
     for c in 0..vol.channels {
-        let mut values: Vec<f32> = vol
-            .channel(c)
-            .iter()
-            .copied()
-            .filter(|v| v.is_finite() && (!nonzero_only || *v != 0.0))
-            .collect();
-        let (Some(lo), Some(hi)) = (
-            percentile(&mut values, lo_pct),
-            percentile(&mut values, hi_pct),
-        ) else {
+        let keep = |v: f32| v.is_finite() && (!nonzero_only || v != 0.0);
+        let [lo, hi] = percentiles(vol.channel(c), keep, [lo_pct, hi_pct]);
+        let (Some(lo), Some(hi)) = (lo, hi) else {
             continue;
         };
         let ch = vol.channel_mut(c);
@@ -184,6 +177,147 @@ pub fn normalize_percentile(
         }
     }
     Ok(())
+}
+
+/// The `pcts` percentiles of the values `keep` accepts, exactly as
+/// [`percentile`] computes them on a copy of those values (linear
+/// interpolation between order statistics), but in parallel and without
+/// the copy: a histogram of 65 536 bins between the extremes locates each
+/// order statistic's bin (the binning is monotone), and only that bin's
+/// values are selected from. `None` where no value is kept.
+pub fn percentiles<const K: usize>(
+    data: &[f32],
+    keep: impl Fn(f32) -> bool + Sync,
+    pcts: [f64; K],
+) -> [Option<f32>; K] {
+    const BINS: usize = 1 << 16;
+    let chunk = data.len().div_ceil(crate::parallel::threads()).max(1 << 15);
+    let parts: Vec<&[f32]> = data.chunks(chunk).collect();
+    let scan = |f: &(dyn Fn(&[f32]) -> Vec<u64> + Sync)| -> Vec<Vec<u64>> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = parts.iter().map(|p| s.spawn(move || f(p))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    // Count and extremes.
+    let stats = scan(&|p: &[f32]| {
+        let (mut n, mut lo, mut hi) = (0u64, f32::INFINITY, f32::NEG_INFINITY);
+        for &v in p.iter().filter(|v| keep(**v)) {
+            n += 1;
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        vec![n, u64::from(lo.to_bits()), u64::from(hi.to_bits())]
+    });
+    let n: u64 = stats.iter().map(|s| s.first().copied().unwrap_or(0)).sum();
+    if n == 0 {
+        return [None; K];
+    }
+    let f = |s: &Vec<u64>, k: usize| f32::from_bits(s.get(k).copied().unwrap_or(0) as u32);
+    let lo = stats
+        .iter()
+        .filter(|s| s.first().is_some_and(|c| *c > 0))
+        .map(|s| f(s, 1))
+        .fold(f32::INFINITY, f32::min);
+    let hi = stats
+        .iter()
+        .filter(|s| s.first().is_some_and(|c| *c > 0))
+        .map(|s| f(s, 2))
+        .fold(f32::NEG_INFINITY, f32::max);
+    let width = f64::from(hi) - f64::from(lo);
+    let inv = if width > 0.0 {
+        BINS as f64 / width
+    } else {
+        0.0
+    };
+    let bin = |v: f32| -> usize { (((f64::from(v) - f64::from(lo)) * inv) as usize).min(BINS - 1) };
+    let hist: Vec<u64> = scan(&|p: &[f32]| {
+        let mut h = vec![0u64; BINS];
+        for &v in p.iter().filter(|v| keep(**v)) {
+            h[bin(v)] += 1;
+        }
+        h
+    })
+    .into_iter()
+    .fold(vec![0u64; BINS], |mut acc, h| {
+        acc.iter_mut().zip(&h).for_each(|(a, b)| *a += b);
+        acc
+    });
+    let mut start = vec![0u64; BINS];
+    for b in 1..BINS {
+        start[b] = start[b - 1] + hist[b - 1];
+    }
+    // The order statistics needed (0-based ranks) and their bins.
+    let ranks: Vec<(u64, u64, f32)> = pcts
+        .iter()
+        .map(|pct| {
+            let pos = (pct.clamp(0.0, 100.0) / 100.0) * (n - 1) as f64;
+            let k = pos.floor() as u64;
+            (k, (k + 1).min(n - 1), (pos - k as f64) as f32)
+        })
+        .collect();
+    let bin_of = |r: u64| start.partition_point(|s| *s <= r).saturating_sub(1);
+    let mut wanted: Vec<usize> = ranks
+        .iter()
+        .flat_map(|(a, b, _)| [bin_of(*a), bin_of(*b)])
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    // One pass gathers the values of those bins.
+    let gathered = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|p| {
+                let (wanted, keep, bin) = (&wanted, &keep, &bin);
+                s.spawn(move || {
+                    let mut out: Vec<Vec<f32>> = vec![Vec::new(); wanted.len()];
+                    for &v in p.iter().filter(|v| keep(**v)) {
+                        if let Ok(w) = wanted.binary_search(&bin(v)) {
+                            out[w].push(v);
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect::<Vec<_>>()
+    });
+    let mut values: Vec<Vec<f32>> = vec![Vec::new(); wanted.len()];
+    for part in gathered {
+        for (w, v) in part.into_iter().enumerate() {
+            if let Some(dst) = values.get_mut(w) {
+                dst.extend(v);
+            }
+        }
+    }
+    let mut order_stat = |r: u64| -> f32 {
+        let b = bin_of(r);
+        let Ok(w) = wanted.binary_search(&b) else {
+            return lo;
+        };
+        let vals = &mut values[w];
+        if vals.is_empty() {
+            return lo;
+        }
+        let k = ((r - start[b]) as usize).min(vals.len() - 1);
+        *vals.select_nth_unstable_by(k, f32::total_cmp).1
+    };
+    let mut out = [None; K];
+    for (o, (k, k1, frac)) in out.iter_mut().zip(ranks) {
+        let a = order_stat(k);
+        *o = Some(if frac == 0.0 || k1 == k {
+            a
+        } else {
+            a + frac * (order_stat(k1) - a)
+        });
+    }
+    out
 }
 
 /// Map [lo, hi] to [0, 1], clipping outside values; all zeros when hi ≤ lo.

@@ -685,7 +685,9 @@ impl Optim {
             let bins = sim.mi_bins;
             let divisor = |p: &Problem| -> GpuResult<f32> {
                 Ok(match &p.weight {
-                    Some(w) => gpu.read(w)?.iter().map(|v| f64::from(*v)).sum::<f64>() as f32 + 1e-10,
+                    Some(w) => {
+                        gpu.read(w)?.iter().map(|v| f64::from(*v)).sum::<f64>() as f32 + 1e-10
+                    }
                     None => n as f32,
                 })
             };
