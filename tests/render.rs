@@ -1137,6 +1137,33 @@ fn engine_fields_land_on_the_display_grid_as_the_cpu_places_them() {
         read(&host),
         "both sources give the same field"
     );
+    // And from one buffer per component (the engine's GPU kernels).
+    let n = u.len() / 3;
+    let parts: Vec<wgpu::Buffer> = (0..3)
+        .map(|c| {
+            wgpu::util::DeviceExt::create_buffer_init(
+                d,
+                &wgpu::util::BufferInitDescriptor {
+                    label: Some("engine field component"),
+                    contents: bytemuck::cast_slice(&u[c * n..(c + 1) * n]),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                },
+            )
+        })
+        .collect();
+    let from_parts = compute
+        .field_from_level(
+            d,
+            q,
+            LevelSource::Components([&parts[0], &parts[1], &parts[2]]),
+            &place,
+        )
+        .expect("from components");
+    assert_eq!(
+        read(&from_parts),
+        read(&host),
+        "component buffers give the same field"
+    );
     // Display = a halved grid (a volume reduced to fit the GPU): as the
     // final result is brought there (mapped coordinates resampled).
     let display = levels[1].grid.clone();

@@ -219,14 +219,23 @@ impl ViewerApp {
                 !software
             }
         };
-        // burn's kernels use every shader type the adapter offers: the
-        // device must have been created with them (the app's is).
+        // The engine's own kernels need no optional feature; burn's
+        // composed path (fused off, or a pipeline the kernels do not
+        // compute) uses every shader type the adapter offers, so the device
+        // must have been created with them (the app's is, unless the
+        // adapter refused them).
+        let composed = !self.reg.pipeline.fused
+            || crate::gpu::engine::run::supported(&self.reg.pipeline).is_err();
         let wanted = self.rs.adapter.features()
             & (wgpu::Features::SHADER_INT64
                 | wgpu::Features::SHADER_F64
                 | wgpu::Features::SHADER_F16
                 | wgpu::Features::SHADER_FLOAT32_ATOMIC);
-        let missing = wanted - self.rs.device.features();
+        let missing = if composed {
+            wanted - self.rs.device.features()
+        } else {
+            wgpu::Features::empty()
+        };
         let cpu = || {
             let d = Device::flex();
             let name = crate::register::device::describe(&d);

@@ -391,7 +391,7 @@ impl ViewerApp {
             self.refusal(ui, "iterations_left");
         }
         self.flag(ui, "normalize", "normalise intensities (0.5–99.5 %)");
-        self.flag(ui, "fused", "fused CPU kernels");
+        self.flag(ui, "fused", "fused kernels (CPU and GPU)");
         ui.separator();
         self.flag(ui, "affine.enabled", "affine stage");
         if self.reg.pipeline.affine.enabled {

@@ -243,6 +243,11 @@ impl ViewerApp {
         if let Some(p) = startup.session {
             app.open_session(&p);
         }
+        // The device was made without some optional features (the adapter
+        // refused them): say so.
+        if let Some(note) = crate::gpu::take_device_note() {
+            app.notice(note);
+        }
         Ok(app)
     }
 

@@ -119,8 +119,10 @@ pub struct IcParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {
     pub preset: String,
-    /// Use the fused CPU kernels for MSE and local NCC on the CPU backend
-    /// (false: the composed tensor path everywhere; same results).
+    /// Use the fused kernels: on the CPU backend, the CPU kernels for MSE
+    /// and local NCC; on a GPU, the engine's WGSL kernels for every stage
+    /// (false: the composed tensor path everywhere, the reference; same
+    /// objective).
     pub fused: bool,
     /// Scale each channel to [0, 1] (0.5–99.5 percentiles) before registering.
     pub normalize: bool,

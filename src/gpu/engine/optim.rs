@@ -55,6 +55,11 @@ const IN_FLIGHT: usize = 3;
 const MAX_BATCH: usize = 64;
 /// Wall time a batch should take (controls apply between batches).
 const BATCH_SECONDS: f64 = 0.03;
+/// With a viewer drawing on the same device (one queue), its frames wait
+/// behind the engine's queued work: short batches, one in flight, so that
+/// a frame waits at most a few milliseconds.
+const SHARED_IN_FLIGHT: usize = 1;
+const SHARED_BATCH_SECONDS: f64 = 0.004;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -1218,6 +1223,11 @@ impl Optim {
         let start = Instant::now();
         let mut delivered = 0usize;
         let base = self.iterations_run;
+        let (in_flight, batch_seconds) = if runner.link.device_snapshots {
+            (SHARED_IN_FLIGHT, SHARED_BATCH_SECONDS)
+        } else {
+            (IN_FLIGHT, BATCH_SECONDS)
+        };
         let failed = |e: String| Halt::Failed(e);
         loop {
             // Reports of finished batches (never blocks).
@@ -1271,7 +1281,7 @@ impl Optim {
                     ))),
                 }
             }
-            while pending.len() > IN_FLIGHT {
+            while pending.len() > in_flight {
                 let p = pending.pop_front().expect("non-empty");
                 let (first, count) = (p.first, p.count);
                 let values = p.reading.wait(&self.gpu).map_err(failed)?;
@@ -1286,10 +1296,10 @@ impl Optim {
                 )?;
                 delivered += count;
             }
-            // Batches of about BATCH_SECONDS, from the rate so far.
+            // Batches of about `batch_seconds`, from the rate so far.
             if delivered > 0 {
                 let per = start.elapsed().as_secs_f64() / delivered as f64;
-                batch = ((BATCH_SECONDS / per.max(1e-6)) as usize).clamp(1, MAX_BATCH);
+                batch = ((batch_seconds / per.max(1e-6)) as usize).clamp(1, MAX_BATCH);
             }
         }
         self.flush(runner, at, &mut pending, iters, base, &mut applied)
