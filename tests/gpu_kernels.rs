@@ -801,3 +801,56 @@ fn operations_match_the_cpu() {
     let want = warpscope::register::stages::ic::weights_from_error(&err, 2.0, 2.0);
     close("IC weights", &gpu.read(&w).expect("read"), &want.data, 1e-4);
 }
+
+/// A device lost in the middle of a run (simulated by destroying it): the
+/// optimiser reports an error instead of panicking, and so does building
+/// another one.
+#[test]
+fn a_lost_device_is_an_error_not_a_crash() {
+    let gpu = gpu();
+    let (fixed, moving) = (image(61, 1), image(62, 1));
+    let sim = SimilarityWeights::lncc(3);
+    let problem = Problem {
+        dims: DIMS,
+        fixed: channels(&gpu, &fixed, 1),
+        moving: channels(&gpu, &moving, 1),
+        weight: None,
+        reg_weight: None,
+    };
+    let mut o = Optim::new(
+        gpu.clone(),
+        &problem,
+        &sim,
+        Mode::Dense(Dense::plain(theta(&gpu, &field(63)), [1.0; 3])),
+        Live::new(&sim, 0.3, 0.0, 0.1),
+    )
+    .expect("optimiser");
+    o.iterate_quietly(2).expect("iterations before the loss");
+    let th2 = theta(&gpu, &field(64));
+    gpu.device.destroy();
+    let after = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        o.iterate_quietly(2).map(|_| ())
+    }));
+    match after {
+        Ok(Err(e)) => {
+            println!("after the loss: {e}");
+            assert!(e.contains("lost"), "the message says what happened: {e}");
+        }
+        Ok(Ok(())) => panic!("iterations on a destroyed device reported success"),
+        Err(_) => panic!("iterations on a destroyed device panicked"),
+    }
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Optim::new(
+            gpu.clone(),
+            &problem,
+            &sim,
+            Mode::Dense(Dense::plain(th2.clone(), [1.0; 3])),
+            Live::new(&sim, 0.3, 0.0, 0.1),
+        )
+        .map(|_| ())
+    }));
+    assert!(
+        matches!(again, Ok(Err(_))),
+        "building on a destroyed device must fail with a message"
+    );
+}

@@ -99,6 +99,9 @@ pub fn run(a: &BenchArgs) -> CliResult {
             Err(e) => return Err(e.into()),
         }
     }
+    if let Some(note) = crate::gpu::take_device_note() {
+        eprintln!("notice: {note}");
+    }
     let pipeline = Pipeline::preset(&a.preset)?.with_overrides(&a.sets)?;
     let mut rows = Vec::new();
     for dir in &pairs {

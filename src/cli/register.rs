@@ -158,6 +158,9 @@ pub fn run(a: &RegisterArgs) -> CliResult {
             register::make_device(b)?
         }
     };
+    if let Some(note) = crate::gpu::take_device_note() {
+        eprintln!("notice: {note}");
+    }
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let inputs = Inputs {
         fixed,

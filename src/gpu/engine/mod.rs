@@ -188,6 +188,16 @@ impl Gpu {
         crate::render::texture::scoped(&self.device, what, f).map_err(|e| {
             if e.contains("ran out of memory") {
                 format!("{e}; the CPU device can run this registration")
+            } else if e.contains("lost") || e.contains("is invalid") {
+                // After a device loss every object on it is invalid.
+                format!(
+                    "the GPU device was lost or reset ({what}); the last good result is kept, \
+                     and the CPU device can run this registration [{}]",
+                    e.lines()
+                        .map(str::trim)
+                        .rfind(|l| l.contains("lost") || l.contains("invalid"))
+                        .unwrap_or("")
+                )
             } else {
                 e
             }
@@ -299,23 +309,27 @@ impl Gpu {
     pub fn upload(&self, label: &str, data: &[f32]) -> GpuResult<Buf> {
         let b = self.buf(label, data.len())?;
         if !data.is_empty() {
-            self.queue
-                .write_buffer(&b.buffer, 0, bytemuck::cast_slice(data));
+            self.scoped(label, || {
+                self.queue
+                    .write_buffer(&b.buffer, 0, bytemuck::cast_slice(data))
+            })?;
         }
         Ok(b)
     }
 
     /// A uniform buffer holding `value` (rewritable).
-    pub fn uniform<T: Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+    pub fn uniform<T: Pod>(&self, label: &str, value: &T) -> GpuResult<wgpu::Buffer> {
         let bytes = bytemuck::bytes_of(value);
-        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes.len() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.queue.write_buffer(&b, 0, bytes);
-        b
+        self.scoped(label, || {
+            let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.len() as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.queue.write_buffer(&b, 0, bytes);
+            b
+        })
     }
 
     /// Record one dispatch of `pipeline` over `n` items.
@@ -387,7 +401,7 @@ impl Gpu {
             self.queue.submit([encoder.finish()]);
             staging
         })?;
-        Ok(Reading::map(staging, len))
+        Reading::map(self, staging, len)
     }
 
     /// Read `buf` back (blocking).
@@ -416,19 +430,21 @@ pub struct Reading {
 }
 
 impl Reading {
-    pub(crate) fn map(staging: wgpu::Buffer, len: usize) -> Self {
+    pub(crate) fn map(gpu: &Gpu, staging: wgpu::Buffer, len: usize) -> GpuResult<Self> {
         let state: Arc<Mutex<Option<Result<(), String>>>> = Arc::new(Mutex::new(None));
         let s = state.clone();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            if let Ok(mut g) = s.lock() {
-                *g = Some(r.map_err(|e| format!("the GPU could not return data: {e}")));
-            }
-        });
-        Self {
+        gpu.scoped("reading from the GPU", || {
+            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                if let Ok(mut g) = s.lock() {
+                    *g = Some(r.map_err(|e| format!("the GPU could not return data: {e}")));
+                }
+            })
+        })?;
+        Ok(Self {
             staging,
             len,
             state,
-        }
+        })
     }
 
     fn values(&self) -> GpuResult<Vec<f32>> {

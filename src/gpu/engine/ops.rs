@@ -86,7 +86,7 @@ fn fields_pass(
     n: Option<usize>,
 ) -> GpuResult<()> {
     let p = gpu.pipeline("fields", entry)?;
-    let u = gpu.uniform("engine: field op", params);
+    let u = gpu.uniform("engine: field op", params)?;
     let mut e = vec![(0, u.as_entire_binding())];
     e.extend(entries);
     let bind = gpu.bind(&p, &e)?;
@@ -172,11 +172,11 @@ pub fn exp_field(
         into: [[0.0; 4]; 3],
         back: [[0.0; 4]; 3],
     };
-    let geo = gpu.uniform("engine: field geometry", &geo);
+    let geo = gpu.uniform("engine: field geometry", &geo)?;
     let mp = gpu.uniform(
         "engine: squarings",
         &[steps as f32, 0.5f32.powi(steps as i32), 0.0, 0.0],
-    );
+    )?;
     let init = gpu.pipeline("model", "svf_init")?;
     let square = gpu.pipeline("model", "ss_forward")?;
     let bind = |p: &wgpu::ComputePipeline, from: &[Buf; 3], to: &[Buf; 3], with_mp: bool| {
@@ -269,7 +269,7 @@ pub fn blur(gpu: &Gpu, src: &Buf, dims: [usize; 3], sigma: [f64; 3]) -> GpuResul
         for (j, w) in kernel.iter().enumerate() {
             params.k[j / 4][j % 4] = *w;
         }
-        let u = gpu.uniform("engine: blur", &params);
+        let u = gpu.uniform("engine: blur", &params)?;
         let out = gpu.buf("engine: smoothed", n)?;
         let input = cur.as_ref().unwrap_or(src);
         let bind = gpu.bind(
@@ -328,7 +328,7 @@ pub fn resample(
         dst: dims4(dst),
     };
     let p = gpu.pipeline("pyramid", "resample")?;
-    let u = gpu.uniform("engine: resample", &params);
+    let u = gpu.uniform("engine: resample", &params)?;
     let out = gpu.buf("engine: resampled", n)?;
     let bind = gpu.bind(
         &p,
@@ -365,7 +365,7 @@ pub fn product(gpu: &Gpu, a: &Buf, b: &Buf) -> GpuResult<Buf> {
             src: [0; 4],
             dst: [0, 0, 0, n as u32],
         },
-    );
+    )?;
     let out = gpu.buf("engine: product", n)?;
     let bind = gpu.bind(
         &p,

@@ -608,33 +608,25 @@ impl Optim {
         let geo_sim: Vec<wgpu::Buffer> = problems
             .iter()
             .map(|p| gpu.uniform("engine: level", &geo_of(p, true)))
-            .collect();
+            .collect::<GpuResult<_>>()?;
         let geo_model: Vec<wgpu::Buffer> = problems
             .iter()
             .map(|p| gpu.uniform("engine: level (model)", &geo_of(p, false)))
-            .collect();
-        let live_u = gpu.uniform("engine: live weights", &live);
-        let plan_u = gpu.uniform("engine: reduce plan", &plan);
-        let chan_u: Vec<Vec<wgpu::Buffer>> = chans
-            .iter()
-            .map(|per| {
-                per.iter()
-                    .map(|c| gpu.uniform("engine: channel", c))
+            .collect::<GpuResult<_>>()?;
+        let live_u = gpu.uniform("engine: live weights", &live)?;
+        let plan_u = gpu.uniform("engine: reduce plan", &plan)?;
+        let per_channel =
+            |list: &Vec<Vec<Chan>>, what: &str| -> GpuResult<Vec<Vec<wgpu::Buffer>>> {
+                list.iter()
+                    .map(|per| per.iter().map(|c| gpu.uniform(what, c)).collect())
                     .collect()
-            })
-            .collect();
-        let mi_u: Vec<Vec<wgpu::Buffer>> = mi_chans
-            .iter()
-            .map(|per| {
-                per.iter()
-                    .map(|c| gpu.uniform("engine: MI channel", c))
-                    .collect()
-            })
-            .collect();
+            };
+        let chan_u = per_channel(&chans, "engine: channel")?;
+        let mi_u = per_channel(&mi_chans, "engine: MI channel")?;
         let model_u: Vec<wgpu::Buffer> = model_chan
             .iter()
             .map(|c| gpu.uniform("engine: model slots", c))
-            .collect();
+            .collect::<GpuResult<_>>()?;
         // The inverse-consistency loss's two halves, each with its slot.
         let ic_u: Vec<wgpu::Buffer> = ic_slots
             .iter()
@@ -645,7 +637,7 @@ impl Optim {
                 };
                 gpu.uniform("engine: inverse-consistency slots", &c)
             })
-            .collect();
+            .collect::<GpuResult<_>>()?;
         let mut state = State::zeroed();
         if let Mode::Affine {
             into, back, delta, ..
@@ -669,9 +661,9 @@ impl Optim {
             Some(LnccScratch {
                 s: bufs("engine: box sums")?,
                 t: bufs("engine: box sums")?,
-                box_y3: gpu.uniform("engine: box y3", &[1u32, 3, 0, 0]),
-                box_x4: gpu.uniform("engine: box x4", &[0u32, 4, 0, 0]),
-                box_y4: gpu.uniform("engine: box y4", &[1u32, 4, 0, 0]),
+                box_y3: gpu.uniform("engine: box y3", &[1u32, 3, 0, 0])?,
+                box_x4: gpu.uniform("engine: box x4", &[0u32, 4, 0, 0])?,
+                box_y4: gpu.uniform("engine: box y4", &[1u32, 4, 0, 0])?,
             })
         } else {
             None
@@ -698,7 +690,7 @@ impl Optim {
             };
             let params = problems
                 .iter()
-                .map(|p| Ok(gpu.uniform("engine: MI", &[bins as f32, 0.0, divisor(p)?, 0.0])))
+                .map(|p| gpu.uniform("engine: MI", &[bins as f32, 0.0, divisor(p)?, 0.0]))
                 .collect::<GpuResult<Vec<_>>>()?;
             Some(MiScratch {
                 hist: gpu.buf("engine: MI histograms", groups * bins * bins)?,
@@ -807,8 +799,8 @@ impl Optim {
             Some(m) => {
                 let k = m.svf_steps.unwrap_or(0);
                 let factor = 0.5f32.powi(k as i32);
-                let mp = gpu.uniform("engine: model", &[k as f32, factor, 0.0, 0.0]);
-                let one = gpu.uniform("engine: model", &[0.0f32, 1.0, 0.0, 0.0]);
+                let mp = gpu.uniform("engine: model", &[k as f32, factor, 0.0, 0.0])?;
+                let one = gpu.uniform("engine: model", &[0.0f32, 1.0, 0.0, 0.0])?;
                 for (d, dir) in dirs.iter().enumerate() {
                     let geo = &geo_model[d];
                     let mu = &model_u[d];
@@ -1025,13 +1017,16 @@ impl Optim {
     }
 
     /// Rewrite the live weights (applies to batches submitted afterwards).
-    pub fn set_live(&mut self, live: Live) {
+    pub fn set_live(&mut self, live: Live) -> GpuResult<()> {
         if live != self.live_now {
-            self.gpu
-                .queue
-                .write_buffer(&self.live, 0, bytemuck::bytes_of(&live));
+            self.gpu.scoped("changing a weight", || {
+                self.gpu
+                    .queue
+                    .write_buffer(&self.live, 0, bytemuck::bytes_of(&live))
+            })?;
             self.live_now = live;
         }
+        Ok(())
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder, iterations: usize) {
@@ -1085,7 +1080,7 @@ impl Optim {
         Ok(Pending {
             first,
             count,
-            reading: Reading::map(staging, count * ROW),
+            reading: Reading::map(&self.gpu, staging, count * ROW)?,
         })
     }
 
@@ -1252,20 +1247,28 @@ impl Optim {
                 break;
             }
             let mut flush_error = None;
-            let changes = {
+            let polled = {
                 let (me, pend, appl, planned) = (&*self, &mut pending, &mut applied, iters);
                 runner.poll_with(&mut iters, done, &mut |r| {
                     if let Err(h) = me.flush(r, at, pend, planned, base, appl) {
                         flush_error = Some(h);
                     }
-                })?
+                })
             };
             if let Some(h) = flush_error {
                 return Err(h);
             }
+            let changes = match polled {
+                Ok(c) => c,
+                Err(stop) => {
+                    // Report (and check) what already ran, then stop.
+                    self.flush(runner, at, &mut pending, iters, base, &mut applied)?;
+                    return Err(stop);
+                }
+            };
             if !changes.is_empty() {
                 applied.entry(done).or_default().extend(changes);
-                self.set_live(live_of(&runner.pipeline));
+                self.set_live(live_of(&runner.pipeline)).map_err(failed)?;
             }
             if done >= iters {
                 break;
