@@ -13,7 +13,8 @@ use warpscope::gpu::engine::optim::{Dense, Live, Mode, Optim, Problem, sampling_
 use warpscope::gpu::engine::{Buf, Gpu, ops};
 use warpscope::register::fused;
 use warpscope::register::params::{Pipeline, SimilarityWeights};
-use warpscope::register::stages::deformable::{self, unit_factors};
+use warpscope::register::stages::affine::level_frames;
+use warpscope::register::stages::deformable;
 use warpscope::register::{self};
 use warpscope::volume::affine;
 use warpscope::volume::pyramid::downsample2;
@@ -269,6 +270,9 @@ fn gpu_dense(
     weights: Option<&[f32]>,
 ) -> ([f32; 17], Vec<f32>) {
     let d = &pl.deformable;
+    // Learning rate 0: the parameters stay where they are.
+    let mut live = Live::deformable(pl, 0);
+    live.reg[2] = 0.0;
     let problem = Problem {
         dims: DIMS,
         fixed: channels(gpu, fixed, c),
@@ -280,20 +284,12 @@ fn gpu_dense(
         gpu.clone(),
         &problem,
         &d.sim,
-        Mode::Dense(Dense {
-            theta: thetas.iter().map(|t| theta(gpu, t)).collect(),
-            scale: unit_factors(d.units, DIMS),
-            svf_steps: d.svf.then_some(d.svf_steps),
-            jacobian: d.jacobian > 0.0,
-            inverse_consistency: d.symmetric && d.inverse_consistency > 0.0,
-        }),
-        Live::new(
-            &d.sim,
-            Pipeline::level_value(&d.diffusion, 0),
-            d.jacobian,
-            0.0,
-        )
-        .with_ic(d.inverse_consistency),
+        Mode::Dense(Dense::of(
+            pl,
+            thetas.iter().map(|t| theta(gpu, t)).collect(),
+            DIMS,
+        )),
+        live,
     )
     .expect("optimiser");
     let rows = o.iterate_quietly(1).expect("iterate");
@@ -500,18 +496,8 @@ fn affine_gradient_matches_the_cpu() {
     let gpu = gpu();
     let c = 2;
     let (fixed, moving) = (image(31, c), image(32, c));
-    let norm = {
-        let mut m = affine::IDENTITY;
-        for a in 0..3 {
-            let h = (DIMS[a] as f64 - 1.0) / 2.0;
-            m[a][a] = 1.0 / h;
-            m[a][3] = -1.0;
-        }
-        m
-    };
-    let inv = affine::inverse(&norm).expect("invertible");
-    let into = [norm[0], norm[1], norm[2]];
-    let back = [inv[0], inv[1], inv[2]];
+    let grid = Grid::new(DIMS, affine::IDENTITY);
+    let (into, back) = level_frames(&grid, &grid).expect("invertible");
     let delta = [
         0.0213, -0.0117, 0.0151, 0.0337, 0.0103, -0.0219, 0.0011, -0.0413, 0.0057, 0.0131, 0.0223,
         0.0271,

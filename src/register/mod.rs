@@ -302,6 +302,21 @@ pub fn levels(
         .collect()
 }
 
+/// Pyramid levels a pipeline uses (the input counts as one).
+pub fn pyramid_depth(p: &Pipeline) -> usize {
+    let affine = if p.affine.enabled {
+        p.affine.coarsest + 1
+    } else {
+        1
+    };
+    let deformable = if p.deformable.enabled {
+        p.deformable.levels
+    } else {
+        1
+    };
+    affine.max(deformable)
+}
+
 /// Smoothing-and-halving pyramid with `count` levels (0 = input).
 pub fn pyramid(v: &Volume, count: usize) -> Vec<Volume> {
     gaussian_pyramid(v, count, DEFAULT_SIGMA_VOX)
@@ -446,16 +461,7 @@ fn run_stages(
     outcome: &mut Outcome,
 ) -> Result<(), Halt> {
     let p = runner.pipeline.clone();
-    let depth = (if p.affine.enabled {
-        p.affine.coarsest + 1
-    } else {
-        1
-    })
-    .max(if p.deformable.enabled {
-        p.deformable.levels
-    } else {
-        1
-    });
+    let depth = pyramid_depth(&p);
     let fixed_pyr = pyramid(fixed, depth);
     let mask_pyr = mask.map(|m| pyramid(m, depth));
     if p.affine.enabled {

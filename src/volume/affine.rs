@@ -4,6 +4,9 @@
 /// Row-major 4×4 matrix; `m[r][c]`. The last row is `[0, 0, 0, 1]` for affines.
 pub type Mat4 = [[f64; 4]; 4];
 
+/// The first three rows of an affine matrix (a 3×4 map of points).
+pub type Rows = [[f64; 4]; 3];
+
 pub const IDENTITY: Mat4 = [
     [1.0, 0.0, 0.0, 0.0],
     [0.0, 1.0, 0.0, 0.0],

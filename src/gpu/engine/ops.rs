@@ -57,7 +57,8 @@ fn rows(m: &[[f64; 4]; 3]) -> [[f32; 4]; 3] {
     m.map(|r| r.map(|v| v as f32))
 }
 
-fn field_bufs(gpu: &Gpu, n: usize) -> GpuResult<[Buf; 3]> {
+/// Three zeroed buffers of `n` floats: a field, one buffer per component.
+pub fn field_bufs(gpu: &Gpu, n: usize) -> GpuResult<[Buf; 3]> {
     Ok([
         gpu.buf("engine: field x", n)?,
         gpu.buf("engine: field y", n)?,
@@ -75,6 +76,20 @@ fn resize_params(fdims: [usize; 3], tdims: [usize; 3]) -> Resize {
         tdims: dims4(tdims),
         misc: [0.0; 4],
     }
+}
+
+/// `fields.wgsl`'s bindings of an input field (ax, ay, az) and an output
+/// field (bx, by, bz).
+fn field_in_out<'a>(a: &'a [Buf; 3], b: &'a [Buf; 3]) -> Vec<(u32, wgpu::BindingResource<'a>)> {
+    (0..3u32)
+        .map(|k| (1 + k, a[k as usize].binding()))
+        .chain((0..3u32).map(|k| (4 + k, b[k as usize].binding())))
+        .collect()
+}
+
+/// A scale vector as a uniform's vec4.
+fn v4(s: [f32; 3]) -> [f32; 4] {
+    [s[0], s[1], s[2], 0.0]
 }
 
 /// Run one `fields.wgsl` entry over the to-grid.
@@ -106,22 +121,9 @@ pub fn scaled(
     out: &[Buf; 3],
 ) -> GpuResult<()> {
     let mut p = resize_params(dims, dims);
-    p.s_to = [scale[0], scale[1], scale[2], 0.0];
+    p.s_to = v4(scale);
     let n = dims.iter().product();
-    fields_pass(
-        gpu,
-        "scaled",
-        &p,
-        vec![
-            (1, theta[0].binding()),
-            (2, theta[1].binding()),
-            (3, theta[2].binding()),
-            (4, out[0].binding()),
-            (5, out[1].binding()),
-            (6, out[2].binding()),
-        ],
-        Some(n),
-    )
+    fields_pass(gpu, "scaled", &p, field_in_out(theta, out), Some(n))
 }
 
 /// out = K·p − p, K the sampling matrix in the affine optimiser's state
@@ -168,7 +170,7 @@ pub fn exp_field(
     let geo = super::optim::Geo {
         dims: dims4(dims),
         info: [0; 4],
-        scale: [scale[0], scale[1], scale[2], 0.0],
+        scale: v4(scale),
         into: [[0.0; 4]; 3],
         back: [[0.0; 4]; 3],
     };
@@ -224,20 +226,13 @@ pub fn resize(
     let mut p = resize_params(from, to);
     p.m = rows(to_from);
     p.v = rows(vectors);
-    p.s_from = [s_from[0], s_from[1], s_from[2], 0.0];
-    p.s_to = [s_to[0], s_to[1], s_to[2], 0.0];
+    p.s_from = v4(s_from);
+    p.s_to = v4(s_to);
     fields_pass(
         gpu,
         "resize",
         &p,
-        vec![
-            (1, theta[0].binding()),
-            (2, theta[1].binding()),
-            (3, theta[2].binding()),
-            (4, out[0].binding()),
-            (5, out[1].binding()),
-            (6, out[2].binding()),
-        ],
+        field_in_out(theta, &out),
         Some(to.iter().product()),
     )?;
     Ok(out)
@@ -435,7 +430,7 @@ pub fn ic_weights(
     let partials = gpu.buf("engine: partial maxima", groups)?;
     let max = gpu.buf("engine: maximum", 1)?;
     let mut p = resize_params(dims, dims);
-    p.s_to = [scale[0], scale[1], scale[2], 0.0];
+    p.s_to = v4(scale);
     p.misc = [power as f32, 0.0, 0.0, 0.0];
     fields_pass(
         gpu,

@@ -94,6 +94,20 @@ impl Live {
         }
     }
 
+    /// The deformable stage's live weights at its level `li` (learning rate
+    /// and diffusion weight per level).
+    pub fn deformable(pl: &crate::register::Pipeline, li: usize) -> Self {
+        let d = &pl.deformable;
+        let level = crate::register::Pipeline::level_value;
+        Live::new(
+            &d.sim,
+            level(&d.diffusion, li),
+            d.jacobian,
+            level(&d.lr, li),
+        )
+        .with_ic(d.inverse_consistency)
+    }
+
     /// With the inverse-consistency loss's weight.
     pub fn with_ic(mut self, weight: f64) -> Self {
         self.reg[3] = weight as f32;
@@ -169,6 +183,19 @@ impl Dense {
             svf_steps: None,
             jacobian: false,
             inverse_consistency: false,
+        }
+    }
+
+    /// The deformable stage's model of `pl` on a grid of `dims`, for θ (one
+    /// per direction: two when symmetric).
+    pub fn of(pl: &crate::register::Pipeline, theta: Vec<[Buf; 3]>, dims: [usize; 3]) -> Self {
+        let d = &pl.deformable;
+        Dense {
+            theta,
+            scale: crate::register::stages::deformable::unit_factors(d.units, dims),
+            svf_steps: d.svf.then_some(d.svf_steps),
+            jacobian: d.jacobian > 0.0,
+            inverse_consistency: d.symmetric && d.inverse_consistency > 0.0,
         }
     }
 
@@ -1089,11 +1116,7 @@ impl Optim {
     /// field, or K·p − p for the affine.
     pub fn displacement(&self) -> GpuResult<[Buf; 3]> {
         let gpu = &self.gpu;
-        let out = [
-            gpu.buf("engine: field x", self.n)?,
-            gpu.buf("engine: field y", self.n)?,
-            gpu.buf("engine: field z", self.n)?,
-        ];
+        let out = super::ops::field_bufs(gpu, self.n)?;
         let Some(dir) = self.dirs.first() else {
             super::ops::affine_displacement(gpu, &self.state, self.dims, &out)?;
             return Ok(out);

@@ -12,10 +12,10 @@ use super::optim::{At, Dense, Live, Mode, Optim, Problem};
 use super::{Buf, Gpu, GpuResult, ops};
 use crate::register::params::{Pipeline, SimilarityWeights};
 use crate::register::session::{Halt, Runner};
-use crate::register::stages::affine::{level_rate, voxel_matrix};
-use crate::register::stages::deformable::unit_factors;
+use crate::register::stages::affine::{level_frames, level_rate, voxel_matrix};
+use crate::register::stages::deformable::{level_maps, unit_factors};
 use crate::register::{Event, Outcome};
-use crate::volume::affine::{self, Mat4};
+use crate::volume::affine::Mat4;
 use crate::volume::pyramid::DEFAULT_SIGMA_VOX;
 use crate::volume::resample::Border;
 use crate::volume::{Grid, Volume};
@@ -57,6 +57,31 @@ struct Level {
     mask: Option<Buf>,
 }
 
+impl Level {
+    /// The level's images for an optimiser (the mask weights the similarity).
+    fn problem(&self) -> Problem {
+        Problem {
+            dims: self.grid.dims,
+            fixed: self.fixed.clone(),
+            moving: self.moving.clone(),
+            weight: self.mask.clone(),
+            reg_weight: None,
+        }
+    }
+
+    /// The backward direction: the images swap roles, and the fixed mask
+    /// does not apply in moving space.
+    fn swapped(&self) -> Problem {
+        Problem {
+            dims: self.grid.dims,
+            fixed: self.moving.clone(),
+            moving: self.fixed.clone(),
+            weight: None,
+            reg_weight: None,
+        }
+    }
+}
+
 fn failed(e: String) -> Halt {
     Halt::Failed(e)
 }
@@ -95,16 +120,7 @@ pub fn run_stages(
     outcome: &mut Outcome,
 ) -> Result<(), Halt> {
     let p = runner.pipeline.clone();
-    let depth = (if p.affine.enabled {
-        p.affine.coarsest + 1
-    } else {
-        1
-    })
-    .max(if p.deformable.enabled {
-        p.deformable.levels
-    } else {
-        1
-    });
+    let depth = crate::register::pyramid_depth(&p);
     let t0 = Instant::now();
     // Dispatches of the affine stage include building the pyramids.
     let d_start = gpu.dispatch_count();
@@ -195,28 +211,13 @@ fn affine_stage(gpu: &Arc<Gpu>, runner: &mut Runner, lv: &[Level]) -> (Option<Ma
     let top = p.coarsest.min(lv.len() - 1);
     let order: Vec<usize> = (0..p.levels.min(top + 1)).map(|i| top - i).collect();
     let mut delta = [0f64; 12];
-    let norm = normaliser(full.dims);
     let mut halt = None;
     for (i, &k) in order.iter().enumerate() {
         let level = &lv[k];
-        let (Some(full_inv), Some(norm_inv)) =
-            (affine::inverse(&full.affine), affine::inverse(&norm))
-        else {
+        let Some((into, back)) = level_frames(&full, &level.grid) else {
             break;
         };
-        let to_full = affine::mul(&full_inv, &level.grid.affine);
-        let Some(from_full) = affine::inverse(&to_full) else {
-            break;
-        };
-        let into = rows(&affine::mul(&norm, &to_full));
-        let back = rows(&affine::mul(&from_full, &norm_inv));
-        let problem = Problem {
-            dims: level.grid.dims,
-            fixed: level.fixed.clone(),
-            moving: level.moving.clone(),
-            weight: level.mask.clone(),
-            reg_weight: None,
-        };
+        let problem = level.problem();
         let live_of =
             move |pl: &Pipeline| Live::new(&pl.affine.sim, 0.0, 0.0, level_rate(pl.affine.lr, i));
         let r = Optim::new(
@@ -277,30 +278,6 @@ fn guard(
     }));
 }
 
-/// Normalised coordinates of the full-resolution grid (`stages::affine`).
-fn normaliser(dims: [usize; 3]) -> Mat4 {
-    let mut n = affine::IDENTITY;
-    for a in 0..3 {
-        let c = (dims[a] as f64 - 1.0) / 2.0;
-        let h = c.max(0.5);
-        n[a][a] = 1.0 / h;
-        n[a][3] = -c / h;
-    }
-    n
-}
-
-fn rows(m: &Mat4) -> [[f64; 4]; 3] {
-    [m[0], m[1], m[2]]
-}
-
-fn zeros(gpu: &Gpu, n: usize) -> GpuResult<[Buf; 3]> {
-    Ok([
-        gpu.buf("engine: field x", n)?,
-        gpu.buf("engine: field y", n)?,
-        gpu.buf("engine: field z", n)?,
-    ])
-}
-
 /// θ of level `from` on level `to` (as `stages::deformable::upsample`).
 fn upsample(
     gpu: &Gpu,
@@ -310,13 +287,9 @@ fn upsample(
     to: &Grid,
 ) -> GpuResult<[Buf; 3]> {
     let units = pl.deformable.units;
-    let (Some(to_inv), Some(from_inv)) =
-        (affine::inverse(&to.affine), affine::inverse(&from.affine))
-    else {
-        return zeros(gpu, to.voxels());
+    let Some((to_from, from_to)) = level_maps(from, to) else {
+        return ops::field_bufs(gpu, to.voxels());
     };
-    let to_from = affine::mul(&from_inv, &to.affine);
-    let from_to = affine::mul(&to_inv, &from.affine);
     ops::resize(
         gpu,
         theta,
@@ -324,84 +297,37 @@ fn upsample(
         unit_factors(units, from.dims),
         to.dims,
         unit_factors(units, to.dims),
-        &rows(&to_from),
-        &rows(&from_to),
+        &to_from,
+        &from_to,
     )
 }
 
-/// The field model of a dense stage.
-#[derive(Clone, Copy)]
-struct Model {
-    svf_steps: Option<usize>,
-    jacobian: bool,
-    inverse_consistency: bool,
-}
-
-impl Model {
-    /// The deformable stage's model (`symmetric`: two directions).
-    fn of(pl: &Pipeline) -> Self {
-        let d = &pl.deformable;
-        Model {
-            svf_steps: d.svf.then_some(d.svf_steps),
-            jacobian: d.jacobian > 0.0,
-            inverse_consistency: d.symmetric && d.inverse_consistency > 0.0,
-        }
-    }
-
-    /// A plain dense field (the IC stage), with the Jacobian penalty if on.
-    fn plain(pl: &Pipeline) -> Self {
-        Model {
-            svf_steps: None,
-            jacobian: pl.deformable.jacobian > 0.0,
-            inverse_consistency: false,
-        }
-    }
-}
-
-/// Optimise the fields `theta` (one per direction) on one level for
-/// `iters` iterations (`li`: the deformable level index for learning rate
-/// and diffusion weight).
-#[allow(clippy::too_many_arguments)]
+/// Optimise `model`'s fields on one level for `iters` iterations (`li`:
+/// the deformable level index for learning rate and diffusion weight).
 fn optimise_level(
     gpu: &Arc<Gpu>,
     runner: &mut Runner,
     problem: &Problem,
-    theta: &[[Buf; 3]],
-    model: Model,
+    model: Dense,
     li: usize,
     iters: usize,
     at: &At,
 ) -> Result<(), Halt> {
-    let scale = unit_factors(runner.pipeline.deformable.units, problem.dims);
-    let live_of = move |pl: &Pipeline| {
-        let d = &pl.deformable;
-        Live::new(
-            &d.sim,
-            Pipeline::level_value(&d.diffusion, li),
-            d.jacobian,
-            Pipeline::level_value(&d.lr, li),
-        )
-        .with_ic(d.inverse_consistency)
-    };
+    let live_of = move |pl: &Pipeline| Live::deformable(pl, li);
+    let (jacobian, inverse_consistency) = (model.jacobian, model.inverse_consistency);
     let mut o = Optim::new(
         gpu.clone(),
         problem,
         &runner.pipeline.deformable.sim,
-        Mode::Dense(Dense {
-            theta: theta.to_vec(),
-            scale,
-            svf_steps: model.svf_steps,
-            jacobian: model.jacobian,
-            inverse_consistency: model.inverse_consistency,
-        }),
+        Mode::Dense(model),
         live_of(&runner.pipeline),
     )
     .map_err(failed)?;
     guard(
         runner,
         |pl| &pl.deformable.sim,
-        model.jacobian,
-        model.inverse_consistency,
+        jacobian,
+        inverse_consistency,
     );
     let r = o.run(runner, at, iters, &live_of);
     runner.live_guard = None;
@@ -421,7 +347,6 @@ fn deformable_stage(
     } else {
         1
     };
-    let model = Model::of(&runner.pipeline);
     let mut params: Vec<[Buf; 3]> = Vec::new();
     let mut current = nl - 1;
     let mut halt = None;
@@ -430,7 +355,7 @@ fn deformable_stage(
         let level = &lv[k];
         let next: GpuResult<Vec<[Buf; 3]>> = if params.is_empty() {
             (0..directions)
-                .map(|_| zeros(gpu, level.grid.voxels()))
+                .map(|_| ops::field_bufs(gpu, level.grid.voxels()))
                 .collect()
         } else {
             params
@@ -453,20 +378,15 @@ fn deformable_stage(
             .get(li)
             .copied()
             .unwrap_or(0);
-        let problem = Problem {
-            dims: level.grid.dims,
-            fixed: level.fixed.clone(),
-            moving: level.moving.clone(),
-            weight: level.mask.clone(),
-            reg_weight: None,
-        };
+        let problem = level.problem();
         let at = At {
             stage: "deformable",
             level: li,
             levels: nl,
             grid: &level.grid,
         };
-        if let Err(h) = optimise_level(gpu, runner, &problem, &params, model, li, iters, &at) {
+        let model = Dense::of(&runner.pipeline, params.clone(), level.grid.dims);
+        if let Err(h) = optimise_level(gpu, runner, &problem, model, li, iters, &at) {
             halt = Some(h);
             break;
         }
@@ -497,7 +417,7 @@ fn displacement(gpu: &Gpu, theta: &[Buf; 3], pl: &Pipeline, grid: &Grid) -> GpuR
     if d.svf {
         ops::exp_field(gpu, theta, scale, grid.dims, d.svf_steps)
     } else {
-        let out = zeros(gpu, grid.voxels())?;
+        let out = ops::field_bufs(gpu, grid.voxels())?;
         ops::scaled(gpu, theta, scale, grid.dims, &out)?;
         Ok(out)
     }
@@ -521,12 +441,17 @@ fn ic_stage(
     let scale = unit_factors(pl.deformable.units, dims);
     let start = match start {
         Some(t) => t,
-        None => zeros(gpu, n).map_err(failed)?,
+        None => ops::field_bufs(gpu, n).map_err(failed)?,
     };
-    let model = Model::plain(&pl);
+    // Plain fields in one direction each (with the Jacobian penalty if on).
+    let model = |theta: &[Buf; 3]| Dense {
+        svf_steps: None,
+        inverse_consistency: false,
+        ..Dense::of(&pl, vec![theta.clone()], dims)
+    };
     // θ = ±u / s
     let params = |sign: f32| -> GpuResult<[Buf; 3]> {
-        let out = zeros(gpu, n)?;
+        let out = ops::field_bufs(gpu, n)?;
         ops::scaled(gpu, &start, scale.map(|s| sign / s), dims, &out)?;
         Ok(out)
     };
@@ -537,27 +462,19 @@ fn ic_stage(
         grid: &level.grid,
     };
     let field = |theta: &[Buf; 3]| -> Result<Volume, Halt> {
-        let out = zeros(gpu, n).map_err(failed)?;
+        let out = ops::field_bufs(gpu, n).map_err(failed)?;
         ops::scaled(gpu, theta, scale, dims, &out).map_err(failed)?;
         super::optim::read_field(gpu, &out, &level.grid).map_err(failed)
     };
     // 1. Forward refinement; 2. the backward direction from −u (the
     // images swap roles; the fixed mask does not apply in moving space).
     let forward = params(1.0).map_err(failed)?;
-    let problem = Problem {
-        dims,
-        fixed: level.fixed.clone(),
-        moving: level.moving.clone(),
-        weight: level.mask.clone(),
-        reg_weight: None,
-    };
-    let one = std::slice::from_ref(&forward);
+    let problem = level.problem();
     let r = optimise_level(
         gpu,
         runner,
         &problem,
-        one,
-        model,
+        model(&forward),
         li,
         pl.ic.iterations,
         &at("ic-forward"),
@@ -565,19 +482,12 @@ fn ic_stage(
     outcome.field_vox = Some(field(&forward)?);
     r?;
     let backward = params(-1.0).map_err(failed)?;
-    let swapped = Problem {
-        dims,
-        fixed: level.moving.clone(),
-        moving: level.fixed.clone(),
-        weight: None,
-        reg_weight: None,
-    };
+    let swapped = level.swapped();
     optimise_level(
         gpu,
         runner,
         &swapped,
-        std::slice::from_ref(&backward),
-        model,
+        model(&backward),
         li,
         pl.ic.iterations,
         &at("ic-backward"),
@@ -614,8 +524,7 @@ fn ic_stage(
         gpu,
         runner,
         &problem,
-        one,
-        model,
+        model(&forward),
         li,
         pl.ic.final_iterations,
         &at("ic-final"),
@@ -650,14 +559,14 @@ pub fn profile(
         reg_weight: None,
     };
     let mut out = Vec::new();
-    let norm = normaliser(grid.dims);
-    let back = rows(&affine::inverse(&norm).unwrap_or(affine::IDENTITY));
+    let (into, back) = level_frames(grid, grid)
+        .ok_or_else(|| "the image's voxel matrix is not invertible".to_string())?;
     let a = Optim::new(
         gpu.clone(),
         &problem,
         &pipeline.affine.sim,
         Mode::Affine {
-            into: rows(&norm),
+            into,
             back,
             delta: Box::new([0.0; 12]),
         },
@@ -665,27 +574,17 @@ pub fn profile(
     )?;
     out.push(("affine".to_string(), a.profile(reps)?));
     let d = &pipeline.deformable;
-    let model = Model::of(pipeline);
+    let theta = (0..if d.symmetric { 2 } else { 1 })
+        .map(|_| ops::field_bufs(gpu, grid.voxels()))
+        .collect::<GpuResult<_>>()?;
+    let mut live = Live::deformable(pipeline, 0);
+    live.reg[2] = 0.0;
     let o = Optim::new(
         gpu.clone(),
         &problem,
         &d.sim,
-        Mode::Dense(Dense {
-            theta: (0..if d.symmetric { 2 } else { 1 })
-                .map(|_| zeros(gpu, grid.voxels()))
-                .collect::<GpuResult<_>>()?,
-            scale: unit_factors(d.units, grid.dims),
-            svf_steps: model.svf_steps,
-            jacobian: model.jacobian,
-            inverse_consistency: model.inverse_consistency,
-        }),
-        Live::new(
-            &d.sim,
-            Pipeline::level_value(&d.diffusion, 0),
-            d.jacobian,
-            0.0,
-        )
-        .with_ic(d.inverse_consistency),
+        Mode::Dense(Dense::of(pipeline, theta, grid.dims)),
+        live,
     )?;
     out.push(("deformable".to_string(), o.profile(reps)?));
     Ok(out)

@@ -13,6 +13,7 @@ use crate::register::Level;
 use crate::register::field;
 use crate::register::loss::{Sampling, similarity_at};
 use crate::register::session::{Halt, Loss, Place, Runner};
+use crate::volume::Grid;
 use crate::volume::affine::{self, Mat4};
 
 pub struct AffineResult {
@@ -22,7 +23,7 @@ pub struct AffineResult {
 }
 
 /// Normalised coordinates of the full-resolution grid: x̂ = (p − c) / h.
-fn normaliser(dims: [usize; 3]) -> Mat4 {
+pub fn normaliser(dims: [usize; 3]) -> Mat4 {
     let mut n = affine::IDENTITY;
     for a in 0..3 {
         let c = (dims[a] as f64 - 1.0) / 2.0;
@@ -35,6 +36,20 @@ fn normaliser(dims: [usize; 3]) -> Mat4 {
 
 fn rows(m: &Mat4) -> [[f64; 4]; 3] {
     [m[0], m[1], m[2]]
+}
+
+/// A level's voxels in the normalised coordinates of the full-resolution
+/// grid and back: x̂ = `into`·p and p = `back`·x̂ (level voxel → full voxel
+/// → normalised), as 3×4 rows.
+pub fn level_frames(full: &Grid, level: &Grid) -> Option<(affine::Rows, affine::Rows)> {
+    let norm = normaliser(full.dims);
+    let to_full = affine::mul(&affine::inverse(&full.affine)?, &level.affine);
+    let from_full = affine::inverse(&to_full)?;
+    let norm_inv = affine::inverse(&norm)?;
+    Some((
+        rows(&affine::mul(&norm, &to_full)),
+        rows(&affine::mul(&from_full, &norm_inv)),
+    ))
 }
 
 /// The full-resolution voxel matrix of the parameter `delta` (M = [I|0] + delta).
@@ -64,24 +79,13 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> AffineResult {
         ),
         &device,
     );
-    let norm = normaliser(full.dims);
     let mut halt = None;
     for (i, &k) in order.iter().enumerate() {
         let level = &lv[k];
         let dims = level.dims();
-        // Level voxel → full voxel → normalised, and back.
-        let Some(full_inv) = affine::inverse(&full.affine) else {
+        let Some((into, back)) = level_frames(&full, &level.grid) else {
             break;
         };
-        let to_full = affine::mul(&full_inv, &level.grid.affine);
-        let Some(from_full) = affine::inverse(&to_full) else {
-            break;
-        };
-        let Some(norm_inv) = affine::inverse(&norm) else {
-            break;
-        };
-        let into = rows(&affine::mul(&norm, &to_full));
-        let back = rows(&affine::mul(&from_full, &norm_inv));
         let n = level.grid.voxels();
         let xhat = Tensor::cat(
             vec![

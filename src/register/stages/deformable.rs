@@ -13,7 +13,7 @@ use crate::register::loss::{Sampling, similarity_at};
 use crate::register::params::{FieldUnits, Pipeline};
 use crate::register::regularize;
 use crate::register::session::{Halt, Loss, Place, Runner};
-use crate::volume::affine;
+use crate::volume::{Grid, affine};
 
 pub struct FieldResult {
     /// Voxel displacement on the finest level's grid.
@@ -123,41 +123,35 @@ pub fn objective(
     weighted_total(terms)
 }
 
+/// The voxel maps between two levels' grids: `to` voxel → `from` voxel,
+/// and `from` → `to` (whose linear part maps vectors), as 3×4 rows.
+pub fn level_maps(from: &Grid, to: &Grid) -> Option<(affine::Rows, affine::Rows)> {
+    let to_inv = affine::inverse(&to.affine)?;
+    let from_inv = affine::inverse(&from.affine)?;
+    let rows = |m: affine::Mat4| [m[0], m[1], m[2]];
+    Some((
+        rows(affine::mul(&from_inv, &to.affine)),
+        rows(affine::mul(&to_inv, &from.affine)),
+    ))
+}
+
 /// Parameters of `from` (coarser) brought onto `to`'s grid.
 pub fn upsample(pl: &Pipeline, theta: Tensor<2>, from: &Level, to: &Level) -> Tensor<2> {
     let units = pl.deformable.units;
     let device = to.identity.device();
     let u = theta * unit_scale(units, from.dims(), &device);
-    let (Some(to_inv), Some(from_inv)) = (
-        affine::inverse(&to.grid.affine),
-        affine::inverse(&from.grid.affine),
-    ) else {
+    let Some((to_from, from_to)) = level_maps(&from.grid, &to.grid) else {
         return Tensor::zeros([3, to.grid.voxels()], &device);
     };
-    let to_from = affine::mul(&from_inv, &to.grid.affine);
-    let from_to = affine::mul(&to_inv, &from.grid.affine);
-    let rows = |m: [[f64; 4]; 4]| [m[0], m[1], m[2]];
     if crate::register::device::is_cpu(&device)
         && let Ok(host) = u.clone().into_data().try_into_vec::<f32>()
     {
-        let v = crate::register::fused::resize_field(
-            &host,
-            from.dims(),
-            to.dims(),
-            &rows(to_from),
-            &rows(from_to),
-        );
+        let v =
+            crate::register::fused::resize_field(&host, from.dims(), to.dims(), &to_from, &from_to);
         let v: Tensor<2> = Tensor::from_data(TensorData::new(v, [3, to.grid.voxels()]), &device);
         return v / unit_scale(units, to.dims(), &device);
     }
-    let v = field::resize(
-        u,
-        from.dims(),
-        to.dims(),
-        &rows(to_from),
-        &rows(from_to),
-        &device,
-    );
+    let v = field::resize(u, from.dims(), to.dims(), &to_from, &from_to, &device);
     v / unit_scale(units, to.dims(), &device)
 }
 
