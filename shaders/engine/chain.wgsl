@@ -40,11 +40,39 @@ fn w_at(j: u32) -> f32 {
     return 1.0;
 }
 
+// dL/dθ at voxel i: this channel's similarity part `g` plus the earlier
+// channels' (written by them), or for channel 0 plus the diffusion
+// gradient. Returns voxel i's share of the diffusion value (channel 0).
+fn write_grad(i: u32, v: vec3<u32>, g_sim: vec3<f32>) -> f32 {
+    var g = g_sim;
+    var value = 0.0;
+    if (chan.idx.x != 0u) {
+        g += vec3<f32>(gx[i], gy[i], gz[i]);
+    } else if (has(F_DIFFUSION)) {
+        let r = diffusion(i, v);
+        g += r.grad;
+        value = r.value;
+    }
+    gx[i] = g.x;
+    gy[i] = g.y;
+    gz[i] = g.z;
+    return value;
+}
+
+// The diffusion value's partial sum of this workgroup (channel 0).
+fn store_diffusion(part: f32, grp: u32, lid: u32) {
+    if (chan.idx.x == 0u && has(F_DIFFUSION)) {
+        let d = wg_sum(part, lid);
+        if (lid == 0u) {
+            partials[chan.slot.w * geo.info.x + grp] = d;
+        }
+    }
+}
+
 @compute @workgroup_size(256)
 fn chain_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let grp = group_of(wid, nwg);
-    let first = chan.idx.x == 0u;
     var dpart = 0.0;
     for (var k = 0u; k < VPT; k++) {
         let i = chunk_index(grp, k, lid);
@@ -54,24 +82,9 @@ fn chain_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let v = voxel(i, geo.dims.xyz);
         let th = vec3<f32>(thx[i], thy[i], thz[i]);
         let q = vec3<f32>(v) + th * geo.scale.xyz;
-        var g = dl[i] * tri_sample(q, geo.dims.xyz).d * geo.scale.xyz;
-        if (!first) {
-            g += vec3<f32>(gx[i], gy[i], gz[i]);
-        } else if (has(F_DIFFUSION)) {
-            let r = diffusion(i, v);
-            g += r.grad;
-            dpart += r.value;
-        }
-        gx[i] = g.x;
-        gy[i] = g.y;
-        gz[i] = g.z;
+        dpart += write_grad(i, v, dl[i] * tri_sample(q, geo.dims.xyz).d * geo.scale.xyz);
     }
-    if (first && has(F_DIFFUSION)) {
-        let d = wg_sum(dpart, lid);
-        if (lid == 0u) {
-            partials[chan.slot.w * geo.info.x + grp] = d;
-        }
-    }
+    store_diffusion(dpart, grp, lid);
 }
 
 var<workgroup> red3: array<vec4<f32>, 768>;
@@ -171,7 +184,6 @@ fn mse_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let grp = group_of(wid, nwg);
     var part = 0.0;
     var dpart = 0.0;
-    let first = chan.idx.x == 0u;
     for (var k = 0u; k < VPT; k++) {
         let i = chunk_index(grp, k, lid);
         if (i >= geo.dims.w) {
@@ -186,26 +198,11 @@ fn mse_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         }
         let e = s.v - fixed[i];
         part += w * e * e;
-        var g = (2.0 * geo.scale.w * live.sim.x * w * e) * s.d * geo.scale.xyz;
-        if (!first) {
-            g += vec3<f32>(gx[i], gy[i], gz[i]);
-        } else if (has(F_DIFFUSION)) {
-            let r = diffusion(i, v);
-            g += r.grad;
-            dpart += r.value;
-        }
-        gx[i] = g.x;
-        gy[i] = g.y;
-        gz[i] = g.z;
+        dpart += write_grad(i, v, (2.0 * geo.scale.w * live.sim.x * w * e) * s.d * geo.scale.xyz);
     }
     let t = wg_sum(part, lid);
     if (lid == 0u) {
         partials[chan.slot.x * geo.info.x + grp] = t;
     }
-    if (first && has(F_DIFFUSION)) {
-        let d = wg_sum(dpart, lid);
-        if (lid == 0u) {
-            partials[chan.slot.w * geo.info.x + grp] = d;
-        }
-    }
+    store_diffusion(dpart, grp, lid);
 }

@@ -110,46 +110,12 @@ fn affine_displacement(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     bz[i] = dot(kmat[2], p) - p.z;
 }
 
-// Round-trip error ‖u(x) + v(x + u(x))‖ (u = a·s, v = b·s, both on the
-// to-grid, v clamped at the edge; `from` = `to` here) into bx, and its
-// per-workgroup maxima into partials.
+// Round-trip error ‖u(x) + v(x + u(x))‖ (u = c·s_to read at x; v = a·s_from
+// sampled by sample_from, clamped at the edge; both on one grid) into bx,
+// and its per-workgroup maxima into partials.
 @group(0) @binding(9) var<storage, read> cx: array<f32>;
 @group(0) @binding(10) var<storage, read> cy: array<f32>;
 @group(0) @binding(11) var<storage, read> cz: array<f32>;
-
-fn c_comp(c: u32, j: u32) -> f32 {
-    if (c == 0u) {
-        return cx[j];
-    } else if (c == 1u) {
-        return cy[j];
-    }
-    return cz[j];
-}
-
-fn sample_c(q_in: vec3<f32>) -> vec3<f32> {
-    let d = rz.tdims.xyz;
-    let q = clamp(q_in, vec3<f32>(0.0), vec3<f32>(d) - vec3<f32>(1.0));
-    let f = floor(q);
-    let lo = vec3<u32>(f);
-    let hi = min(lo + vec3<u32>(1u), d - vec3<u32>(1u));
-    let t = q - f;
-    var out = vec3<f32>(0.0);
-    for (var c = 0u; c < 3u; c++) {
-        var s = 0.0;
-        for (var dz = 0u; dz < 2u; dz++) {
-            let z = select(lo.z, hi.z, dz == 1u);
-            let wz = select(1.0 - t.z, t.z, dz == 1u);
-            for (var dy = 0u; dy < 2u; dy++) {
-                let y = select(lo.y, hi.y, dy == 1u);
-                let wy = select(1.0 - t.y, t.y, dy == 1u);
-                let row = (z * d.y + y) * d.x;
-                s += wz * wy * (c_comp(c, row + lo.x) * (1.0 - t.x) + c_comp(c, row + hi.x) * t.x);
-            }
-        }
-        out[c] = s * rz.s_to[c];
-    }
-    return out;
-}
 
 @compute @workgroup_size(256)
 fn round_trip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -158,8 +124,8 @@ fn round_trip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     var e = 0.0;
     if (i < rz.tdims.w) {
         let p = vec3<f32>(voxel(i, rz.tdims.xyz));
-        let u = vec3<f32>(ax[i], ay[i], az[i]) * rz.s_to.xyz;
-        let r = u + sample_c(p + u);
+        let u = vec3<f32>(cx[i], cy[i], cz[i]) * rz.s_to.xyz;
+        let r = u + sample_from(p + u);
         e = length(r);
         bx[i] = e;
     }

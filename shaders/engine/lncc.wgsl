@@ -93,14 +93,22 @@ fn box_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
 }
 
+// Voxel i's z-line: the index of its z = 0 voxel, and the window's first
+// and last z.
+fn z_span(i: u32) -> vec3<u32> {
+    let z = voxel(i, geo.dims.xyz).z;
+    let s = span(z, geo.dims.z);
+    return vec3<u32>(i - z * geo.dims.x * geo.dims.y, s.x, s.y);
+}
+
+// The z-window sums of in0..in2 at voxel i (WGSL binds what a kernel
+// names, so grad_z, which also sums in3, has its own loop).
 fn z_sums(i: u32) -> vec4<f32> {
-    let v = voxel(i, geo.dims.xyz);
+    let zs = z_span(i);
     let stride = geo.dims.x * geo.dims.y;
-    let s = span(v.z, geo.dims.z);
-    let base = i - v.z * stride;
     var acc = vec4<f32>(0.0);
-    for (var k = s.x; k <= s.y; k++) {
-        let j = base + k * stride;
+    for (var k = zs.y; k <= zs.z; k++) {
+        let j = zs.x + k * stride;
         acc += vec4<f32>(in0[j], in1[j], in2[j], 0.0);
     }
     return acc;
@@ -182,13 +190,11 @@ fn grad_z(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (i >= geo.dims.w) {
         return;
     }
-    let v = voxel(i, geo.dims.xyz);
+    let zs = z_span(i);
     let stride = geo.dims.x * geo.dims.y;
-    let s = span(v.z, geo.dims.z);
-    let base = i - v.z * stride;
     var acc = vec4<f32>(0.0);
-    for (var k = s.x; k <= s.y; k++) {
-        let j = base + k * stride;
+    for (var k = zs.y; k <= zs.z; k++) {
+        let j = zs.x + k * stride;
         acc += vec4<f32>(in0[j], in1[j], in2[j], in3[j]);
     }
     let k = -2.0 * inv_window() * geo.scale.w * live.sim.y;

@@ -67,6 +67,30 @@ fn k_at(x: f32, i: i32) -> f32 {
     return exp(-0.5 * d * d);
 }
 
+// The bins a kernel spreads over: within RADIUS of its centre, inside [0, B).
+fn window(k: Kernel) -> vec2<i32> {
+    return vec2<i32>(max(k.centre - RADIUS, 0), min(k.centre + RADIUS, i32(bins()) - 1));
+}
+
+// Voxel i's weight, warped and fixed values and their kernels.
+struct Pair {
+    w: f32,
+    a: f32,
+    f: f32,
+    ka: Kernel,
+    kb: Kernel,
+}
+
+fn sample_pair(i: u32) -> Pair {
+    var w = 1.0;
+    if (has(F_WEIGHTED)) {
+        w = weight[i];
+    }
+    let a = warped[i];
+    let f = fixed[i];
+    return Pair(w, a, f, kernel_of(a), kernel_of(f));
+}
+
 @compute @workgroup_size(256)
 fn mi_hist(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
@@ -81,18 +105,13 @@ fn mi_hist(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         if (i >= geo.dims.w) {
             break;
         }
-        var w = 1.0;
-        if (has(F_WEIGHTED)) {
-            w = weight[i];
-        }
-        let a = warped[i];
-        let f = fixed[i];
-        let ka = kernel_of(a);
-        let kb = kernel_of(f);
-        for (var p = max(ka.centre - RADIUS, 0); p <= min(ka.centre + RADIUS, b - 1); p++) {
-            let pa = w * k_at(a, p) / ka.s;
-            for (var q = max(kb.centre - RADIUS, 0); q <= min(kb.centre + RADIUS, b - 1); q++) {
-                let v = pa * k_at(f, q) / kb.s;
+        let x = sample_pair(i);
+        let pw = window(x.ka);
+        let qw = window(x.kb);
+        for (var p = pw.x; p <= pw.y; p++) {
+            let pa = x.w * k_at(x.a, p) / x.ka.s;
+            for (var q = qw.x; q <= qw.y; q++) {
+                let v = pa * k_at(x.f, q) / x.kb.s;
                 atomicAdd(&counts[u32(p * b + q)], u32(round(v * FIXED)));
             }
         }
@@ -195,24 +214,19 @@ fn mi_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (i >= geo.dims.w) {
         return;
     }
-    var w = 1.0;
-    if (has(F_WEIGHTED)) {
-        w = weight[i];
-    }
-    let a = warped[i];
-    let f = fixed[i];
-    let ka = kernel_of(a);
-    let kb = kernel_of(f);
+    let x = sample_pair(i);
+    let pw = window(x.ka);
+    let qw = window(x.kb);
     let scale = f32(b - 1);
     var g = 0.0;
-    for (var p = max(ka.centre - RADIUS, 0); p <= min(ka.centre + RADIUS, b - 1); p++) {
-        let d = a * scale - f32(p);
+    for (var p = pw.x; p <= pw.y; p++) {
+        let d = x.a * scale - f32(p);
         let kp = exp(-0.5 * d * d);
         let dkp = -kp * d * scale;
-        let dpa = w * (dkp / ka.s - kp * ka.ds / (ka.s * ka.s));
+        let dpa = x.w * (dkp / x.ka.s - kp * x.ka.ds / (x.ka.s * x.ka.s));
         var row = 0.0;
-        for (var q = max(kb.centre - RADIUS, 0); q <= min(kb.centre + RADIUS, b - 1); q++) {
-            row += k_at(f, q) / kb.s * table[u32(p * b + q)];
+        for (var q = qw.x; q <= qw.y; q++) {
+            row += k_at(x.f, q) / x.kb.s * table[u32(p * b + q)];
         }
         g += dpa * row;
     }

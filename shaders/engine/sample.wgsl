@@ -76,69 +76,65 @@ fn store(part: f32, slot: u32, grp: u32, lid: u32) {
     }
 }
 
+// What one workgroup's voxels add up: the MSE value and NCC's moments.
+struct Acc {
+    mse: f32,
+    m0: vec4<f32>,
+    m1: vec4<f32>,
+}
+
+// Sample voxel i's point q, store the sample and the MSE part of dL/dI,
+// and add its shares to `acc`.
+fn visit(i: u32, q: vec3<f32>, acc: ptr<function, Acc>) {
+    var w = 1.0;
+    if (has(F_WEIGHTED)) {
+        w = weight[i];
+    }
+    let a = tri_sample(q, geo.dims.xyz).v;
+    (*acc).mse += finish(i, a, w);
+    if (has(F_NCC)) {
+        let m = moments(i, a, w);
+        (*acc).m0 += m[0];
+        (*acc).m1 += m[1];
+    }
+}
+
+fn store_acc(acc: Acc, grp: u32, lid: u32) {
+    if (has(F_MSE)) {
+        store(acc.mse, chan.slot.x, grp, lid);
+    }
+    if (has(F_NCC)) {
+        store_moments(acc.m0, acc.m1, grp, lid);
+    }
+}
+
 @compute @workgroup_size(256)
 fn sample_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let grp = group_of(wid, nwg);
-    var mse_part = 0.0;
-    var m0 = vec4<f32>(0.0);
-    var m1 = vec4<f32>(0.0);
+    var acc = Acc(0.0, vec4<f32>(0.0), vec4<f32>(0.0));
     for (var k = 0u; k < VPT; k++) {
         let i = chunk_index(grp, k, lid);
         if (i >= geo.dims.w) {
             break;
         }
-        let v = voxel(i, geo.dims.xyz);
-        let q = vec3<f32>(v) + vec3<f32>(thx[i], thy[i], thz[i]) * geo.scale.xyz;
-        var w = 1.0;
-        if (has(F_WEIGHTED)) {
-            w = weight[i];
-        }
-        let a = tri_sample(q, geo.dims.xyz).v;
-        mse_part += finish(i, a, w);
-        if (has(F_NCC)) {
-            let m = moments(i, a, w);
-            m0 += m[0];
-            m1 += m[1];
-        }
+        let p = vec3<f32>(voxel(i, geo.dims.xyz));
+        visit(i, p + vec3<f32>(thx[i], thy[i], thz[i]) * geo.scale.xyz, &acc);
     }
-    if (has(F_MSE)) {
-        store(mse_part, chan.slot.x, grp, lid);
-    }
-    if (has(F_NCC)) {
-        store_moments(m0, m1, grp, lid);
-    }
+    store_acc(acc, grp, lid);
 }
 
 @compute @workgroup_size(256)
 fn sample_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let grp = group_of(wid, nwg);
-    var mse_part = 0.0;
-    var m0 = vec4<f32>(0.0);
-    var m1 = vec4<f32>(0.0);
+    var acc = Acc(0.0, vec4<f32>(0.0), vec4<f32>(0.0));
     for (var k = 0u; k < VPT; k++) {
         let i = chunk_index(grp, k, lid);
         if (i >= geo.dims.w) {
             break;
         }
-        let q = affine_point(vec3<f32>(voxel(i, geo.dims.xyz)));
-        var w = 1.0;
-        if (has(F_WEIGHTED)) {
-            w = weight[i];
-        }
-        let a = tri_sample(q, geo.dims.xyz).v;
-        mse_part += finish(i, a, w);
-        if (has(F_NCC)) {
-            let m = moments(i, a, w);
-            m0 += m[0];
-            m1 += m[1];
-        }
+        visit(i, affine_point(vec3<f32>(voxel(i, geo.dims.xyz))), &acc);
     }
-    if (has(F_MSE)) {
-        store(mse_part, chan.slot.x, grp, lid);
-    }
-    if (has(F_NCC)) {
-        store_moments(m0, m1, grp, lid);
-    }
+    store_acc(acc, grp, lid);
 }

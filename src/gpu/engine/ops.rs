@@ -430,21 +430,23 @@ pub fn ic_weights(
     let partials = gpu.buf("engine: partial maxima", groups)?;
     let max = gpu.buf("engine: maximum", 1)?;
     let mut p = resize_params(dims, dims);
+    p.s_from = v4(scale);
     p.s_to = v4(scale);
     p.misc = [power as f32, 0.0, 0.0, 0.0];
+    // The backward field is sampled (as `a`), the forward one read (as `c`).
     fields_pass(
         gpu,
         "round_trip",
         &p,
         vec![
-            (1, forward[0].binding()),
-            (2, forward[1].binding()),
-            (3, forward[2].binding()),
+            (1, backward[0].binding()),
+            (2, backward[1].binding()),
+            (3, backward[2].binding()),
             (4, error.binding()),
             (7, partials.binding()),
-            (9, backward[0].binding()),
-            (10, backward[1].binding()),
-            (11, backward[2].binding()),
+            (9, forward[0].binding()),
+            (10, forward[1].binding()),
+            (11, forward[2].binding()),
         ],
         Some(n),
     )?;
