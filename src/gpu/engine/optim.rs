@@ -334,7 +334,6 @@ pub struct Optim {
     n: usize,
     dims: [usize; 3],
     scale: [f32; 3],
-    svf_steps: Option<usize>,
     dirs: Vec<Direction>,
     state: wgpu::Buffer,
     history: wgpu::Buffer,
@@ -347,8 +346,6 @@ pub struct Optim {
     undo: Vec<Step>,
     /// Terms reported: (history index, kind, name).
     terms: Vec<(usize, usize, String)>,
-    /// Dispatches per iteration.
-    pub dispatches_per_iteration: usize,
     iterations_run: usize,
 }
 
@@ -1024,12 +1021,10 @@ impl Optim {
             terms.push((K_IC, K_IC, "inverse_consistency".into()));
         }
         Ok(Self {
-            dispatches_per_iteration: steps.len(),
             gpu: gpu.clone(),
             n,
             dims,
             scale,
-            svf_steps: dense.and_then(|m| m.svf_steps),
             dirs,
             state: state_b,
             history,
@@ -1157,11 +1152,6 @@ impl Optim {
                 .dispatch(pass, &s.pipeline, &s.bind, n.div_ceil(VPT)),
             Size::One => self.gpu.dispatch_one(pass, &s.pipeline, &s.bind),
         }
-    }
-
-    /// Whether the parameters are a velocity field (scaling and squaring).
-    pub fn is_svf(&self) -> bool {
-        self.svf_steps.is_some()
     }
 
     /// The affine parameters Δ (row-major 3×4) as they are now.
@@ -1434,11 +1424,6 @@ impl Optim {
             out.push((s.label, t.elapsed().as_secs_f64() / reps.max(1) as f64));
         }
         Ok(out)
-    }
-
-    /// Adam's moments of the forward direction (for tests).
-    pub fn moments(&self) -> Option<&[[Buf; 3]; 2]> {
-        self.dirs.first().map(|d| &d.m)
     }
 }
 
