@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{Nifti1, gzip, noise, scratch_dir, shared};
 use warpscope::volume::affine::{self, Mat4};
 use warpscope::volume::nifti::{
@@ -369,15 +371,25 @@ fn truncated_plain_file_and_header() {
 
 #[test]
 fn header_dims_larger_than_the_file_are_refused_without_allocating() {
-    // dims claim 32767³ float32 samples (~140 TB); the file holds 96 bytes.
+    // dims claim 32767³ float32 samples (~140 TB) in a 96-byte file: refused
+    // from the header, before anything is read.
     let mut h = small();
     h.dim = [3, 32767, 32767, 32767, 1, 1, 1, 1];
+    for bytes in [h.bytes(), h.gz_bytes()] {
+        let e = read_err(&bytes);
+        assert!(matches!(e.kind, K::TooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("refused before reading"), "{e}");
+    }
+    // A few voxels more than the file holds: truncated.
+    let mut h = small();
+    h.dim = [3, 4, 3, 3, 1, 1, 1, 1];
     for bytes in [h.bytes(), h.gz_bytes()] {
         let e = read_err(&bytes);
         assert!(
             matches!(
                 e.kind,
                 K::Truncated {
+                    expected_bytes: 144,
                     found_bytes: 96,
                     ..
                 }
@@ -385,6 +397,199 @@ fn header_dims_larger_than_the_file_are_refused_without_allocating() {
             "{e}"
         );
         assert!(e.to_string().contains("dims × datatype"), "{e}");
+    }
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_by_its_header_against_the_memory_limit() {
+    // 2048×2048×1024 uint8 of zeros: 4 GiB of samples, a few MB of gzip.
+    // The header alone is enough to refuse it; nothing is decompressed.
+    let mut h = small();
+    h.dim = [3, 2048, 2048, 1024, 1, 1, 1, 1];
+    h.datatype = 2;
+    h.bitpix = 8;
+    h.data = vec![0; 1 << 20]; // the stream would run out long before 4 GiB
+    let bytes = h.gz_bytes();
+    let opts = ReadOptions {
+        max_bytes: Some(1 << 30),
+        ..Default::default()
+    };
+    let e = nifti::read_bytes(&bytes, "bomb.nii.gz", opts).expect_err("refused");
+    assert!(matches!(e.kind, K::TooLarge { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.starts_with("bomb.nii.gz: "), "{text}");
+    assert!(
+        text.contains("20.0 GiB") && text.contains("1.0 GiB"),
+        "{text}"
+    );
+    // The default limit is the memory available now, named as such.
+    if let Some(avail) = nifti::available_memory()
+        && avail < 20 << 30
+    {
+        let e = read_err(&bytes);
+        assert!(e.to_string().contains("memory available now"), "{e}");
+    }
+}
+
+#[test]
+fn more_data_than_the_header_describes_is_refused() {
+    // One x-column fewer, one z-slice fewer, and float32 data labelled uint8:
+    // each describes fewer bytes than the file holds (read as a sheared or
+    // garbled image before).
+    let base = small();
+    let mut fewer_x = base.clone();
+    fewer_x.dim[1] = 3;
+    let mut fewer_z = base.clone();
+    fewer_z.dim[3] = 1;
+    let mut as_u8 = base.clone();
+    as_u8.datatype = 2;
+    as_u8.bitpix = 8;
+    let mut extra = base.clone();
+    extra.data.extend_from_slice(&[0; 4]);
+    for (what, h) in [
+        ("dim1", fewer_x),
+        ("dim3", fewer_z),
+        ("u8", as_u8),
+        ("tail", extra),
+    ] {
+        for bytes in [h.bytes(), h.gz_bytes()] {
+            let e = read_err(&bytes);
+            assert!(matches!(e.kind, K::SizeMismatch { .. }), "{what}: {e}");
+            assert!(e.to_string().contains("header"), "{what}: {e}");
+        }
+    }
+}
+
+#[test]
+fn bitpix_that_disagrees_with_the_datatype_is_refused() {
+    let mut h = small();
+    h.bitpix = 16;
+    let e = read_err(&h.bytes());
+    assert!(
+        matches!(
+            e.kind,
+            K::BadHeader {
+                field: "bitpix",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // 0 (left unset by some writers) is accepted.
+    h.bitpix = 0;
+    read(&h.bytes()).expect("bitpix 0");
+}
+
+#[test]
+fn unknown_voxel_sizes_are_refused_where_the_matrix_needs_them() {
+    for (qform, sform) in [(1, 0), (0, 0)] {
+        for bad in [0.0, f32::NAN, f32::INFINITY] {
+            let mut h = small();
+            h.qform_code = qform;
+            h.sform_code = sform;
+            h.pixdim[2] = bad;
+            let e = read_err(&h.bytes());
+            assert!(
+                matches!(
+                    e.kind,
+                    K::BadHeader {
+                        field: "pixdim",
+                        ..
+                    }
+                ),
+                "q{qform} {bad}: {e}"
+            );
+            assert!(e.to_string().contains("pixdim[2]"), "{e}");
+        }
+    }
+    // With an sform, pixdim is not used: the sform gives the voxel size.
+    let mut h = small();
+    h.sform_code = 1;
+    h.srow = [
+        [2.0, 0.0, 0.0, 1.0],
+        [0.0, 2.0, 0.0, 2.0],
+        [0.0, 0.0, 2.0, 3.0],
+    ];
+    h.pixdim[2] = f32::NAN;
+    let v = read(&h.bytes()).expect("sform");
+    assert_eq!(v.grid.spacing_mm(), [2.0, 2.0, 2.0]);
+    // An axis of one voxel has no extent: its size may be 0.
+    let mut h = Nifti1::new_f32([4, 3, 1], &noise(12, 3));
+    h.pixdim[3] = 0.0;
+    read(&h.bytes()).expect("single slice");
+}
+
+#[test]
+fn infinite_scaling_is_refused_and_nan_slope_means_none() {
+    let mut h = small();
+    h.scl_slope = f32::INFINITY;
+    let e = read_err(&h.bytes());
+    assert!(
+        matches!(
+            e.kind,
+            K::BadHeader {
+                field: "scl_slope",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut h = small();
+    h.scl_slope = 2.0;
+    h.scl_inter = f32::NEG_INFINITY;
+    let e = read_err(&h.bytes());
+    assert!(
+        matches!(
+            e.kind,
+            K::BadHeader {
+                field: "scl_inter",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // slope 0 or NaN: unscaled (the standard), whatever the intercept.
+    let plain = read(&small().bytes()).expect("plain").data;
+    for slope in [0.0, f32::NAN] {
+        let mut h = small();
+        h.scl_slope = slope;
+        h.scl_inter = f32::INFINITY;
+        assert_eq!(read(&h.bytes()).expect("unscaled").data, plain);
+    }
+}
+
+#[test]
+fn a_truncated_gzip_says_how_much_was_there() {
+    let mut h = small();
+    h.dim = [3, 64, 64, 16, 1, 1, 1, 1];
+    h.data = noise(64 * 64 * 16, 9)
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let gz = h.gz_bytes();
+    let e = read_err(&gz[..gz.len() * 3 / 4]);
+    match e.kind {
+        K::Truncated { found_bytes, .. } => {
+            assert!(found_bytes > 100_000, "found {found_bytes}: {e}")
+        }
+        ref k => panic!("{k:?}: {e}"),
+    }
+}
+
+#[test]
+fn pipes_devices_and_folders_are_refused_without_blocking() {
+    let dir = scratch_dir("not_regular");
+    let fifo = dir.join("pipe.nii");
+    let _ = std::fs::remove_file(&fifo);
+    let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).expect("path");
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for p in [fifo.as_path(), Path::new("/dev/zero"), dir.as_path()] {
+        let e = nifti::read_file(p, ReadOptions::default()).expect_err("refused");
+        assert!(matches!(e.kind, K::NotNifti(_)), "{e}");
+        assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+        let e = nifti::read_header(p).expect_err("header refused");
+        assert!(matches!(e.kind, K::NotNifti(_)), "{e}");
     }
 }
 
@@ -449,6 +654,7 @@ fn nan_and_inf_samples_are_refused_by_default() {
         );
         let opts = ReadOptions {
             non_finite: NonFinite::ReplaceWithZero,
+            ..Default::default()
         };
         let (v, info) = nifti::read_bytes(&h.bytes(), "x.nii", opts).expect("replace");
         assert_eq!(info.non_finite, 2);

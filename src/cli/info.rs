@@ -26,6 +26,7 @@ pub fn run(args: &InfoArgs) -> CliResult {
             path,
             ReadOptions {
                 non_finite: NonFinite::Keep,
+                ..Default::default()
             },
         ) {
             Ok((vol, info)) => {

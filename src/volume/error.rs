@@ -13,6 +13,21 @@ pub enum VolumeErrorKind {
         found_bytes: u64,
         what: &'static str,
     },
+    /// The file holds more voxel data than its header describes: the
+    /// dimensions or the sample type are wrong.
+    SizeMismatch {
+        dims: Vec<usize>,
+        datatype: &'static str,
+        expected_bytes: u64,
+        found_bytes: u64,
+    },
+    /// Reading would need more memory than allowed (or available).
+    TooLarge {
+        dims: Vec<usize>,
+        needed_bytes: u64,
+        limit_bytes: u64,
+        limit: &'static str,
+    },
     /// The gzip stream is damaged (bad CRC, invalid deflate data).
     Corrupt(String),
     /// A header field holds an impossible value.
@@ -70,6 +85,26 @@ impl fmt::Display for VolumeError {
                 f,
                 "file is truncated: the {what} needs {expected_bytes} bytes but only {found_bytes} are present"
             ),
+            VolumeErrorKind::SizeMismatch {
+                dims,
+                datatype,
+                expected_bytes,
+                found_bytes,
+            } => write!(
+                f,
+                "the file holds {found_bytes} bytes of voxel data but its header (dims {dims:?} of {datatype}) describes {expected_bytes}: the dimensions or the sample type in the header are wrong"
+            ),
+            VolumeErrorKind::TooLarge {
+                dims,
+                needed_bytes,
+                limit_bytes,
+                limit,
+            } => write!(
+                f,
+                "the header describes dims {dims:?}, which need {} to read, more than {limit} ({}); refused before reading",
+                human_bytes(*needed_bytes),
+                human_bytes(*limit_bytes)
+            ),
             VolumeErrorKind::Corrupt(d) => write!(f, "file is corrupt: {d}"),
             VolumeErrorKind::BadHeader { field, detail } => {
                 write!(f, "invalid header field {field}: {detail}")
@@ -100,5 +135,21 @@ impl std::error::Error for VolumeError {
             VolumeErrorKind::Io(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+/// Bytes for a message: "512 B", "3.2 MiB", "17.0 GiB".
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }

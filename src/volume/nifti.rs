@@ -185,6 +185,54 @@ pub enum NonFinite {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReadOptions {
     pub non_finite: NonFinite,
+    /// Most bytes a read may allocate (the file's samples plus their f32
+    /// copy); `None`: the memory the system has available now.
+    pub max_bytes: Option<u64>,
+}
+
+/// Memory the system can give a new allocation now (Linux: MemAvailable),
+/// or `None` where it cannot be read.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Open a file for reading only if it is a regular file: a FIFO, a device
+/// or a folder given as an image would block or never end.
+fn open_regular(path: &Path, name: &str) -> Result<(File, u64), VolumeError> {
+    let io_err = |e: io::Error| VolumeError::new(name, K::Io(e));
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file (a pipe, socket or device)"
+        };
+        return Err(VolumeError::new(
+            name,
+            K::NotNifti(format!("{what}, not an image file")),
+        ));
+    }
+    let file = File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    Ok((file, len))
+}
+
+/// A reader that counts the bytes it has passed on, so that a damaged
+/// stream's error can say how much was read.
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 /// Facts about a file that are not part of the [`Volume`] itself.
@@ -216,8 +264,7 @@ pub fn read_file(
     let path = path.as_ref();
     let name = path.display().to_string();
     let io_err = |e: io::Error| VolumeError::new(&name, K::Io(e));
-    let file = File::open(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
+    let (file, len) = open_regular(path, &name)?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let gz = {
         let head = io::BufRead::fill_buf(&mut reader).map_err(io_err)?;
@@ -249,7 +296,7 @@ pub fn read_bytes(
 pub fn read_header(path: impl AsRef<Path>) -> Result<Header, VolumeError> {
     let path = path.as_ref();
     let name = path.display().to_string();
-    let file = File::open(path).map_err(|e| VolumeError::new(&name, K::Io(e)))?;
+    let (file, _) = open_regular(path, &name)?;
     let mut reader = BufReader::new(file);
     let gz = io::BufRead::fill_buf(&mut reader)
         .map_err(|e| VolumeError::new(&name, K::Io(e)))?
@@ -532,31 +579,74 @@ impl Header {
     }
 
     /// Voxel → world matrix by the NIfTI rules, and which rule applied.
-    pub fn world(&self) -> (Mat4, WorldSource) {
+    /// Where the matrix comes from pixdim (qform or spacing only), a voxel
+    /// size that is 0, NaN or infinite along an axis of more than one voxel
+    /// is refused: no size can be assumed for it. (An axis of one voxel
+    /// takes 1 mm.)
+    pub fn world(&self) -> Result<(Mat4, WorldSource), K> {
         if self.sform_code > 0 {
             let mut m = affine::IDENTITY;
             m[..3].copy_from_slice(&self.srow);
-            return (m, WorldSource::Sform);
+            return Ok((m, WorldSource::Sform));
         }
-        let spacing = |i: usize| {
-            let p = self.pixdim[i].abs();
-            if p.is_finite() && p > 0.0 { p } else { 1.0 }
+        let source = if self.qform_code > 0 {
+            WorldSource::Qform
+        } else {
+            WorldSource::SpacingOnly
         };
-        if self.qform_code > 0 {
+        let mut spacing = [1.0; 3];
+        for (i, s) in spacing.iter_mut().enumerate() {
+            let p = self.pixdim[i + 1].abs();
+            if p.is_finite() && p > 0.0 {
+                *s = p;
+            } else if self.dim[0] > i as i64 && self.dim[i + 1] > 1 {
+                return Err(K::BadHeader {
+                    field: "pixdim",
+                    detail: format!(
+                        "pixdim[{}] = {} along an axis of {} voxels: the voxel size is unknown, and the {} needs it (the file has no sform)",
+                        i + 1,
+                        self.pixdim[i + 1],
+                        self.dim[i + 1],
+                        source.name()
+                    ),
+                });
+            }
+        }
+        if source == WorldSource::Qform {
             let q = Quatern {
                 b: self.quatern[0],
                 c: self.quatern[1],
                 d: self.quatern[2],
                 offset: self.qoffset,
-                pixdim: [spacing(1), spacing(2), spacing(3)],
+                pixdim: spacing,
                 qfac: if self.pixdim[0] < 0.0 { -1.0 } else { 1.0 },
             };
-            return (affine::quatern_to_mat(&q), WorldSource::Qform);
+            return Ok((affine::quatern_to_mat(&q), source));
         }
-        (
-            affine::diagonal([spacing(1), spacing(2), spacing(3)]),
-            WorldSource::SpacingOnly,
-        )
+        Ok((affine::diagonal(spacing), source))
+    }
+
+    /// `(slope, intercept)` to apply, if any. A slope of 0 or NaN means "no
+    /// scaling" (the NIfTI standard); an infinite slope, or a non-finite
+    /// intercept beside a slope that applies, is refused.
+    fn scaling(&self) -> Result<Option<(f64, f64)>, K> {
+        let (s, i) = (self.scl_slope, self.scl_inter);
+        if s == 0.0 || s.is_nan() {
+            return Ok(None);
+        }
+        if !s.is_finite() {
+            return Err(K::BadHeader {
+                field: "scl_slope",
+                detail: format!("{s}: every scaled sample would be infinite"),
+            });
+        }
+        if !i.is_finite() {
+            return Err(K::BadHeader {
+                field: "scl_inter",
+                detail: format!("{i} beside scl_slope {s}: every scaled sample would be {i}"),
+            });
+        }
+        Ok((!(s == 1.0 && i == 0.0)).then_some((s, i)))
     }
 
     /// Byte offset of the voxel data, validated against the header size.
@@ -590,7 +680,19 @@ fn read_stream(
             datatype_description(h.datatype)
         )))
     })?;
-    let (affine, world_source) = h.world();
+    if h.bitpix != 0 && h.bitpix as usize != 8 * datatype.bytes() {
+        return Err(err(K::BadHeader {
+            field: "bitpix",
+            detail: format!(
+                "{} bits per sample, but the datatype {} has {}: the header is inconsistent",
+                h.bitpix,
+                datatype.name(),
+                8 * datatype.bytes()
+            ),
+        }));
+    }
+    let (affine, world_source) = h.world().map_err(err)?;
+    let scaling = h.scaling().map_err(err)?;
     if !affine::is_usable(&affine) {
         return Err(err(K::SingularMatrix {
             which: world_source.name(),
@@ -619,7 +721,20 @@ fn read_stream(
         _ => return Err(too_big()),
     };
     let data_bytes = total.checked_mul(datatype.bytes()).ok_or_else(too_big)? as u64;
-    total.checked_mul(4).ok_or_else(too_big)?;
+    let decoded_bytes = total.checked_mul(4).ok_or_else(too_big)? as u64;
+    let needed = data_bytes.saturating_add(decoded_bytes);
+    let (limit, whose) = match opts.max_bytes {
+        Some(m) => (Some(m), "the stated limit"),
+        None => (available_memory(), "the memory available now"),
+    };
+    if let Some(limit) = limit.filter(|&l| needed > l) {
+        return Err(err(K::TooLarge {
+            dims: dims.clone(),
+            needed_bytes: needed,
+            limit_bytes: limit,
+            limit: whose,
+        }));
+    }
 
     // Skip any header extensions up to vox_offset.
     let offset = h.data_offset().map_err(err)?;
@@ -641,6 +756,14 @@ fn read_stream(
         }));
     }
 
+    let mismatch = |found: u64| {
+        err(K::SizeMismatch {
+            dims: dims.clone(),
+            datatype: datatype.name(),
+            expected_bytes: data_bytes,
+            found_bytes: found,
+        })
+    };
     if let Some(len) = file_len {
         let available = len.saturating_sub(offset);
         if available < data_bytes {
@@ -650,21 +773,26 @@ fn read_stream(
                 what: "voxel data (dims × datatype size)",
             }));
         }
+        if available > data_bytes {
+            return Err(mismatch(available));
+        }
     }
     // Grows with what is really read, never sized by the header alone.
     let mut raw = Vec::with_capacity(data_bytes.min(1 << 24) as usize);
-    (&mut r)
-        .take(data_bytes)
-        .read_to_end(&mut raw)
-        .map_err(|e| {
-            err(stream_error(
-                e,
-                gz,
-                "voxel data (dims × datatype size)",
-                data_bytes,
-                0,
-            ))
-        })?;
+    let mut counted = Counting {
+        inner: &mut r,
+        count: 0,
+    };
+    let read = (&mut counted).take(data_bytes).read_to_end(&mut raw);
+    read.map_err(|e| {
+        err(stream_error(
+            e,
+            gz,
+            "voxel data (dims × datatype size)",
+            data_bytes,
+            counted.count,
+        ))
+    })?;
     if (raw.len() as u64) < data_bytes {
         return Err(err(K::Truncated {
             expected_bytes: data_bytes,
@@ -673,19 +801,22 @@ fn read_stream(
         }));
     }
     if gz {
-        // Read to the end so that the gzip CRC and length are verified.
-        io::copy(&mut r, &mut io::sink())
-            .map_err(|e| err(stream_error(e, gz, "gzip trailer", 8, 0)))?;
+        // Read to the end so that the gzip CRC and length are verified, and
+        // refuse data beyond what the header describes.
+        let extra = io::copy(&mut counted, &mut io::sink()).map_err(|e| {
+            err(stream_error(
+                e,
+                gz,
+                "voxel data and gzip trailer",
+                data_bytes,
+                counted.count,
+            ))
+        })?;
+        if extra > 0 {
+            return Err(mismatch(data_bytes + extra));
+        }
     }
 
-    let scaling = {
-        let (s, i) = (h.scl_slope, h.scl_inter);
-        if s != 0.0 && s.is_finite() && !(s == 1.0 && i == 0.0) {
-            Some((s, if i.is_finite() { i } else { 0.0 }))
-        } else {
-            None
-        }
-    };
     let mut data = decode(&raw, datatype, h.big_endian, scaling);
     drop(raw);
 
