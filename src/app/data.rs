@@ -438,20 +438,7 @@ pub fn display_name(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
-/// Whether two grids' world boxes overlap; if not, the gap between them (mm).
-pub fn world_gap_mm(a: &Grid, b: &Grid) -> Option<f64> {
-    let (alo, ahi) = crate::render::geometry::world_bounds(a);
-    let (blo, bhi) = crate::render::geometry::world_bounds(b);
-    let mut gap2 = 0.0;
-    for k in 0..3 {
-        let d = (blo[k] - ahi[k]).max(alo[k] - bhi[k]);
-        if d > 0.0 {
-            gap2 += d * d;
-        }
-    }
-    let overlapping = (0..3).all(|k| alo[k] < bhi[k] && blo[k] < ahi[k]);
-    (!overlapping).then(|| gap2.sqrt())
-}
+pub use crate::volume::world_gap_mm;
 
 #[cfg(test)]
 mod tests {

@@ -72,7 +72,22 @@ pub fn run(a: &ConvertArgs) -> CliResult {
             InterpArg::Linear => Interp::Linear,
             InterpArg::Nearest => Interp::Nearest,
         };
-        vol = resample(&vol, &r.grid, interp, Border::Constant(0.0))?;
+        let on_grid = resample(&vol, &r.grid, interp, Border::Constant(0.0))?;
+        let empty = |v: &crate::volume::Volume| v.data.iter().all(|&x| x == 0.0);
+        if empty(&on_grid) && !empty(&vol) {
+            let gap = crate::volume::world_gap_mm(&vol.grid, &r.grid).map_or_else(
+                || "no voxel with content falls inside it".to_string(),
+                |g| format!("their world boxes are {g:.0} mm apart"),
+            );
+            return Err(format!(
+                "{} does not overlap {} in world space ({gap}): the result would be empty; \
+                 check both files' sform/qform",
+                a.input.display(),
+                reference.display()
+            )
+            .into());
+        }
+        vol = on_grid;
     }
     for _ in 0..a.downsample {
         vol = pyramid::downsample2(&vol, pyramid::DEFAULT_SIGMA_VOX);

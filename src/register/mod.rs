@@ -184,8 +184,10 @@ pub fn prepare(
     let mut moving = if m.grid.same_as(&f.grid) {
         m.clone()
     } else {
-        resample(m, &f.grid, Interp::Linear, Border::Constant(0.0))
-            .map_err(|e| EngineError(e.to_string()))?
+        let on_fixed = resample(m, &f.grid, Interp::Linear, Border::Constant(0.0))
+            .map_err(|e| EngineError(e.to_string()))?;
+        check_overlap(&on_fixed, f, m)?;
+        on_fixed
     };
     if normalize {
         for v in [&mut fixed, &mut moving] {
@@ -221,6 +223,36 @@ pub fn prepare(
         }
     };
     Ok((fixed, moving, mask))
+}
+
+/// Refuse a moving image that, brought onto the fixed grid, holds nothing
+/// of itself: their headers place the two images apart in world space, and
+/// a run would end "completed" on an empty warped image.
+fn check_overlap(on_fixed: &Volume, fixed: &Volume, moving: &Volume) -> Result<(), EngineError> {
+    let structured =
+        (0..on_fixed.channels).any(|c| on_fixed.range(c).is_some_and(|(lo, hi)| hi > lo));
+    if structured {
+        return Ok(());
+    }
+    let where_ = match crate::volume::world_gap_mm(&fixed.grid, &moving.grid) {
+        Some(gap) => format!("their world boxes are {gap:.0} mm apart"),
+        None => {
+            "their world boxes touch, but no moving voxel with content falls inside the fixed image"
+                .into()
+        }
+    };
+    let centre = |g: &Grid| {
+        let (lo, hi) = crate::volume::world_bounds(g);
+        std::array::from_fn::<f64, 3, _>(|k| 0.5 * (lo[k] + hi[k]))
+    };
+    let (cf, cm) = (centre(&fixed.grid), centre(&moving.grid));
+    Err(EngineError(format!(
+        "the moving image does not overlap the fixed image ({where_}; centres at \
+         [{:.0}, {:.0}, {:.0}] and [{:.0}, {:.0}, {:.0}] mm RAS): registration would compare nothing. \
+         Check that both files' headers (sform/qform) place them in the same scanner space, \
+         or move the moving image's origin onto the fixed one's first",
+        cf[0], cf[1], cf[2], cm[0], cm[1], cm[2]
+    )))
 }
 
 /// Host copies of one level's images (channel-major) and mask.

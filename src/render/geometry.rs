@@ -68,26 +68,7 @@ pub enum Convention {
     Neurological,
 }
 
-/// World-space box covered by a grid: voxel corners (−0.5 … n − 0.5) mapped to RAS mm.
-pub fn world_bounds(grid: &Grid) -> ([f64; 3], [f64; 3]) {
-    let mut lo = [f64::INFINITY; 3];
-    let mut hi = [f64::NEG_INFINITY; 3];
-    for corner in 0..8 {
-        let ijk: [f64; 3] = std::array::from_fn(|a| {
-            if corner & (1 << a) == 0 {
-                -0.5
-            } else {
-                grid.dims[a] as f64 - 0.5
-            }
-        });
-        let w = affine::apply(&grid.affine, ijk);
-        for a in 0..3 {
-            lo[a] = lo[a].min(w[a]);
-            hi[a] = hi[a].max(w[a]);
-        }
-    }
-    (lo, hi)
-}
+pub use crate::volume::world_bounds;
 
 /// A view of one plane: which world box it frames, where the slice is.
 #[derive(Clone, Debug, PartialEq)]

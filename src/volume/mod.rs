@@ -201,3 +201,40 @@ pub fn same_affine(a: &Mat4, b: &Mat4) -> bool {
         .zip(b.iter().flatten())
         .all(|(x, y)| (x - y).abs() <= 1e-4 + 1e-6 * x.abs().max(y.abs()))
 }
+
+/// The world (RAS mm) box a grid's voxels cover, corners included: its
+/// lowest and highest coordinate along each axis.
+pub fn world_bounds(grid: &Grid) -> ([f64; 3], [f64; 3]) {
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    for corner in 0..8 {
+        let ijk: [f64; 3] = std::array::from_fn(|a| {
+            if corner & (1 << a) == 0 {
+                -0.5
+            } else {
+                grid.dims[a] as f64 - 0.5
+            }
+        });
+        let w = affine::apply(&grid.affine, ijk);
+        for a in 0..3 {
+            lo[a] = lo[a].min(w[a]);
+            hi[a] = hi[a].max(w[a]);
+        }
+    }
+    (lo, hi)
+}
+
+/// Whether two grids' world boxes overlap; if not, the gap between them (mm).
+pub fn world_gap_mm(a: &Grid, b: &Grid) -> Option<f64> {
+    let (alo, ahi) = world_bounds(a);
+    let (blo, bhi) = world_bounds(b);
+    let mut gap2 = 0.0;
+    for k in 0..3 {
+        let d = (blo[k] - ahi[k]).max(alo[k] - bhi[k]);
+        if d > 0.0 {
+            gap2 += d * d;
+        }
+    }
+    let overlapping = (0..3).all(|k| alo[k] < bhi[k] && blo[k] < ahi[k]);
+    (!overlapping).then(|| gap2.sqrt())
+}
