@@ -485,7 +485,9 @@ impl Pipeline {
     }
 
     /// Refuse nonsense: negative or non-finite weights, window 0 or even,
-    /// lists that do not match the level count, no similarity term.
+    /// lists that do not match the level count, no similarity term. Every
+    /// stage's values are checked, enabled or not: a disabled stage's
+    /// parameters are saved with the run and may be enabled later.
     pub fn validate(&self) -> Result<(), ParamError> {
         let err = |m: String| Err(ParamError(m));
         let a = &self.affine;
@@ -495,64 +497,73 @@ impl Pipeline {
                 "both the affine and the deformable stage are disabled: nothing to do".into(),
             );
         }
-        if a.enabled {
-            check_similarity("affine", &a.sim)?;
-            if a.levels == 0 || a.levels > a.coarsest + 1 {
-                return err(format!(
-                    "affine.levels = {} must be between 1 and affine.coarsest + 1 = {}",
-                    a.levels,
-                    a.coarsest + 1
-                ));
-            }
-            if a.coarsest > 5 {
-                return err("affine.coarsest must be at most 5".into());
-            }
-            check_rate("affine.lr", a.lr)?;
+        check_similarity("affine", &a.sim, a.enabled)?;
+        if a.coarsest > 5 {
+            return err("affine.coarsest must be at most 5".into());
         }
-        if d.enabled || self.ic.enabled {
-            check_similarity("deformable", &d.sim)?;
-            if d.levels == 0 || d.levels > 6 {
+        if a.levels == 0 || a.levels > a.coarsest + 1 {
+            return err(format!(
+                "affine.levels = {} must be between 1 and affine.coarsest + 1 = {}",
+                a.levels,
+                a.coarsest + 1
+            ));
+        }
+        check_rate("affine.lr", a.lr)?;
+        check_similarity("deformable", &d.sim, d.enabled || self.ic.enabled)?;
+        if d.levels == 0 || d.levels > 6 {
+            return err(format!(
+                "deformable.levels = {} must be between 1 and 6",
+                d.levels
+            ));
+        }
+        if d.iterations.len() != d.levels {
+            return err(format!(
+                "deformable.iterations has {} value(s) for {} level(s)",
+                d.iterations.len(),
+                d.levels
+            ));
+        }
+        for (name, list) in [
+            ("deformable.lr", &d.lr),
+            ("deformable.diffusion", &d.diffusion),
+        ] {
+            if list.is_empty() || (list.len() != 1 && list.len() != d.levels) {
                 return err(format!(
-                    "deformable.levels = {} must be between 1 and 6",
-                    d.levels
+                    "{name} needs one value or one per level ({}), not {}",
+                    d.levels,
+                    list.len()
                 ));
-            }
-            if d.iterations.len() != d.levels {
-                return err(format!(
-                    "deformable.iterations has {} value(s) for {} level(s)",
-                    d.iterations.len(),
-                    d.levels
-                ));
-            }
-            for (name, list) in [
-                ("deformable.lr", &d.lr),
-                ("deformable.diffusion", &d.diffusion),
-            ] {
-                if list.is_empty() || (list.len() != 1 && list.len() != d.levels) {
-                    return err(format!(
-                        "{name} needs one value or one per level ({}), not {}",
-                        d.levels,
-                        list.len()
-                    ));
-                }
-            }
-            for &lr in &d.lr {
-                check_rate("deformable.lr", lr)?;
-            }
-            for &w in &d.diffusion {
-                check_weight("deformable.diffusion", w)?;
-            }
-            check_weight("deformable.jacobian", d.jacobian)?;
-            check_weight("deformable.inverse_consistency", d.inverse_consistency)?;
-            if d.svf_steps > 12 {
-                return err("deformable.svf_steps must be at most 12".into());
             }
         }
-        if self.ic.enabled {
-            if self.ic.power.is_nan() || self.ic.power <= 0.0 {
-                return err("ic.power must be positive".into());
-            }
-            check_weight("ic.sigma", self.ic.sigma)?;
+        for &lr in &d.lr {
+            check_rate("deformable.lr", lr)?;
+        }
+        for &w in &d.diffusion {
+            check_weight("deformable.diffusion", w)?;
+        }
+        check_weight("deformable.jacobian", d.jacobian)?;
+        check_weight("deformable.inverse_consistency", d.inverse_consistency)?;
+        if !(1..=12).contains(&d.svf_steps) {
+            return err(format!(
+                "deformable.svf_steps = {} must be between 1 and 12",
+                d.svf_steps
+            ));
+        }
+        let ic = &self.ic;
+        if !(ic.power.is_finite() && ic.power > 0.0) {
+            return err(format!(
+                "ic.power = {} must be finite and positive",
+                ic.power
+            ));
+        }
+        if !(ic.sigma.is_finite() && ic.sigma > 0.0) {
+            return err(format!(
+                "ic.sigma = {} must be finite and positive",
+                ic.sigma
+            ));
+        }
+        if ic.iterations == 0 || ic.final_iterations == 0 {
+            return err("ic.iterations and ic.final_iterations must be at least 1".into());
         }
         Ok(())
     }
@@ -664,7 +675,10 @@ fn check_rate(name: &str, lr: f64) -> Result<(), ParamError> {
     }
 }
 
-fn check_similarity(stage: &str, s: &SimilarityWeights) -> Result<(), ParamError> {
+/// A stage's similarity: weights finite and ≥ 0, window and bins in range
+/// (checked whether or not the term is on, so that switching it on later
+/// cannot expose a bad value); at least one term when the stage runs.
+fn check_similarity(stage: &str, s: &SimilarityWeights, runs: bool) -> Result<(), ParamError> {
     for (n, w) in [
         ("mse", s.mse),
         ("ncc", s.ncc),
@@ -673,16 +687,16 @@ fn check_similarity(stage: &str, s: &SimilarityWeights) -> Result<(), ParamError
     ] {
         check_weight(&format!("{stage}.{n}"), w)?;
     }
-    if s.mse + s.ncc + s.lncc + s.mi <= 0.0 {
+    if runs && s.mse + s.ncc + s.lncc + s.mi <= 0.0 {
         return Err(ParamError(format!("{stage}: every similarity weight is 0")));
     }
-    if s.lncc > 0.0 && (s.window == 0 || s.window.is_multiple_of(2) || s.window > 31) {
+    if s.window == 0 || s.window.is_multiple_of(2) || s.window > 31 {
         return Err(ParamError(format!(
             "{stage}.window = {}: the LNCC window must be odd, between 1 and 31",
             s.window
         )));
     }
-    if s.mi > 0.0 && !(4..=256).contains(&s.mi_bins) {
+    if !(4..=256).contains(&s.mi_bins) {
         return Err(ParamError(format!(
             "{stage}.mi_bins = {} must be between 4 and 256",
             s.mi_bins
@@ -729,5 +743,42 @@ mod tests {
             p.value_of("deformable.diffusion").as_deref(),
             Some("0.5,0.25,2")
         );
+    }
+
+    /// Values of a disabled stage are checked as strictly as an enabled
+    /// one's (`fast` has no IC stage; `symmetric`… each preset is tried).
+    #[test]
+    fn nonsense_is_refused_on_disabled_stages_too() {
+        for preset in PRESETS {
+            Pipeline::preset(preset)
+                .expect("preset")
+                .validate()
+                .unwrap_or_else(|e| panic!("{preset}: {e}"));
+        }
+        let fast = Pipeline::preset("fast").expect("fast");
+        assert!(!fast.ic.enabled);
+        for (set, needle) in [
+            ("deformable.mi_bins=100000", "mi_bins"),
+            ("affine.mi_bins=2", "mi_bins"),
+            ("ic.power=-1", "ic.power"),
+            ("ic.sigma=nan", "ic.sigma"),
+            ("ic.iterations=0", "ic.iterations"),
+            ("deformable.svf_steps=0", "svf_steps"),
+            ("deformable.svf_steps=40", "svf_steps"),
+            ("affine.window=4", "window"),
+        ] {
+            let e = fast
+                .clone()
+                .with_overrides(&[set.to_string()])
+                .expect_err(set);
+            assert!(e.0.contains(needle), "{set}: {e}");
+        }
+        // Disabling a stage is still fine, and so are its sane values.
+        let mut no_affine = fast.clone();
+        no_affine.affine.enabled = false;
+        no_affine.affine.sim.mse = 0.0;
+        no_affine
+            .validate()
+            .expect("a disabled stage may have no similarity");
     }
 }
