@@ -3,12 +3,20 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before any thread starts (setting the environment is only sound then).
+    if let Some(dir) = warpscope::cli::private_runtime_dir() {
+        // SAFETY: single-threaded here; nothing reads the environment concurrently.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
+    }
     let args = warpscope::cli::Args::parse();
     match warpscope::cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("warpscope: error: {e}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<warpscope::cli::interrupt::Interrupted>() {
+                Some(i) => ExitCode::from(i.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -54,25 +54,54 @@ pub struct RunMetrics {
     /// Before registration (identity), for reference.
     pub tre_before_mm: Option<f64>,
     pub robustness: Option<f64>,
-    /// % of voxels with det J ≤ 0.
+    /// % of voxels with det J ≤ 0, over the whole fixed grid (the headline).
     pub folds_percent: Option<f64>,
+    /// SDlogJ over the whole fixed grid.
     pub sd_log_j: Option<f64>,
+    /// The same two inside the fixed mask, when the run had one (what
+    /// `eval --mask` and the benchmark protocol report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds_percent_in_mask: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sd_log_j_in_mask: Option<f64>,
     /// NCC between the fixed and the warped image (mean over channels).
     pub ncc: Option<f64>,
 }
 
 /// Score products against the fixed image and, if given, landmark pairs
-/// (fixed set, moving set; RAS mm, paired by id).
+/// (fixed set, moving set; RAS mm, paired by id) and the fixed mask (on
+/// the fixed grid or resampled onto it).
 pub fn measure(
     products: &Products,
     fixed: &Volume,
     moving_grid: &Grid,
     landmarks: Option<(&LandmarkSet, &LandmarkSet)>,
+    fixed_mask: Option<&Volume>,
 ) -> RunMetrics {
     let mut m = RunMetrics::default();
     if let Some(s) = jacobian::stats(&products.jacobian, &products.mapping, None) {
         m.folds_percent = Some(100.0 * s.frac_nonpos);
         m.sd_log_j = Some(s.sd_log_j);
+    }
+    let inside = fixed_mask.and_then(|mk| {
+        let on_grid = if mk.grid.same_as(&fixed.grid) {
+            mk.extract_channel(0)
+        } else {
+            crate::volume::resample::resample(
+                &mk.extract_channel(0),
+                &fixed.grid,
+                Interp::Nearest,
+                crate::volume::resample::Border::Constant(0.0),
+            )
+            .ok()?
+        };
+        Some(on_grid.data.iter().map(|&v| v > 0.5).collect::<Vec<bool>>())
+    });
+    if let Some(inside) = inside
+        && let Some(s) = jacobian::stats(&products.jacobian, &products.mapping, Some(&inside))
+    {
+        m.folds_percent_in_mask = Some(100.0 * s.frac_nonpos);
+        m.sd_log_j_in_mask = Some(s.sd_log_j);
     }
     let channels = fixed.channels.min(products.warped.channels);
     let nccs: Vec<f64> = (0..channels)
@@ -130,6 +159,7 @@ pub fn run_report(sources: &RunSources, o: &Outcome, metrics: &RunMetrics) -> Va
         "final_total": o.final_total,
         "final_terms": o.final_terms.iter().map(|(n, v)| (n.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "jacobian_folds_percent": metrics.folds_percent,
+        "jacobian_scope": "whole fixed grid (metrics.*_in_mask: inside the fixed mask)",
         "metrics": metrics,
         "files": {
             "warped.nii.gz": "moving image resampled onto the fixed grid through the result",
@@ -233,6 +263,56 @@ pub fn file_names(outcome: &Outcome) -> Vec<&'static str> {
     v
 }
 
+/// Make sure results can be written into `dir` before a run starts: create
+/// it, write and remove a probe file, and sweep temporary files that an
+/// interrupted earlier run left there (theirs, not a running process's).
+/// Returns how many were swept.
+pub fn prepare_out_dir(dir: &Path) -> Result<usize, String> {
+    let shown = dir.display();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the output folder {shown}: {e}"))?;
+    let probe = dir.join(format!(".warpscope-write-test.{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .map_err(|e| format!("cannot write into the output folder {shown}: {e}"))?;
+    let _ = std::fs::remove_file(&probe);
+    let mut swept = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = stale_temp_owner(&name)
+                && !process_alive(pid)
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                swept += 1;
+            }
+        }
+    }
+    Ok(swept)
+}
+
+/// The process id in a temporary file name of [`crate::atomic`]
+/// (`.NAME.PID.N.tmp`), if `name` is one.
+fn stale_temp_owner(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = rest.rsplitn(3, '.');
+    parts.next()?.parse::<u64>().ok()?;
+    let pid = parts.next()?.parse::<i32>().ok()?;
+    parts.next().filter(|n| !n.is_empty())?;
+    Some(pid)
+}
+
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    if pid as u32 == std::process::id() {
+        return true;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 /// Write every result file into `dir` (created if missing), each
 /// atomically; `progress(done, total, name)` is called before each file.
 /// Returns the paths written.
@@ -243,7 +323,8 @@ pub fn write_files(
     report: &Value,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the output folder {}: {e}", dir.display()))?;
     let names = file_names(outcome);
     let total = names.len();
     let grid = products.mapping.grid();
@@ -251,8 +332,9 @@ pub fn write_files(
     for (i, name) in names.into_iter().enumerate() {
         progress(i, total, name);
         let path = dir.join(name);
+        // The reader's and writer's errors already name the file.
         let nii = |v: &Volume, o: &WriteOptions| {
-            nifti::write_file(&path, v, o).map_err(|e| format!("{}: {e}", path.display()))
+            nifti::write_file(&path, v, o).map_err(|e| e.to_string())
         };
         match name {
             "warped.nii.gz" => nii(&products.warped, &opts("warpscope:warped"))?,
@@ -284,4 +366,47 @@ pub fn write_files(
     }
     progress(total, total, "");
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_file_names_give_their_owner() {
+        assert_eq!(stale_temp_owner(".warped.nii.gz.4242.0.tmp"), Some(4242));
+        assert_eq!(stale_temp_owner(".run.json.17.3.tmp"), Some(17));
+        for not_ours in [
+            "warped.nii.gz",
+            ".x.tmp",
+            ".a.b.tmp",
+            "..1.2.tmp",
+            ".run.json.17.3",
+        ] {
+            assert_eq!(stale_temp_owner(not_ours), None, "{not_ours}");
+        }
+    }
+
+    #[test]
+    fn the_output_folder_is_checked_and_swept_before_a_run() {
+        let dir = std::env::temp_dir().join(format!("warpscope-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        // A dead process's leftover, ours (alive) and a user's file.
+        let dead = dir.join(".warped.nii.gz.999999999.0.tmp");
+        let live = dir.join(format!(".run.json.{}.0.tmp", std::process::id()));
+        let user = dir.join("notes.txt");
+        for p in [&dead, &live, &user] {
+            std::fs::write(p, b"x").expect("write");
+        }
+        assert_eq!(prepare_out_dir(&dir), Ok(1));
+        assert!(!dead.exists() && live.exists() && user.exists());
+        // A file where the folder should be cannot hold results.
+        let e = prepare_out_dir(&user).expect_err("a file is not a folder");
+        assert!(
+            e.contains("notes.txt") && e.contains("output folder"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -151,6 +151,9 @@ fn register_refuses_bad_arguments() {
             "unknown parameter 'deformable.nonsense'",
         ),
         (vec!["--set", "deformable.window=0"], "window"),
+        // The IC stage is off in `fast`: its values are checked all the same.
+        (vec!["--set", "ic.power=-1"], "ic.power"),
+        (vec!["--set", "deformable.mi_bins=100000"], "mi_bins"),
         (vec!["--preset", "slow"], "unknown preset 'slow'"),
         (vec!["--device", "tpu"], "unknown device 'tpu'"),
         (vec!["--moving", &m], "one moving file per fixed file"),

@@ -382,6 +382,10 @@ fn every_mutated_file_is_refused_by_name_or_read_right() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "{} cases: {refused} refused, {read_same} read equal to the reference",
+        cases.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",

@@ -84,7 +84,13 @@ fn finish(job: &Job, outcome: Outcome) -> Result<Finished, String> {
     let fixed = &job.inputs.fixed;
     let products = Products::of(&fixed.grid, &job.inputs.moving, &outcome)?;
     let landmarks = job.landmarks.as_ref().map(|(f, m)| (f, m));
-    let metrics = results::measure(&products, fixed, &job.inputs.moving.grid, landmarks);
+    let metrics = results::measure(
+        &products,
+        fixed,
+        &job.inputs.moving.grid,
+        landmarks,
+        job.inputs.fixed_mask.as_ref(),
+    );
     let (display_mapping, display_field) = if job.display.same_as(&fixed.grid) {
         (products.mapping.clone(), products.field_vox.clone())
     } else {

@@ -96,6 +96,12 @@ pub struct EvalArgs {
     /// its residual, and the error (CSV, RAS mm).
     #[arg(long)]
     pub warped_landmarks: Option<PathBuf>,
+    /// Write the fixed landmarks carried through the result into the moving
+    /// image, as a landmark file the viewer and 3D Slicer open: `.fcsv` or
+    /// `.mrk.json` (LPS, as Slicer writes them), or `.csv` (pair CSV: the
+    /// fixed point and where the result puts it).
+    #[arg(long)]
+    pub warped_landmarks_out: Option<PathBuf>,
     /// Write the Jacobian determinant map.
     #[arg(long)]
     pub jacobian_out: Option<PathBuf>,
@@ -245,6 +251,14 @@ fn generic(
         _ => None,
     };
     if let Some((f, m)) = sets {
+        for (set, grid, what) in [
+            (&f, &fixed.grid, "fixed landmarks"),
+            (&m, &moving.grid, "moving landmarks"),
+        ] {
+            if let Some(n) = crate::landmarks::edit::Placement::of(set, grid).notice(what) {
+                eprintln!("notice: {n}");
+            }
+        }
         let report = tre::tre(&f, &m, mapping, Some((&moving.grid, 0.0)), &|_| false);
         if let Some(notice) = report.pairing.notice() {
             eprintln!("notice: {notice}; computed on the pairs that match");
@@ -258,6 +272,24 @@ fn generic(
         out.insert("tre".into(), report.to_json());
         if let Some(p) = &a.warped_landmarks {
             write_warped_landmarks(p, &f, &m, mapping)?;
+        }
+    }
+    if let Some(p) = &a.warped_landmarks_out {
+        let f = match (&a.landmarks, &a.fixed_landmarks) {
+            (Some(l), _) | (None, Some(l)) => read_set(l, Some(&fixed.grid), base, Side::Fixed)?,
+            (None, None) => {
+                return Err(
+                    "--warped-landmarks-out needs fixed landmarks (--landmarks or --fixed-landmarks)"
+                        .into(),
+                );
+            }
+        };
+        let skipped = write_landmarks_through(p, &f, mapping)?;
+        if skipped > 0 {
+            eprintln!(
+                "notice: {skipped} landmark(s) outside the field's grid were not written to {}",
+                p.display()
+            );
         }
     }
     if let (Some(fl), Some(ml)) = (&a.fixed_labels, &a.moving_labels) {
@@ -372,6 +404,43 @@ fn write_warped_landmarks(
     Ok(())
 }
 
+/// Write `fixed` carried into the moving image through `mapping`, in the
+/// format the file name says; returns how many points could not be mapped.
+fn write_landmarks_through(
+    path: &Path,
+    fixed: &crate::landmarks::LandmarkSet,
+    mapping: &Mapping,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    use crate::landmarks::formats::{self, CoordinateSystem};
+    let mut mapped = fixed.clone();
+    mapped.points.clear();
+    let mut skipped = 0;
+    for p in &fixed.points {
+        match mapping.map_point(p.ras_mm) {
+            Some(q) => mapped.points.push(crate::landmarks::Landmark {
+                ras_mm: q,
+                ..p.clone()
+            }),
+            None => skipped += 1,
+        }
+    }
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    if name.ends_with(".fcsv") {
+        formats::write_fcsv(path, &mapped, CoordinateSystem::Lps)?;
+    } else if name.ends_with(".json") {
+        formats::write_mrk_json(path, &mapped, CoordinateSystem::Lps)?;
+    } else if name.ends_with(".csv") {
+        formats::write_pair_csv(path, fixed, &mapped)?;
+    } else {
+        return Err(format!(
+            "{}: name the landmark file .fcsv, .mrk.json or .csv (pair CSV)",
+            path.display()
+        )
+        .into());
+    }
+    Ok(skipped)
+}
+
 /// Print a report as `key  value` lines (nested keys joined with '.').
 fn print_flat(v: &Value) {
     fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
@@ -394,7 +463,7 @@ fn print_flat(v: &Value) {
                         if f.fract() == 0.0 && f.abs() < 1e15 {
                             format!("{f}")
                         } else {
-                            format!("{f:.4}")
+                            readable(f, 4)
                         }
                     },
                 );
@@ -408,6 +477,17 @@ fn print_flat(v: &Value) {
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, val) in rows {
         println!("{k:<w$}  {val}");
+    }
+}
+
+/// A figure with `digits` decimals, or in scientific notation where those
+/// would show a small non-zero value as 0 (a fold fraction of 3.96e-5
+/// printed "0.0000" read as "no folds").
+pub fn readable(v: f64, digits: usize) -> String {
+    if v != 0.0 && v.is_finite() && v.abs() < 10f64.powi(-(digits as i32) + 2) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.digits$}")
     }
 }
 
@@ -467,7 +547,7 @@ fn dataset(a: &EvalArgs, dir: &Path) -> CliResult {
                 for (k, key) in TABLE.iter().enumerate() {
                     match r.get(*key).and_then(Value::as_f64) {
                         Some(v) => {
-                            row.push(format!("{v:.6}"));
+                            row.push(readable(v, 6));
                             sums[k].0 += v;
                             sums[k].1 += 1;
                         }
@@ -487,7 +567,7 @@ fn dataset(a: &EvalArgs, dir: &Path) -> CliResult {
         .iter()
         .map(|(s, n)| {
             if *n > 0 {
-                format!("{:.6}", s / *n as f64)
+                readable(s / *n as f64, 6)
             } else {
                 String::new()
             }
@@ -507,4 +587,19 @@ fn dataset(a: &EvalArgs, dir: &Path) -> CliResult {
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    #[test]
+    fn small_fractions_stay_visible() {
+        assert_eq!(readable(3.96e-5, 4), "3.960e-5");
+        assert_eq!(readable(0.0, 4), "0.0000");
+        assert_eq!(readable(0.1234567, 4), "0.1235");
+        assert_eq!(readable(0.5, 6), "0.500000");
+        assert_eq!(readable(2.5e-7, 6), "2.500e-7");
+        assert_eq!(readable(-0.004, 4), "-4.000e-3");
+    }
 }

@@ -5,6 +5,7 @@ mod bench_view;
 mod convert;
 mod eval;
 mod info;
+pub mod interrupt;
 mod register;
 
 use std::path::PathBuf;
@@ -81,6 +82,24 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Register a moving image to a fixed one and write the result files.
     Register(Box<register::RegisterArgs>),
+}
+
+/// Where `XDG_RUNTIME_DIR` is unset or not a folder (a headless shell, a
+/// batch job), a private one to set before the GPU is probed: the Wayland
+/// client library otherwise prints "error: XDG_RUNTIME_DIR is invalid or
+/// not set" for every probe, though nothing is wrong and the run goes on.
+/// `None` when the variable is fine (or no folder can be made).
+pub fn private_runtime_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir()) {
+        return None;
+    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let dir = std::env::temp_dir().join(format!("warpscope-runtime-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0).then_some(dir)
 }
 
 pub fn run(args: Args) -> CliResult {

@@ -2,16 +2,19 @@
 //! every result file (see the README for their conventions).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use super::CliResult;
+use super::interrupt::{self, Interrupted};
 use crate::landmarks::LandmarkSet;
 use crate::landmarks::edit::Editor;
-use crate::register::{self, Backend, Event, Inputs, Link, Outcome, Pipeline, Status};
-use crate::results::{self, Products, RunSources};
+use crate::register::{self, Backend, Control, Event, Inputs, Link, Outcome, Pipeline, Status};
+use crate::results::{self, Products, RunMetrics, RunSources};
 use crate::session_file::{ImageSource, SessionFile};
 use crate::volume::Volume;
 
@@ -138,6 +141,15 @@ fn plan(a: &RegisterArgs) -> Result<Plan, Box<dyn std::error::Error>> {
 
 pub fn run(a: &RegisterArgs) -> CliResult {
     let plan = plan(a)?;
+    // Before anything long: the results must have somewhere to go.
+    let swept = results::prepare_out_dir(&a.out)?;
+    if swept > 0 && !a.quiet {
+        eprintln!(
+            "notice: removed {swept} temporary file(s) an interrupted run left in {}",
+            a.out.display()
+        );
+    }
+    interrupt::install();
     let fixed = read_stack(&plan.fixed, "fixed")?;
     let moving = read_stack(&plan.moving, "moving")?;
     let fixed_mask = match &plan.mask {
@@ -161,39 +173,131 @@ pub fn run(a: &RegisterArgs) -> CliResult {
     if let Some(note) = crate::gpu::take_device_note() {
         eprintln!("notice: {note}");
     }
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    if let Some(sig) = interrupt::received() {
+        return Err(
+            Interrupted::new(sig, "before the registration started; nothing was written").into(),
+        );
+    }
     let inputs = Inputs {
         fixed,
         moving,
         fixed_mask,
     };
     let (tx, rx) = mpsc::channel();
+    let (control, control_rx) = mpsc::channel();
     let quiet = a.quiet;
     let pipeline = plan.pipeline.clone();
+    let started = Instant::now();
+    let finished = AtomicBool::new(false);
     let outcome = std::thread::scope(|s| {
         s.spawn(move || show_progress(rx, quiet));
+        // A signal becomes a stop request: the run ends after its current
+        // iteration with the last good result.
+        s.spawn(|| {
+            while !finished.load(Ordering::SeqCst) {
+                if interrupt::received().is_some() {
+                    let _ = control.send(Control::Stop);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
         let link = Link {
             events: Some(tx),
+            control: Some(control_rx),
             ..Default::default()
         };
-        register::register(&inputs, pipeline, &device, link)
+        let r = register::register(&inputs, pipeline, &device, link);
+        finished.store(true, Ordering::SeqCst);
+        r
     })?;
     let landmarks = plan.landmarks.as_ref().map(|(f, m)| (f, m));
-    write_outputs(a, &inputs, &outcome, &plan.sources, landmarks)?;
-    match &outcome.status {
-        Status::Failed(m) => Err(format!(
+    let metrics = write_outputs(a, &inputs, &outcome, &plan.sources, landmarks)?;
+    if !a.quiet {
+        println!(
+            "{}",
+            summary(&a.out, &outcome, &metrics, started.elapsed().as_secs_f64())
+        );
+    }
+    match (&outcome.status, interrupt::received()) {
+        (Status::Failed(m), _) => Err(format!(
             "{m} (the last good result was written to {})",
             a.out.display()
+        )
+        .into()),
+        (_, Some(sig)) => Err(Interrupted::new(
+            sig,
+            format!(
+                "stopped after {} iteration(s); the result so far is in {} (run.json: status \"{}\")",
+                outcome.iterations,
+                a.out.display(),
+                results::status_text(&outcome.status)
+            ),
         )
         .into()),
         _ => Ok(()),
     }
 }
 
-/// One status line per iteration on a terminal, one line per level otherwise.
+/// The closing lines of a run: where its files are, and how it did.
+fn summary(out: &Path, o: &Outcome, m: &RunMetrics, seconds: f64) -> String {
+    let stages: Vec<String> = o
+        .stage_seconds
+        .iter()
+        .map(|(s, t)| format!("{s} {t:.1} s"))
+        .collect();
+    let mut text = format!(
+        "{} in {seconds:.1} s on {} ({}), {} iteration(s)",
+        results::status_text(&o.status),
+        o.device,
+        stages.join(", "),
+        o.iterations
+    );
+    let mut figures = Vec::new();
+    if let Some(n) = m.ncc {
+        figures.push(format!("NCC {n:.4}"));
+    }
+    if let Some(f) = m.folds_percent {
+        let mut s = format!("det J ≤ 0 at {} of the fixed grid", percent(f));
+        if let Some(fm) = m.folds_percent_in_mask {
+            s += &format!(" ({} inside the mask)", percent(fm));
+        }
+        figures.push(s);
+    }
+    if let (Some(t), Some(n)) = (m.tre_mean_mm, m.landmarks) {
+        let before = m
+            .tre_before_mm
+            .map_or(String::new(), |b| format!(", {b:.3} mm before"));
+        figures.push(format!("TRE {t:.3} mm over {n} landmark(s){before}"));
+    }
+    if !figures.is_empty() {
+        text += &format!("\n{}", figures.join("; "));
+    }
+    text + &format!(
+        "\nresults in {}: {}",
+        out.display(),
+        results::file_names(o).join(", ")
+    )
+}
+
+/// A percentage readable at any size: "0 %", "0.0040 %", "1.25 %".
+pub fn percent(p: f64) -> String {
+    if p == 0.0 {
+        "0 %".into()
+    } else if p.abs() < 0.01 {
+        format!("{p:.2e} %")
+    } else {
+        format!("{p:.3} %")
+    }
+}
+
+/// One status line per iteration on a terminal; otherwise (a log file, a
+/// pipe) a line every few seconds and at the end of each level.
 fn show_progress(rx: mpsc::Receiver<Event>, quiet: bool) {
+    const LOG_EVERY: Duration = Duration::from_secs(5);
     let tty = std::io::stderr().is_terminal();
     let mut err = std::io::stderr();
+    let mut last_line = Instant::now();
     for e in rx {
         if quiet {
             continue;
@@ -219,8 +323,9 @@ fn show_progress(rx: mpsc::Receiver<Event>, quiet: bool) {
                     if p.iter == p.iters {
                         let _ = writeln!(err);
                     }
-                } else if p.iter == p.iters {
+                } else if p.iter == p.iters || last_line.elapsed() >= LOG_EVERY {
                     let _ = writeln!(err, "{line}");
+                    last_line = Instant::now();
                 }
             }
             Event::StageDone { stage, seconds } => {
@@ -240,10 +345,16 @@ fn write_outputs(
     outcome: &Outcome,
     sources: &RunSources,
     landmarks: Option<(&LandmarkSet, &LandmarkSet)>,
-) -> CliResult {
+) -> Result<RunMetrics, Box<dyn std::error::Error>> {
     let products = Products::of(&inputs.fixed.grid, &inputs.moving, outcome)?;
-    let metrics = results::measure(&products, &inputs.fixed, &inputs.moving.grid, landmarks);
+    let metrics = results::measure(
+        &products,
+        &inputs.fixed,
+        &inputs.moving.grid,
+        landmarks,
+        inputs.fixed_mask.as_ref(),
+    );
     let report = results::run_report(sources, outcome, &metrics);
     results::write_files(&a.out, &products, outcome, &report, &mut |_, _, _| {})?;
-    Ok(())
+    Ok(metrics)
 }
