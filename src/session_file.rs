@@ -186,10 +186,10 @@ impl ImageSource {
         }
     }
 
-    /// Read it (a file, or the embedded demo image).
+    /// Read it (a NIfTI file, a DICOM series, or the embedded demo image).
     pub fn read(&self) -> Result<crate::volume::Volume, String> {
         match self {
-            ImageSource::Path(p) => crate::volume::nifti::read_file(p, Default::default())
+            ImageSource::Path(p) => crate::volume::open::read_image(p, Default::default(), None)
                 .map(|(v, _)| v)
                 .map_err(|e| e.to_string()),
             ImageSource::DemoFixed => crate::demo::fixed()

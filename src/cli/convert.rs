@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use super::CliResult;
 use crate::volume::nifti::{self, DataType, ReadOptions, WriteOptions};
+use crate::volume::open::read_image;
 use crate::volume::resample::{Border, Interp, resample};
 use crate::volume::{intensity, pyramid};
 
@@ -27,8 +28,12 @@ pub enum Normalize {
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// Input NIfTI file
+    /// Input NIfTI file, DICOM folder or DICOM file (its series)
     pub input: PathBuf,
+    /// With a DICOM folder holding several series: which (SeriesNumber, UID
+    /// or position in `info --list-series`).
+    #[arg(long)]
+    pub series: Option<String>,
     /// Output NIfTI file (.nii or .nii.gz); written atomically
     pub output: PathBuf,
     /// Turn a CT in Hounsfield units into 3 channels: abdomen W400/L40, lung W1400/L-500, bone W1000/L400.
@@ -62,12 +67,12 @@ fn parse_datatype(s: &str) -> Result<DataType, String> {
 }
 
 pub fn run(a: &ConvertArgs) -> CliResult {
-    let (mut vol, _) = nifti::read_file(&a.input, ReadOptions::default())?;
+    let (mut vol, _) = read_image(&a.input, ReadOptions::default(), a.series.as_deref())?;
     if a.ct_windows {
         vol = intensity::ct_windows(&vol)?;
     }
     if let Some(reference) = &a.like {
-        let (r, _) = nifti::read_file(reference, ReadOptions::default())?;
+        let (r, _) = read_image(reference, ReadOptions::default(), None)?;
         let interp = match a.interp {
             InterpArg::Linear => Interp::Linear,
             InterpArg::Nearest => Interp::Nearest,

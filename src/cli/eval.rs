@@ -113,7 +113,9 @@ fn parse_kind(s: &str) -> Result<FieldKind, String> {
 }
 
 fn read(p: &Path) -> Result<Volume, Box<dyn std::error::Error>> {
-    Ok(nifti::read_file(p, ReadOptions::default())?.0)
+    // Images may be DICOM series too (labels and masks are NIfTI in practice,
+    // but a folder works the same way).
+    Ok(crate::volume::open::read_image(p, ReadOptions::default(), None)?.0)
 }
 
 /// Load a field file as a mapping on `fixed`'s grid.

@@ -20,12 +20,20 @@ use crate::volume::Volume;
 
 #[derive(Args, Debug)]
 pub struct RegisterArgs {
-    /// Fixed image; repeat for several sequences (channels).
+    /// Fixed image (NIfTI, DICOM folder or DICOM file); repeat for several
+    /// sequences (channels).
     #[arg(long, required_unless_present = "session")]
     pub fixed: Vec<PathBuf>,
     /// Moving image; repeat in the same order as --fixed.
     #[arg(long, required_unless_present = "session")]
     pub moving: Vec<PathBuf>,
+    /// Which series of a --fixed DICOM folder holding several (SeriesNumber,
+    /// UID or position in `warpscope info --list-series`).
+    #[arg(long)]
+    pub fixed_series: Option<String>,
+    /// Which series of a --moving DICOM folder holding several.
+    #[arg(long)]
+    pub moving_series: Option<String>,
     /// A session file (`.warpscope.json`, saved by the viewer): its images,
     /// mask, landmarks, pipeline and device, reproduced exactly. --fixed,
     /// --moving, --preset, --set and --device given too take precedence.
@@ -51,10 +59,19 @@ pub struct RegisterArgs {
     pub quiet: bool,
 }
 
-fn read_stack(sources: &[ImageSource], what: &str) -> Result<Volume, Box<dyn std::error::Error>> {
+fn read_stack(
+    sources: &[ImageSource],
+    what: &str,
+    series: Option<&str>,
+) -> Result<Volume, Box<dyn std::error::Error>> {
     let mut parts = Vec::new();
     for p in sources {
-        parts.push(p.read()?);
+        parts.push(match (p, series) {
+            (ImageSource::Path(path), Some(s)) => {
+                crate::volume::open::read_image(path, Default::default(), Some(s))?.0
+            }
+            _ => p.read()?,
+        });
     }
     Volume::stack(&parts).map_err(|e| format!("{what} images: {e}").into())
 }
@@ -150,8 +167,8 @@ pub fn run(a: &RegisterArgs) -> CliResult {
         );
     }
     interrupt::install();
-    let fixed = read_stack(&plan.fixed, "fixed")?;
-    let moving = read_stack(&plan.moving, "moving")?;
+    let fixed = read_stack(&plan.fixed, "fixed", a.fixed_series.as_deref())?;
+    let moving = read_stack(&plan.moving, "moving", a.moving_series.as_deref())?;
     let fixed_mask = match &plan.mask {
         Some(m) => Some(m.read()?),
         None => None,

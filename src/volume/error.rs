@@ -42,6 +42,8 @@ pub enum VolumeErrorKind {
     },
     /// The chosen voxel → world matrix is singular or not finite.
     SingularMatrix { which: &'static str },
+    /// A DICOM object or series that cannot be read as a volume.
+    Dicom(String),
     /// An operation got arguments that do not fit together.
     Invalid(String),
 }
@@ -124,7 +126,7 @@ impl fmt::Display for VolumeError {
                     "the voxel-to-world matrix ({which}) is singular or not finite"
                 )
             }
-            VolumeErrorKind::Invalid(d) => write!(f, "{d}"),
+            VolumeErrorKind::Invalid(d) | VolumeErrorKind::Dicom(d) => write!(f, "{d}"),
         }
     }
 }

@@ -2,9 +2,11 @@
 //! stores them), with the voxel → world (RAS mm) affine.
 
 pub mod affine;
+pub mod dicom;
 mod error;
 pub mod intensity;
 pub mod nifti;
+pub mod open;
 pub mod pyramid;
 pub mod resample;
 pub mod smooth;

@@ -1,0 +1,321 @@
+//! DICOM series against the NIfTI they were written from (by pydicom, an
+//! independent writer: `../shared/bench/make_dicom.py`), pydicom's own test
+//! objects in several transfer syntaxes, and every refusal.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{scratch_dir, shared, warpscope};
+use dicom_core::VR;
+use dicom_dictionary_std::tags;
+use warpscope::volume::dicom::{self, Units};
+use warpscope::volume::nifti::{self, ReadOptions};
+use warpscope::volume::open::{ImageInfo, read_image};
+use warpscope::volume::{Volume, VolumeErrorKind as K};
+
+fn data(rel: &str) -> PathBuf {
+    shared(&format!("dicom/{rel}"))
+}
+
+fn reference(name: &str) -> Volume {
+    nifti::read_file(data(name), ReadOptions::default())
+        .expect("reference")
+        .0
+}
+
+fn assert_same_geometry(a: &Volume, b: &Volume, what: &str) {
+    assert_eq!(a.grid.dims, b.grid.dims, "{what}: dims");
+    for r in 0..3 {
+        for c in 0..4 {
+            let (x, y) = (a.grid.affine[r][c], b.grid.affine[r][c]);
+            assert!((x - y).abs() < 1e-3, "{what}: affine[{r}][{c}] {x} vs {y}");
+        }
+    }
+}
+
+fn max_diff(a: &Volume, b: &Volume) -> f64 {
+    a.data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn an_mr_series_equals_the_nifti_it_was_written_from() {
+    for (folder, nii) in [
+        ("mr", "reference_mr.nii.gz"),
+        ("mr_oblique", "reference_mr_oblique.nii.gz"),
+    ] {
+        let (v, info) = dicom::read_series(&data(folder), None).expect(folder);
+        let r = reference(nii);
+        assert_same_geometry(&v, &r, folder);
+        assert_eq!(max_diff(&v, &r), 0.0, "{folder}: values");
+        assert_eq!(info.series.modality, "MR");
+        assert_eq!(info.slices, 94);
+        assert!((info.slice_step_mm - 2.0).abs() < 1e-6);
+        // One file of the series reads the whole series.
+        let (w, _) =
+            dicom::read_series(&data(&format!("{folder}/IM0007.dcm")), None).expect("file");
+        assert_eq!(w.data, v.data);
+    }
+}
+
+#[test]
+fn a_pet_series_reads_in_suv() {
+    let (v, info) = read_image(&data("pet"), ReadOptions::default(), None).expect("pet");
+    assert!(info.is_suv(), "{info:?}");
+    assert_eq!(info.units(), "SUV");
+    let r = reference("reference_pet_suv.nii.gz");
+    assert_same_geometry(&v, &r, "pet");
+    let d = max_diff(&v, &r);
+    assert!(d < 1e-3, "SUV differs by {d}");
+    // Grey matter was made SUV 8 before smoothing: the maximum is near it.
+    let hi = v.data.iter().copied().fold(f32::MIN, f32::max);
+    assert!((7.0..8.01).contains(&hi), "max SUV {hi}");
+}
+
+#[test]
+fn a_folder_with_two_series_lists_them_and_reads_the_one_picked() {
+    let folder = data("two_series");
+    let list = dicom::list_series(&folder).expect("list");
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        (list[0].modality.as_str(), list[1].modality.as_str()),
+        ("MR", "PT")
+    );
+    let e = dicom::read_series(&folder, None).expect_err("ambiguous");
+    let text = e.to_string();
+    assert!(
+        text.contains("2 series") && text.contains("--series"),
+        "{text}"
+    );
+    assert!(text.contains(&list[1].uid), "{text}");
+    let (pet, info) = dicom::read_series(&folder, Some("2")).expect("by number");
+    assert_eq!(info.units, Units::Suv);
+    let (by_uid, _) = dicom::read_series(&folder, Some(&list[0].uid)).expect("by uid");
+    assert_eq!(max_diff(&by_uid, &reference("reference_mr.nii.gz")), 0.0);
+    assert!(max_diff(&pet, &reference("reference_pet_suv.nii.gz")) < 1e-3);
+    let e = dicom::read_series(&folder, Some("7")).expect_err("no such series");
+    assert!(e.to_string().contains("no series '7'"), "{e}");
+}
+
+#[test]
+fn pydicom_objects_decode_alike_in_every_supported_transfer_syntax() {
+    let (plain, info) = dicom::read_series(&data("pydicom/MR_small.dcm"), None).expect("MR_small");
+    assert_eq!(plain.grid.dims, [64, 64, 1]);
+    assert!(info.transfer_syntax.contains("Explicit VR Little Endian"));
+    for f in [
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+    ] {
+        let (v, _) = dicom::read_series(&data(&format!("pydicom/{f}")), None).expect(f);
+        assert_same_geometry(&v, &plain, f);
+        assert_eq!(v.data, plain.data, "{f}");
+    }
+    // CT in Hounsfield units: air and bone around a head phantom.
+    let (ct, info) = dicom::read_series(&data("pydicom/CT_small.dcm"), None).expect("CT");
+    assert_eq!(info.units, Units::Hu);
+    let (lo, hi) = ct.range(0).expect("range");
+    assert!(lo < -800.0 && hi > 1000.0, "{lo}..{hi}");
+    // What this build cannot decode is refused by name.
+    for (f, needle) in [
+        ("MR_small_jpeg_ls_lossless.dcm", "JPEG-LS"),
+        ("JPEG-lossy.dcm", "JPEG Extended"),
+        ("MR_truncated.dcm", "not a readable DICOM file"),
+    ] {
+        let e = dicom::read_series(&data(&format!("pydicom/{f}")), None).expect_err(f);
+        let text = e.to_string();
+        assert!(matches!(e.kind, K::Dicom(_)), "{f}: {text}");
+        assert!(text.contains(needle) && text.contains(f), "{f}: {text}");
+    }
+}
+
+/// Copy a series into a scratch folder, changing some of its files.
+fn altered(name: &str, change: impl Fn(usize, &mut dicom_object::DefaultDicomObject)) -> PathBuf {
+    let dir = scratch_dir(&format!("dicom_{name}"));
+    for k in 0..20 {
+        let src = data(&format!("mr/IM{k:04}.dcm"));
+        let mut obj = dicom_object::open_file(&src).expect("open");
+        change(k, &mut obj);
+        obj.write_to_file(dir.join(format!("IM{k:04}.dcm")))
+            .expect("write");
+    }
+    dir
+}
+
+fn refusal(dir: &Path) -> String {
+    let e = dicom::read_series(dir, None).expect_err("refused");
+    assert!(matches!(e.kind, K::Dicom(_)), "{e}");
+    e.to_string()
+}
+
+#[test]
+fn broken_stacks_are_refused_with_the_files_named() {
+    let text = refusal(&data("mr_missing_slice"));
+    assert!(
+        text.contains("missing") && text.contains("IM0041.dcm"),
+        "{text}"
+    );
+
+    // The first 20 slices read as a stack of their own …
+    let ok = altered("ok", |_, _| {});
+    let (v, _) = dicom::read_series(&ok, None).expect("20 slices");
+    assert_eq!(v.grid.dims[2], 20);
+
+    // … but not with a duplicate position (another instance, same place),
+    let dup = altered("duplicate", |k, o| {
+        if k == 5 {
+            let ipp = o
+                .element(tags::IMAGE_POSITION_PATIENT)
+                .expect("ipp")
+                .to_multi_float64()
+                .expect("ipp");
+            let moved = format!("{}\\{}\\{}", ipp[0], ipp[1], ipp[2] - 2.0);
+            o.put_str(tags::IMAGE_POSITION_PATIENT, VR::DS, moved);
+        }
+    });
+    assert!(refusal(&dup).contains("same position"), "{}", refusal(&dup));
+
+    // a slice turned another way,
+    let turned = altered("orientation", |k, o| {
+        if k == 7 {
+            o.put_str(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\0\\-1");
+        }
+    });
+    let text = refusal(&turned);
+    assert!(
+        text.contains("IM0007.dcm") && text.contains("orientation"),
+        "{text}"
+    );
+
+    // a slice of another size,
+    let sized = altered("size", |k, o| {
+        if k == 3 {
+            o.put(dicom_core::DataElement::new(
+                tags::ROWS,
+                VR::US,
+                dicom_core::PrimitiveValue::from(58u16),
+            ));
+        }
+    });
+    let text = refusal(&sized);
+    assert!(
+        text.contains("IM0003.dcm") && text.contains("size"),
+        "{text}"
+    );
+
+    // a stack sheared sideways (gantry tilt: 1 mm along x per 2 mm slice),
+    let tilted = altered("tilt", |k, o| {
+        let ipp = o
+            .element(tags::IMAGE_POSITION_PATIENT)
+            .expect("ipp")
+            .to_multi_float64()
+            .expect("ipp");
+        let moved = format!("{}\\{}\\{}", ipp[0] + k as f64, ipp[1], ipp[2]);
+        o.put_str(tags::IMAGE_POSITION_PATIENT, VR::DS, moved);
+    });
+    assert!(
+        refusal(&tilted).contains("gantry tilt"),
+        "{}",
+        refusal(&tilted)
+    );
+
+    // and not as images when they hold none.
+    let reports = altered("no_images", |_, o| {
+        o.remove_element(tags::ROWS);
+        o.remove_element(tags::COLUMNS);
+        o.remove_element(tags::PIXEL_DATA);
+    });
+    assert!(
+        refusal(&reports).contains("no image"),
+        "{}",
+        refusal(&reports)
+    );
+}
+
+#[test]
+fn the_command_line_takes_dicom_wherever_it_takes_nifti() {
+    let dir = scratch_dir("dicom_cli");
+    let out = dir.join("mr.nii.gz");
+    let (ok, _, err) = warpscope(&[
+        "convert",
+        data("two_series").to_str().expect("utf-8"),
+        out.to_str().expect("utf-8"),
+        "--series",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    let (v, _) = nifti::read_file(&out, ReadOptions::default()).expect("converted");
+    let r = reference("reference_mr.nii.gz");
+    assert_same_geometry(&v, &r, "converted");
+    assert_eq!(max_diff(&v, &r), 0.0);
+
+    let (ok, text, err) = warpscope(&[
+        "info",
+        "--list-series",
+        data("two_series").to_str().expect("utf-8"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        text.contains("1. #1 MR") && text.contains("2. #2 PT"),
+        "{text}"
+    );
+    let (ok, text, err) = warpscope(&["info", data("pet").to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    assert!(text.contains("SUV"), "{text}");
+
+    // register on a DICOM pair gives what the same run on the NIfTI pair gives.
+    let run = |fixed: PathBuf, moving: PathBuf, name: &str| {
+        let o = dir.join(name);
+        let (ok, _, err) = warpscope(&[
+            "register",
+            "--fixed",
+            fixed.to_str().expect("utf-8"),
+            "--moving",
+            moving.to_str().expect("utf-8"),
+            "--device",
+            "cpu",
+            "--set",
+            "affine.iterations=10",
+            "--set",
+            "deformable.iterations=10,5,2",
+            "--out",
+            o.to_str().expect("utf-8"),
+            "--quiet",
+        ]);
+        assert!(ok, "{name}: {err}");
+        nifti::read_file(o.join("warped.nii.gz"), ReadOptions::default())
+            .expect("warped")
+            .0
+    };
+    let from_dicom = run(data("mr"), data("mr_oblique"), "dicom");
+    let from_nifti = run(
+        data("reference_mr.nii.gz"),
+        data("reference_mr_oblique.nii.gz"),
+        "nifti",
+    );
+    // The inputs agree to float32 rounding (the NIfTI's sform is float32,
+    // DICOM's positions are decimal strings read in f64); Adam amplifies
+    // such differences where a gradient is near 0, so the results agree
+    // closely rather than bit for bit.
+    assert_same_geometry(&from_dicom, &from_nifti, "warped");
+    let mean_diff = from_dicom
+        .data
+        .iter()
+        .zip(&from_nifti.data)
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .sum::<f64>()
+        / from_nifti.data.len() as f64;
+    eprintln!("warped from DICOM vs from NIfTI: mean |difference| {mean_diff:.4}");
+    assert!(
+        mean_diff < 0.1,
+        "mean difference {mean_diff} (values 0–1000)"
+    );
+    // A DICOM image reads with its units through the generic opener.
+    let (_, info) = read_image(&data("mr"), ReadOptions::default(), None).expect("mr");
+    assert!(matches!(info, ImageInfo::Dicom(_)));
+}
