@@ -319,3 +319,123 @@ fn the_command_line_takes_dicom_wherever_it_takes_nifti() {
     let (_, info) = read_image(&data("mr"), ReadOptions::default(), None).expect("mr");
     assert!(matches!(info, ImageInfo::Dicom(_)));
 }
+
+/// An enhanced multi-frame object, written here from 12 slices of the MR
+/// series: frames out of order, positions per frame, orientation and pixel
+/// size shared, a rescale per frame. It must read as those slices do.
+#[test]
+fn an_enhanced_multi_frame_object_reads_like_its_slices() {
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, PrimitiveValue};
+    use dicom_object::mem::InMemDicomObject;
+    use dicom_object::meta::FileMetaTableBuilder;
+
+    let dir = scratch_dir("dicom_multiframe");
+    let slices = altered("multiframe_slices", |_, _| {});
+    let (stack, _) = dicom::read_series(&slices, None).expect("slices");
+    let first = dicom_object::open_file(slices.join("IM0000.dcm")).expect("first");
+    let copy = |tag| first.element(tag).expect("tag").clone();
+    let item = |elements: Vec<DataElement<InMemDicomObject>>| {
+        InMemDicomObject::from_element_iter(elements)
+    };
+    let seq = |tag, items: Vec<InMemDicomObject>| {
+        DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+    };
+    let mut pixels: Vec<u16> = Vec::new();
+    let mut per_frame = Vec::new();
+    for k in (0..12).rev() {
+        let o = dicom_object::open_file(slices.join(format!("IM{k:04}.dcm"))).expect("slice");
+        let bytes = o
+            .element(tags::PIXEL_DATA)
+            .expect("pixels")
+            .to_bytes()
+            .expect("bytes");
+        pixels.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]])),
+        );
+        let ipp = o
+            .element(tags::IMAGE_POSITION_PATIENT)
+            .expect("ipp")
+            .clone();
+        per_frame.push(item(vec![
+            seq(tags::PLANE_POSITION_SEQUENCE, vec![item(vec![ipp])]),
+            seq(
+                tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+                vec![item(vec![
+                    DataElement::new(tags::RESCALE_SLOPE, VR::DS, "1"),
+                    DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, format!("{}", 10 * k)),
+                ])],
+            ),
+        ]));
+    }
+    let shared = item(vec![
+        seq(
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            vec![item(vec![copy(tags::IMAGE_ORIENTATION_PATIENT)])],
+        ),
+        seq(
+            tags::PIXEL_MEASURES_SEQUENCE,
+            vec![item(vec![
+                copy(tags::PIXEL_SPACING),
+                copy(tags::SLICE_THICKNESS),
+            ])],
+        ),
+    ]);
+    let sop_class = "1.2.840.10008.5.1.4.1.1.4.1"; // Enhanced MR Image Storage
+    let instance = "1.2.826.0.1.3680043.8.498.1.2.3.4";
+    let mut obj = InMemDicomObject::from_element_iter([
+        DataElement::new(tags::SOP_CLASS_UID, VR::UI, sop_class),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, instance),
+        DataElement::new(tags::MODALITY, VR::CS, "MR"),
+        DataElement::new(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.8.498.9",
+        ),
+        DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, "12"),
+        copy(tags::ROWS),
+        copy(tags::COLUMNS),
+        copy(tags::BITS_ALLOCATED),
+        copy(tags::BITS_STORED),
+        copy(tags::HIGH_BIT),
+        copy(tags::PIXEL_REPRESENTATION),
+        copy(tags::SAMPLES_PER_PIXEL),
+        copy(tags::PHOTOMETRIC_INTERPRETATION),
+        seq(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]),
+        seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame),
+    ]);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(pixels.into()),
+    ));
+    let file = obj
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax("1.2.840.10008.1.2.1")
+                .media_storage_sop_class_uid(sop_class)
+                .media_storage_sop_instance_uid(instance),
+        )
+        .expect("meta");
+    let path = dir.join("enhanced.dcm");
+    file.write_to_file(&path).expect("write");
+
+    let (v, info) = dicom::read_series(&path, None).expect("multi-frame");
+    assert_eq!(info.slices, 12);
+    assert_eq!(v.grid.dims, [stack.grid.dims[0], stack.grid.dims[1], 12]);
+    let mut first_twelve = stack.clone();
+    first_twelve.grid.dims[2] = 12;
+    first_twelve
+        .data
+        .truncate(12 * stack.grid.dims[0] * stack.grid.dims[1]);
+    assert_same_geometry(&v, &first_twelve, "multi-frame");
+    let per = v.grid.dims[0] * v.grid.dims[1];
+    for k in 0..12 {
+        for i in (0..per).step_by(97) {
+            let want = stack.data[k * per + i] + 10.0 * k as f32;
+            assert_eq!(v.data[k * per + i], want, "frame {k}, pixel {i}");
+        }
+    }
+}
