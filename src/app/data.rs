@@ -8,8 +8,10 @@ use std::sync::mpsc;
 use crate::metrics::{FieldKind, Mapping};
 use crate::render::texture::fit_for_display;
 use crate::render::{ColorMap, ImageStyle};
+use crate::volume::dicom::SeriesSummary;
 use crate::volume::intensity::WindowPreset;
-use crate::volume::nifti::{self, NiftiInfo, ReadOptions};
+use crate::volume::nifti::ReadOptions;
+use crate::volume::open::ImageInfo;
 use crate::volume::{Grid, Volume};
 
 /// What a file is opened as.
@@ -62,6 +64,9 @@ pub struct LoadedImage {
     pub summary: String,
     /// The embedded image this is (session files name it so), if any.
     pub embedded: Option<&'static str>,
+    /// What the values are in ("SUV", "HU", "Bq/ml"; "" when unknown),
+    /// shown with the value under the cursor.
+    pub units: &'static str,
 }
 
 /// The GPU limits a display copy must respect (taken from the device).
@@ -73,7 +78,7 @@ impl LoadedImage {
         name: String,
         path: Option<PathBuf>,
         volume: Volume,
-        info: Option<&NiftiInfo>,
+        info: Option<&ImageInfo>,
         limits: &Limits,
         labels: bool,
         preset: WindowPreset,
@@ -96,8 +101,15 @@ impl LoadedImage {
         if volume.channels > 1 {
             summary += &format!(" · {} channels", volume.channels);
         }
-        if let Some(i) = info {
-            summary += &format!(" · {}", i.datatype.name());
+        match info {
+            Some(ImageInfo::Nifti(i)) => summary += &format!(" · {}", i.datatype.name()),
+            Some(ImageInfo::Dicom(d)) => {
+                summary += &format!(" · DICOM {}", d.series.modality);
+                if !d.units.name().is_empty() {
+                    summary += &format!(" · {}", d.units.name());
+                }
+            }
+            None => {}
         }
         let (display, notice) = display_channel(&volume, 0, &name, limits, labels)?;
         let mut img = Self {
@@ -111,8 +123,12 @@ impl LoadedImage {
             preset,
             summary,
             embedded: None,
+            units: info.map_or("", ImageInfo::units),
         };
         img.apply_preset(preset);
+        if info.is_some_and(ImageInfo::is_suv) {
+            img.style.colormap = crate::render::colormap::ColorMap::Hot;
+        }
         Ok(img)
     }
 
@@ -124,11 +140,13 @@ impl LoadedImage {
         name: String,
         path: Option<PathBuf>,
         volume: Volume,
-        info: Option<&NiftiInfo>,
+        info: Option<&ImageInfo>,
         limits: &Limits,
     ) -> Result<Self, String> {
-        let preset = match role {
-            Role::Labels | Role::IcWeights => WindowPreset::MinMax,
+        let preset = match (role, info) {
+            (Role::Labels | Role::IcWeights, _) => WindowPreset::MinMax,
+            (_, Some(i)) if i.is_suv() => WindowPreset::PetSuv,
+            (_, Some(i)) if i.units() == "HU" => WindowPreset::CtBrain,
             _ => WindowPreset::MriBrain,
         };
         Self::new(
@@ -237,6 +255,12 @@ pub enum Loaded {
         disp_vox: Volume,
         notice: Option<String>,
     },
+    /// A DICOM folder holding several series: the user picks one.
+    SeriesChoice {
+        role: Role,
+        path: PathBuf,
+        series: Vec<SeriesSummary>,
+    },
     /// A `warpscope register --out` folder: the files found in it.
     ResultFolder {
         dir: PathBuf,
@@ -316,13 +340,30 @@ impl Loader {
         }
     }
 
-    /// Read a NIfTI volume for `role` and prepare it for display within `limits`.
-    pub fn image(&mut self, role: Role, path: PathBuf, limits: Limits) {
+    /// Read a volume (NIfTI, or a DICOM series: `series` picks one where a
+    /// folder holds several) for `role` and prepare it for display within
+    /// `limits`. A folder of several series and no choice comes back as
+    /// [`Loaded::SeriesChoice`].
+    pub fn image(&mut self, role: Role, path: PathBuf, series: Option<String>, limits: Limits) {
         let label = format!("{}: {}", role.name(), display_name(&path));
         self.spawn(Some(role), label, move || {
+            if series.is_none() && crate::volume::open::is_dicom(&path) {
+                let list = crate::volume::dicom::list_series(&path).map_err(|e| e.to_string())?;
+                if list.len() > 1 {
+                    return Ok(Loaded::SeriesChoice {
+                        role,
+                        path,
+                        series: list,
+                    });
+                }
+            }
             let (volume, info) =
-                nifti::read_file(&path, ReadOptions::default()).map_err(|e| e.to_string())?;
-            let name = display_name(&path);
+                crate::volume::open::read_image(&path, ReadOptions::default(), series.as_deref())
+                    .map_err(|e| e.to_string())?;
+            let mut name = display_name(&path);
+            if let ImageInfo::Dicom(d) = &info {
+                name = format!("{name} ({})", d.series.label());
+            }
             let image =
                 LoadedImage::for_role(role, name, Some(path), volume, Some(&info), &limits)?;
             Ok(Loaded::Image { role, image })

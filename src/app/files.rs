@@ -190,11 +190,18 @@ impl Files {
     }
 }
 
-/// What a dropped path most likely is: a folder is a result folder; a file
-/// whose header names a field convention is a field. `None`: ask the user.
+/// What a dropped path most likely is: a folder of DICOM files (and no
+/// `run.json`) is an image, another folder a result folder; a file whose
+/// header names a field convention is a field. `None`: an image, or ask.
 pub fn guess_role(path: &Path) -> Option<DropGuess> {
     if path.is_dir() {
+        if !path.join("run.json").is_file() && crate::volume::dicom::folder_has_dicom(path) {
+            return None;
+        }
         return Some(DropGuess::ResultFolder);
+    }
+    if crate::volume::dicom::is_dicom_file(path) {
+        return None;
     }
     let name = path.to_string_lossy().to_ascii_lowercase();
     if name.ends_with(crate::session_file::EXTENSION) {

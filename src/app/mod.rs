@@ -236,6 +236,45 @@ impl ViewerApp {
         }
     }
 
+    /// Ask which series of a DICOM folder to open (when it holds several).
+    fn series_chooser(&mut self, ctx: &egui::Context) {
+        let Some(choice) = &self.series_choice else {
+            return;
+        };
+        let mut picked = None;
+        let mut cancel = false;
+        egui::Window::new("Open which DICOM series?")
+            .collapsible(false)
+            .resizable(false)
+            .show(ctx, |ui| {
+                ui.label(format!(
+                    "{} holds {} series; open which as the {}?",
+                    choice.path.display(),
+                    choice.series.len(),
+                    choice.role.name()
+                ));
+                for s in &choice.series {
+                    if ui
+                        .button(s.label())
+                        .on_hover_text(format!("SeriesInstanceUID {}", s.uid))
+                        .clicked()
+                    {
+                        picked = Some(s.uid.clone());
+                    }
+                }
+                if ui.button("cancel").clicked() {
+                    cancel = true;
+                }
+            });
+        if let Some(uid) = picked {
+            if let Some(c) = self.series_choice.take() {
+                self.open_series(c.role, c.path, uid);
+            }
+        } else if cancel {
+            self.series_choice = None;
+        }
+    }
+
     fn dialogs(&mut self) {
         for answer in self.files.poll() {
             let Some(p) = answer.path else {
@@ -368,6 +407,7 @@ impl eframe::App for ViewerApp {
             self.view_area(ui);
         });
         self.drop_chooser(&ctx);
+        self.series_chooser(&ctx);
         let hovering = ctx.input(|i| !i.raw.hovered_files.is_empty());
         if hovering {
             let screen = ctx.content_rect();

@@ -126,6 +126,8 @@ pub struct ViewerApp {
     pub status: String,
     /// Set when fixed and moving do not overlap in world space: the gap (mm).
     pub no_overlap_mm: Option<f64>,
+    /// A DICOM folder of several series waiting for the user's pick.
+    pub series_choice: Option<SeriesChoice>,
     pub(super) loader: Loader,
     /// Fields waiting for the fixed image (they are resampled onto its grid).
     deferred_fields: Vec<(PathBuf, Option<FieldKind>)>,
@@ -159,6 +161,13 @@ pub struct ViewerApp {
     /// Time spent in the last frame's `ui` (ms), and the window's size.
     pub(super) last_ui_ms: f64,
     pub(super) window_size: [f32; 2],
+}
+
+/// The series of a DICOM folder, offered for `role`.
+pub struct SeriesChoice {
+    pub role: Role,
+    pub path: PathBuf,
+    pub series: Vec<crate::volume::dicom::SeriesSummary>,
 }
 
 impl ViewerApp {
@@ -204,6 +213,7 @@ impl ViewerApp {
             messages: Vec::new(),
             status: String::new(),
             no_overlap_mm: None,
+            series_choice: None,
             loader: Loader::default(),
             deferred_fields: Vec::new(),
             field_kind: startup.field_kind,
@@ -327,8 +337,15 @@ impl ViewerApp {
                     self.deferred_fields.push((path, self.field_kind));
                 }
             },
-            _ => self.loader.image(role, path, self.limits.clone()),
+            _ => self.loader.image(role, path, None, self.limits.clone()),
         }
+    }
+
+    /// Open one series of a DICOM folder (the user's pick among several).
+    pub fn open_series(&mut self, role: Role, path: PathBuf, series: String) {
+        self.files.remember(role, &path);
+        self.loader
+            .image(role, path, Some(series), self.limits.clone());
     }
 
     pub fn open_result_folder(&mut self, dir: PathBuf) {
@@ -392,7 +409,14 @@ impl ViewerApp {
             _ => return,
         };
         let prepared = read.map_err(|e| e.to_string()).and_then(|(volume, info)| {
-            LoadedImage::for_role(role, name.into(), None, volume, Some(&info), &self.limits)
+            LoadedImage::for_role(
+                role,
+                name.into(),
+                None,
+                volume,
+                Some(&crate::volume::open::ImageInfo::Nifti(info)),
+                &self.limits,
+            )
         });
         match prepared {
             Ok(mut img) => {
@@ -465,6 +489,9 @@ impl ViewerApp {
                 if let Err(e) = self.accept_field(field) {
                     self.error(e);
                 }
+            }
+            Ok(Loaded::SeriesChoice { role, path, series }) => {
+                self.series_choice = Some(SeriesChoice { role, path, series });
             }
             Ok(Loaded::ResultFolder {
                 dir,

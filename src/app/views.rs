@@ -6,7 +6,7 @@
 use eframe::egui;
 
 use super::callback::{ViewCallback, paint};
-use super::data::value_at;
+use super::data::{LoadedImage, value_at};
 use super::viewer::ViewerApp;
 use crate::landmarks::formats::Side;
 use crate::render::{Composite, CompositeUniform, Mode, Overlays, Plane, SliceView, Slot};
@@ -380,28 +380,32 @@ impl ViewerApp {
     fn readout(&self, view: &SliceView, rect: egui::Rect, pos: egui::Pos2) -> String {
         let w = world_under(view, rect, pos);
         let mut s = format!("RAS {:.1}, {:.1}, {:.1} mm", w[0], w[1], w[2]);
-        let mut add = |name: &str, vol: Option<(&crate::volume::Volume, usize)>| {
-            if let Some((v, c)) = vol
+        let mut add = |name: &str, vol: Option<(&crate::volume::Volume, usize, &str)>| {
+            if let Some((v, c, units)) = vol
                 && let Some((ijk, value)) = value_at(v, c, w)
             {
                 s += &format!(
-                    "   {name} [{}, {}, {}] = {value:.4}",
-                    ijk[0], ijk[1], ijk[2]
+                    "   {name} [{}, {}, {}] = {value:.4}{}{units}",
+                    ijk[0],
+                    ijk[1],
+                    ijk[2],
+                    if units.is_empty() { "" } else { " " }
                 );
             }
         };
-        add("fixed", self.fixed.as_ref().map(|i| (&i.volume, i.channel)));
+        fn image(i: &LoadedImage) -> (&crate::volume::Volume, usize, &str) {
+            (&i.volume, i.channel, i.units)
+        }
+        add("fixed", self.fixed.as_ref().map(image));
+        add("moving", self.moving.as_ref().map(image));
+        let moving_units = self.moving.as_ref().map_or("", |m| m.units);
         add(
-            "moving",
-            self.moving.as_ref().map(|i| (&i.volume, i.channel)),
+            "warped",
+            self.products.warped.as_ref().map(|v| (v, 0, moving_units)),
         );
-        add("warped", self.products.warped.as_ref().map(|v| (v, 0)));
-        add("det J", self.products.jacobian.as_ref().map(|v| (v, 0)));
-        add("IC", self.ic.as_ref().map(|i| (&i.volume, i.channel)));
-        add(
-            "label",
-            self.labels.as_ref().map(|i| (&i.volume, i.channel)),
-        );
+        add("det J", self.products.jacobian.as_ref().map(|v| (v, 0, "")));
+        add("IC", self.ic.as_ref().map(image));
+        add("label", self.labels.as_ref().map(image));
         if let Some(f) = &self.field
             && let Some(m) = f.mapping.map_point(w)
         {
