@@ -439,3 +439,24 @@ fn an_enhanced_multi_frame_object_reads_like_its_slices() {
         }
     }
 }
+
+/// Inputs the fuzz target found: a damaged RLE stream that made the
+/// third-party decoder panic, and a 10 KB file whose element claims 3 GB
+/// (dicom-parser reserves a declared length before reading it). Both are
+/// refused with a message; neither panics nor allocates.
+#[test]
+fn fuzz_findings_are_refused() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/regressions");
+    for (file, needle) in [
+        ("dicom_rle_decoder_panic.dcm", "cannot be decoded"),
+        ("dicom_3gb_element_claim.dcm", "claims"),
+        ("dicom_meta_length_desync.dcm", "not a readable DICOM file"),
+    ] {
+        let path = dir.join(file);
+        let bytes = std::fs::read(&path).expect("regression input");
+        let e = dicom::read_bytes(&bytes, file, Some(1 << 30)).expect_err(file);
+        assert!(e.to_string().contains(needle), "{file}: {e}");
+        let e = dicom::read_series(&path, None).expect_err(file);
+        assert!(e.to_string().contains(file), "{file}: {e}");
+    }
+}

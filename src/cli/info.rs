@@ -104,7 +104,6 @@ fn format_name(info: &nifti::NiftiInfo) -> String {
 
 fn print_text(path: &std::path::Path, vol: &Volume, info: &nifti::NiftiInfo) {
     let g = &vol.grid;
-    let sp = g.spacing_mm();
     println!("{}", path.display());
     println!("  format       {}", format_name(info));
     println!("  datatype     {}", info.datatype.name());
@@ -112,23 +111,15 @@ fn print_text(path: &std::path::Path, vol: &Volume, info: &nifti::NiftiInfo) {
         "  dimensions   {} × {} × {}, {} channel(s)   (stored dims {:?})",
         g.dims[0], g.dims[1], g.dims[2], vol.channels, info.dims
     );
-    println!(
-        "  spacing      {:.4} × {:.4} × {:.4} mm",
-        sp[0], sp[1], sp[2]
+    print_geometry(
+        g,
+        &format!(
+            "{} (sform_code {}, qform_code {})",
+            info.world_source.name(),
+            info.sform_code,
+            info.qform_code
+        ),
     );
-    println!("  orientation  {}", g.orientation());
-    println!(
-        "  world        {} (sform_code {}, qform_code {})",
-        info.world_source.name(),
-        info.sform_code,
-        info.qform_code
-    );
-    for row in g.affine.iter().take(3) {
-        println!(
-            "               [{:>10.4} {:>10.4} {:>10.4} {:>10.4}]",
-            row[0], row[1], row[2], row[3]
-        );
-    }
     match info.scaling {
         Some((s, i)) => println!("  scaling      value × {s} + {i}"),
         None => println!("  scaling      none"),
@@ -156,13 +147,7 @@ fn print_text(path: &std::path::Path, vol: &Volume, info: &nifti::NiftiInfo) {
 
 fn to_json(path: &std::path::Path, vol: &Volume, info: &nifti::NiftiInfo) -> serde_json::Value {
     let g = &vol.grid;
-    let channels: Vec<_> = (0..vol.channels)
-        .map(|c| {
-            let ch = vol.channel(c);
-            let (lo, hi) = range_of(ch).map_or((None, None), |(a, b)| (Some(a), Some(b)));
-            json!({ "min": lo, "max": hi, "mean": mean_of(ch) })
-        })
-        .collect();
+    let channels = intensity_json(vol);
     json!({
         "file": path.display().to_string(),
         "format": format_name(info),
@@ -193,9 +178,26 @@ fn intensity_json(vol: &Volume) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Spacing, orientation and the voxel → world matrix, `world` saying where
+/// the matrix came from.
+fn print_geometry(g: &crate::volume::Grid, world: &str) {
+    let sp = g.spacing_mm();
+    println!(
+        "  spacing      {:.4} × {:.4} × {:.4} mm",
+        sp[0], sp[1], sp[2]
+    );
+    println!("  orientation  {}", g.orientation());
+    println!("  world        {world}");
+    for row in g.affine.iter().take(3) {
+        println!(
+            "               [{:>10.4} {:>10.4} {:>10.4} {:>10.4}]",
+            row[0], row[1], row[2], row[3]
+        );
+    }
+}
+
 fn print_dicom(path: &std::path::Path, vol: &Volume, info: &DicomInfo) {
     let g = &vol.grid;
-    let sp = g.spacing_mm();
     println!("{}", path.display());
     println!("  format       DICOM series {}", info.series.label());
     println!("  series uid   {}", info.series.uid);
@@ -204,18 +206,10 @@ fn print_dicom(path: &std::path::Path, vol: &Volume, info: &DicomInfo) {
         "  dimensions   {} × {} × {} ({} slices, {:.4} mm apart)",
         g.dims[0], g.dims[1], g.dims[2], info.slices, info.slice_step_mm
     );
-    println!(
-        "  spacing      {:.4} × {:.4} × {:.4} mm",
-        sp[0], sp[1], sp[2]
+    print_geometry(
+        g,
+        "from ImagePositionPatient/ImageOrientationPatient (LPS → RAS)",
     );
-    println!("  orientation  {}", g.orientation());
-    println!("  world        from ImagePositionPatient/ImageOrientationPatient (LPS → RAS)");
-    for row in g.affine.iter().take(3) {
-        println!(
-            "               [{:>10.4} {:>10.4} {:>10.4} {:>10.4}]",
-            row[0], row[1], row[2], row[3]
-        );
-    }
     let units = info.units.name();
     match range_of(vol.channel(0)) {
         Some((lo, hi)) => println!(

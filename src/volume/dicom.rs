@@ -185,14 +185,23 @@ fn items(obj: &InMemDicomObject, tag: Tag) -> Option<&[InMemDicomObject]> {
     obj.element_opt(tag).ok().flatten()?.items()
 }
 
+/// Open a file: read it, check its element lengths (see
+/// [`super::dicom_lengths`]), then parse it from memory.
 fn open(path: &Path, header_only: bool) -> Result<DefaultDicomObject, VolumeError> {
     let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| VolumeError::new(&name, K::Io(e)))?;
+    parse(&bytes, &name, header_only)
+}
+
+fn parse(bytes: &[u8], name: &str, header_only: bool) -> Result<DefaultDicomObject, VolumeError> {
+    super::dicom_lengths::check(bytes)
+        .map_err(|e| err(name, format!("not a readable DICOM file ({e})")))?;
     let mut o = OpenFileOptions::new();
     if header_only {
         o = o.read_until(tags::PIXEL_DATA);
     }
-    o.open_file(path)
-        .map_err(|e| err(&name, format!("not a readable DICOM file ({e})")))
+    o.from_reader(bytes)
+        .map_err(|e| err(name, format!("not a readable DICOM file ({e})")))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -345,18 +354,21 @@ pub fn read_series(path: &Path, choice: Option<&str>) -> Result<(Volume, DicomIn
         }
         objects.push((f.display().to_string(), obj));
     }
-    let (vol, mut info) = assemble(&objects, &name)?;
+    let (vol, mut info) = assemble(&objects, &name, None)?;
     info.series = chosen;
     Ok((vol, info))
 }
 
 /// Read one DICOM object held in memory as a series of its own (the fuzz
-/// target's entry point).
-pub fn read_bytes(bytes: &[u8], name: &str) -> Result<(Volume, DicomInfo), VolumeError> {
-    let obj = OpenFileOptions::new()
-        .from_reader(bytes)
-        .map_err(|e| err(name, format!("not a readable DICOM object ({e})")))?;
-    assemble(&[(name.to_string(), obj)], name)
+/// target's entry point); `max_bytes` bounds the decoded volume (`None`:
+/// the memory available now).
+pub fn read_bytes(
+    bytes: &[u8],
+    name: &str,
+    max_bytes: Option<u64>,
+) -> Result<(Volume, DicomInfo), VolumeError> {
+    let obj = parse(bytes, name, false)?;
+    assemble(&[(name.to_string(), obj)], name, max_bytes)
 }
 
 /// One image plane: where it is and how to turn its stored values into
@@ -525,6 +537,7 @@ fn planes_of(obj: &InMemDicomObject, object: usize, file: &str) -> Result<Vec<Pl
 fn assemble(
     objects: &[(String, DefaultDicomObject)],
     name: &str,
+    max_bytes: Option<u64>,
 ) -> Result<(Volume, DicomInfo), VolumeError> {
     if objects.is_empty() {
         return Err(err(name, "the series holds no image object"));
@@ -617,8 +630,29 @@ fn assemble(
         return Err(err(name, "the slices' geometry gives a singular matrix"));
     }
 
-    // Pixel data, plane by plane.
+    // Pixel data, plane by plane; first, whether the decoded volume can fit.
     let per = rows * cols;
+    let bytes_per_sample = int(first, tags::BITS_ALLOCATED).unwrap_or(16).clamp(8, 64) as u64 / 8;
+    let needed = (per as u64)
+        .saturating_mul(planes.len() as u64)
+        .saturating_mul(4 + bytes_per_sample);
+    let limit = max_bytes.or_else(super::nifti::available_memory);
+    if let Some(limit) = limit.filter(|&l| needed > l) {
+        return Err(err(
+            name,
+            format!(
+                "{cols} × {rows} × {} pixels need {} to read, more than {} ({}); refused before decoding",
+                planes.len(),
+                super::error::human_bytes(needed),
+                if max_bytes.is_some() {
+                    "the stated limit"
+                } else {
+                    "the memory available now"
+                },
+                super::error::human_bytes(limit)
+            ),
+        ));
+    }
     let mut data = vec![0f32; per * n];
     let raw = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
     let mut decoded_object = usize::MAX;
@@ -631,15 +665,20 @@ fn assemble(
                 .transfer_syntax()
                 .trim_end_matches('\0')
                 .to_string();
-            let d = obj.decode_pixel_data().map_err(|e| {
+            let cannot = |why: String| {
                 err(
                     &p.file,
                     format!(
-                        "its pixel data cannot be decoded ({e}); transfer syntax {}",
+                        "its pixel data cannot be decoded ({why}); transfer syntax {}",
                         transfer_syntax_name(&ts)
                     ),
                 )
-            })?;
+            };
+            // The codecs are third-party code: a damaged stream that makes
+            // one panic (fuzzing found such inputs for RLE) is an error here.
+            let d = guarded(|| obj.decode_pixel_data())
+                .map_err(|_| cannot("the decoder failed on a damaged stream".into()))?
+                .map_err(|e| cannot(e.to_string()))?;
             if d.samples_per_pixel() != 1 {
                 return Err(err(
                     &p.file,
@@ -655,8 +694,13 @@ fn assemble(
         let Some(d) = decoded.as_ref() else {
             continue;
         };
-        let values: Vec<f32> = d
-            .to_vec_frame_with_options(p.frame, &raw)
+        let values: Vec<f32> = guarded(|| d.to_vec_frame_with_options(p.frame, &raw))
+            .map_err(|_| {
+                err(
+                    &p.file,
+                    format!("frame {}: the pixel conversion failed", p.frame + 1),
+                )
+            })?
             .map_err(|e| err(&p.file, format!("frame {}: {e}", p.frame + 1)))?;
         if values.len() < per {
             return Err(err(
@@ -726,6 +770,11 @@ fn assemble(
         notices,
     };
     Ok((vol, info))
+}
+
+/// Run third-party decoding; a panic inside it becomes `Err(())`.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, ()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ())
 }
 
 /// The distance between slices, checked uniform: no gap, no duplicate.

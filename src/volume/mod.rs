@@ -3,6 +3,7 @@
 
 pub mod affine;
 pub mod dicom;
+mod dicom_lengths;
 mod error;
 pub mod intensity;
 pub mod nifti;
