@@ -441,9 +441,11 @@ fn an_enhanced_multi_frame_object_reads_like_its_slices() {
 }
 
 /// Inputs the fuzz target found: a damaged RLE stream that made the
-/// third-party decoder panic, and a 10 KB file whose element claims 3 GB
-/// (dicom-parser reserves a declared length before reading it). Both are
-/// refused with a message; neither panics nor allocates.
+/// third-party decoder panic, a 10 KB file whose element claims 3 GB
+/// (dicom-parser reserves a declared length before reading it; twice, the
+/// second through a meta group whose length disagrees with its elements),
+/// and an RLE header claiming 1.3 G segments (the decoder sizes a buffer by
+/// it). Each is refused with a message; none panics or allocates.
 #[test]
 fn fuzz_findings_are_refused() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/regressions");
@@ -451,6 +453,7 @@ fn fuzz_findings_are_refused() {
         ("dicom_rle_decoder_panic.dcm", "cannot be decoded"),
         ("dicom_3gb_element_claim.dcm", "claims"),
         ("dicom_meta_length_desync.dcm", "not a readable DICOM file"),
+        ("dicom_rle_segment_count.dcm", "RLE fragment"),
     ] {
         let path = dir.join(file);
         let bytes = std::fs::read(&path).expect("regression input");

@@ -674,6 +674,9 @@ fn assemble(
                     ),
                 )
             };
+            if ts == RLE_LOSSLESS {
+                check_rle(obj).map_err(cannot)?;
+            }
             // The codecs are third-party code: a damaged stream that makes
             // one panic (fuzzing found such inputs for RLE) is an error here.
             let d = guarded(|| obj.decode_pixel_data())
@@ -770,6 +773,38 @@ fn assemble(
         notices,
     };
     Ok((vol, info))
+}
+
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// The RLE header of every fragment: at most 15 segments in a 64-byte
+/// header (PS3.5 G.5). dicom-rs's RLE reader sizes a buffer by the segment
+/// count it reads there, so a damaged count (fuzzing found 1.3 G) would
+/// allocate gigabytes; it is refused here first.
+fn check_rle(obj: &InMemDicomObject) -> Result<(), String> {
+    let pixels = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|_| "no pixel data".to_string())?;
+    let fragments = pixels
+        .fragments()
+        .ok_or("RLE pixel data is not encapsulated")?;
+    for (i, f) in fragments.iter().enumerate() {
+        let segments = f
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        match segments {
+            Some(n) if f.len() >= 64 && (1..=15).contains(&n) => {}
+            _ => {
+                return Err(format!(
+                    "RLE fragment {} has a damaged header ({} bytes, {:?} segments)",
+                    i + 1,
+                    f.len(),
+                    segments
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Run third-party decoding; a panic inside it becomes `Err(())`.
