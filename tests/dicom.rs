@@ -454,6 +454,7 @@ fn fuzz_findings_are_refused() {
         ("dicom_3gb_element_claim.dcm", "claims"),
         ("dicom_meta_length_desync.dcm", "not a readable DICOM file"),
         ("dicom_rle_segment_count.dcm", "RLE fragment"),
+        ("dicom_cut_meta_group.dcm", "not a readable DICOM file"),
     ] {
         let path = dir.join(file);
         let bytes = std::fs::read(&path).expect("regression input");

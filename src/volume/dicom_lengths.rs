@@ -124,10 +124,10 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     r.pos += 12;
     let mut read = 0;
     while read < group_length {
-        let tag = Tag(r.u16(r.pos, false), r.u16(r.pos + 2, false));
         if r.left() < 8 {
             return Err("the file meta group is cut short".into());
         }
+        let tag = Tag(r.u16(r.pos, false), r.u16(r.pos + 2, false));
         let (len, header) = header_length(&r, meta)?;
         if len == UNDEFINED {
             return Err("an undefined length in the file meta group".into());
@@ -290,5 +290,10 @@ mod tests {
         let e = check(&object(&seq)).expect_err("nested");
         assert!(e.contains("(0009,0011)"), "{e}");
         assert!(check(b"not dicom").is_err());
+        // Cut anywhere: an error, never a panic.
+        let whole = object(&ob((0x0009, 0x0010), 4, &[1, 2, 3, 4]));
+        for cut in 0..whole.len() {
+            let _ = check(&whole[..cut]);
+        }
     }
 }
