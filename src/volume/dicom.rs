@@ -938,7 +938,7 @@ fn pet_units(obj: &InMemDicomObject, planes: &[Plane]) -> Result<Pet, String> {
 pub fn datetime_seconds(s: &str) -> Option<f64> {
     let s = s.trim();
     let s = s.split(['+', '-']).next()?;
-    if s.len() < 8 || !s.is_char_boundary(8) {
+    if s.len() < 8 || !s.is_ascii() {
         return None;
     }
     let (date, time) = s.split_at(8);
@@ -1010,6 +1010,7 @@ mod tests {
         assert_eq!(datetime_seconds("19700101000000"), Some(0.0));
         assert_eq!(datetime_seconds("2026"), None);
         assert_eq!(datetime_seconds("20261301"), None);
+        assert_eq!(datetime_seconds("2é0601051200"), None);
         assert_eq!(datetime_seconds("20260105090000+0100"), Some(a));
     }
 }
