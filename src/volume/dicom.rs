@@ -807,9 +807,28 @@ fn check_rle(obj: &InMemDicomObject) -> Result<(), String> {
     Ok(())
 }
 
-/// Run third-party decoding; a panic inside it becomes `Err(())`.
+thread_local! {
+    /// Set while third-party decoding runs on this thread: its panics are
+    /// reported as errors, so the panic hook stays quiet about them.
+    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run third-party decoding; a panic inside it becomes `Err(())` (and
+/// prints nothing: the caller reports it as a damaged file).
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, ()> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ())
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !DECODING.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    DECODING.with(|d| d.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ());
+    DECODING.with(|d| d.set(false));
+    result
 }
 
 /// The distance between slices, checked uniform: no gap, no duplicate.
