@@ -9,22 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{scaling_disp_vox, scratch_dir, warpscope};
+use common::{QUICK, demo, scaling_disp_vox, scratch_dir, warpscope};
 use warpscope::landmarks::formats::{IndexBase, Side, read_set};
 use warpscope::volume::nifti::{self, ReadOptions, WriteOptions};
-
-fn demo(f: &str) -> String {
-    format!("{}/assets/demo/{f}", env!("CARGO_MANIFEST_DIR"))
-}
-
-const QUICK: [&str; 6] = [
-    "--set",
-    "affine.iterations=20",
-    "--set",
-    "deformable.iterations=20,10,5",
-    "--set",
-    "deformable.window=3",
-];
 
 fn temp_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)

@@ -7,22 +7,9 @@
 
 mod common;
 
-use common::{scratch_dir, warpscope};
+use common::{QUICK, demo, scratch_dir, warpscope};
 use warpscope::metrics::mapping::world_coordinates;
 use warpscope::volume::nifti::{ReadOptions, read_file};
-
-fn demo(f: &str) -> String {
-    format!("{}/assets/demo/{f}", env!("CARGO_MANIFEST_DIR"))
-}
-
-const QUICK: [&str; 6] = [
-    "--set",
-    "affine.iterations=30",
-    "--set",
-    "deformable.iterations=40,30,10",
-    "--set",
-    "deformable.window=3",
-];
 
 #[test]
 fn register_writes_every_result_file_consistently() {

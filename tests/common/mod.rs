@@ -179,3 +179,18 @@ pub fn warpscope(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into(),
     )
 }
+
+/// A file of the embedded demo pair (`assets/demo/`).
+pub fn demo(f: &str) -> String {
+    format!("{}/assets/demo/{f}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `register` arguments for a short run on the demo pair (seconds on the CPU).
+pub const QUICK: [&str; 6] = [
+    "--set",
+    "affine.iterations=30",
+    "--set",
+    "deformable.iterations=40,30,10",
+    "--set",
+    "deformable.window=3",
+];
