@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use crate::metrics::{FieldKind, Mapping};
 use crate::render::texture::fit_for_display;
 use crate::render::{ColorMap, ImageStyle};
-use crate::volume::dicom::SeriesSummary;
+use crate::volume::dicom::{self, SeriesSummary};
 use crate::volume::intensity::WindowPreset;
 use crate::volume::nifti::ReadOptions;
 use crate::volume::open::ImageInfo;
@@ -347,19 +347,30 @@ impl Loader {
     pub fn image(&mut self, role: Role, path: PathBuf, series: Option<String>, limits: Limits) {
         let label = format!("{}: {}", role.name(), display_name(&path));
         self.spawn(Some(role), label, move || {
-            if series.is_none() && crate::volume::open::is_dicom(&path) {
-                let list = crate::volume::dicom::list_series(&path).map_err(|e| e.to_string())?;
-                if list.len() > 1 {
-                    return Ok(Loaded::SeriesChoice {
-                        role,
-                        path,
-                        series: list,
-                    });
-                }
-            }
-            let (volume, info) =
-                crate::volume::open::read_image(&path, ReadOptions::default(), series.as_deref())
-                    .map_err(|e| e.to_string())?;
+            let (volume, info) = if crate::volume::open::is_dicom(&path) {
+                // One scan of the folder: it lists the series, and the one
+                // chosen (or the only one) is read from that list.
+                let shown = path.display().to_string();
+                let mut list = dicom::list_series(&path).map_err(|e| e.to_string())?;
+                let chosen = match &series {
+                    None if list.len() > 1 => {
+                        return Ok(Loaded::SeriesChoice {
+                            role,
+                            path,
+                            series: list,
+                        });
+                    }
+                    None => list.remove(0),
+                    Some(s) => dicom::pick(&list, Some(s), &shown)
+                        .map_err(|e| e.to_string())?
+                        .clone(),
+                };
+                let (v, d) = dicom::read_listed(chosen, &shown).map_err(|e| e.to_string())?;
+                (v, ImageInfo::Dicom(d))
+            } else {
+                crate::volume::open::read_image(&path, ReadOptions::default(), None)
+                    .map_err(|e| e.to_string())?
+            };
             let mut name = display_name(&path);
             if let ImageInfo::Dicom(d) = &info {
                 name = format!("{name} ({})", d.series.label());

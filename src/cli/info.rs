@@ -35,9 +35,7 @@ pub fn run(args: &InfoArgs) -> CliResult {
             match crate::volume::dicom::list_series(path) {
                 Ok(list) => {
                     println!("{}", path.display());
-                    for (i, s) in list.iter().enumerate() {
-                        println!("  {}. {}  uid {}", i + 1, s.label(), s.uid);
-                    }
+                    println!("{}", crate::volume::dicom::SeriesSummary::listing(&list));
                 }
                 Err(e) => {
                     eprintln!("warpscope: error: {e}");

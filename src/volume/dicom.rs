@@ -73,6 +73,29 @@ pub struct SeriesSummary {
 }
 
 impl SeriesSummary {
+    /// The series `uid` as `obj` describes it, with no file yet.
+    fn of(obj: &InMemDicomObject, uid: String) -> Self {
+        Self {
+            number: int(obj, tags::SERIES_NUMBER),
+            modality: text(obj, tags::MODALITY).unwrap_or_default(),
+            description: text(obj, tags::SERIES_DESCRIPTION).unwrap_or_default(),
+            uid,
+            files: Vec::new(),
+            images: true,
+        }
+    }
+
+    /// One numbered line per series ("  2. #2 PT … (94 files)  uid …"), as
+    /// `info --list-series` prints them and a refusal lists them.
+    pub fn listing(series: &[SeriesSummary]) -> String {
+        series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("  {}. {}  uid {}", i + 1, s.label(), s.uid))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// "#2 PT 'synthetic PT from MNI' (91 files)".
     pub fn label(&self) -> String {
         let number = self.number.map_or(String::new(), |n| format!("#{n} "));
@@ -263,12 +286,9 @@ pub fn list_series(path: &Path) -> Result<Vec<SeriesSummary>, VolumeError> {
                 s.images |= images;
             }
             None => series.push(SeriesSummary {
-                number: int(&obj, tags::SERIES_NUMBER),
-                modality: text(&obj, tags::MODALITY).unwrap_or_default(),
-                description: text(&obj, tags::SERIES_DESCRIPTION).unwrap_or_default(),
-                uid,
                 files: vec![f],
                 images,
+                ..SeriesSummary::of(&obj, uid)
             }),
         }
     }
@@ -290,14 +310,7 @@ pub fn pick<'a>(
     choice: Option<&str>,
     name: &str,
 ) -> Result<&'a SeriesSummary, VolumeError> {
-    let listing = || {
-        series
-            .iter()
-            .enumerate()
-            .map(|(i, s)| format!("  {}. {}  uid {}", i + 1, s.label(), s.uid))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let listing = || SeriesSummary::listing(series);
     match choice {
         None if series.len() == 1 => Ok(&series[0]),
         None => Err(err(
@@ -336,10 +349,15 @@ pub fn pick<'a>(
 pub fn read_series(path: &Path, choice: Option<&str>) -> Result<(Volume, DicomInfo), VolumeError> {
     let name = path.display().to_string();
     let all = list_series(path)?;
-    let chosen = pick(&all, choice, &name)?.clone();
+    read_listed(pick(&all, choice, &name)?.clone(), &name)
+}
+
+/// Read a series [`list_series`] found, without scanning its folder again;
+/// `name` (what the user gave) names it in errors.
+pub fn read_listed(chosen: SeriesSummary, name: &str) -> Result<(Volume, DicomInfo), VolumeError> {
     if !chosen.images {
         return Err(err(
-            &name,
+            name,
             format!(
                 "series {} holds no image (a report, presentation state or other non-image object)",
                 chosen.label()
@@ -354,7 +372,7 @@ pub fn read_series(path: &Path, choice: Option<&str>) -> Result<(Volume, DicomIn
         }
         objects.push((f.display().to_string(), obj));
     }
-    let (vol, mut info) = assemble(&objects, &name, None)?;
+    let (vol, mut info) = assemble(&objects, name, None)?;
     info.series = chosen;
     Ok((vol, info))
 }
@@ -758,14 +776,10 @@ fn assemble(
         data,
     };
     let info = DicomInfo {
-        series: SeriesSummary {
-            uid: text(first, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
-            number: int(first, tags::SERIES_NUMBER),
-            modality,
-            description: text(first, tags::SERIES_DESCRIPTION).unwrap_or_default(),
-            files: Vec::new(),
-            images: true,
-        },
+        series: SeriesSummary::of(
+            first,
+            text(first, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        ),
         transfer_syntax: transfer_syntax_name(&ts),
         units,
         slices: n,
