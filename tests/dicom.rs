@@ -116,6 +116,11 @@ fn pydicom_objects_decode_alike_in_every_supported_transfer_syntax() {
         assert_same_geometry(&v, &plain, f);
         assert_eq!(v.data, plain.data, "{f}");
     }
+    // A volume beyond the stated memory limit is refused before decoding.
+    let bytes = std::fs::read(data("pydicom/MR_small.dcm")).expect("bytes");
+    let e = dicom::read_bytes(&bytes, "MR_small.dcm", Some(1000)).expect_err("limit");
+    assert!(matches!(e.kind, K::TooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("the stated limit"), "{e}");
     // CT in Hounsfield units: air and bone around a head phantom.
     let (ct, info) = dicom::read_series(&data("pydicom/CT_small.dcm"), None).expect("CT");
     assert_eq!(info.units, Units::Hu);

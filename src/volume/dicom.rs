@@ -654,23 +654,8 @@ fn assemble(
     let needed = (per as u64)
         .saturating_mul(planes.len() as u64)
         .saturating_mul(4 + bytes_per_sample);
-    let limit = max_bytes.or_else(super::nifti::available_memory);
-    if let Some(limit) = limit.filter(|&l| needed > l) {
-        return Err(err(
-            name,
-            format!(
-                "{cols} × {rows} × {} pixels need {} to read, more than {} ({}); refused before decoding",
-                planes.len(),
-                super::error::human_bytes(needed),
-                if max_bytes.is_some() {
-                    "the stated limit"
-                } else {
-                    "the memory available now"
-                },
-                super::error::human_bytes(limit)
-            ),
-        ));
-    }
+    super::nifti::check_memory(&[cols, rows, planes.len()], needed, max_bytes)
+        .map_err(|k| VolumeError::new(name, k))?;
     let mut data = vec![0f32; per * n];
     let raw = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
     let mut decoded_object = usize::MAX;

@@ -199,6 +199,25 @@ pub fn available_memory() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// Refuse a read that needs `needed` bytes (for a volume of `dims`) beyond
+/// `max_bytes`, or beyond the memory available now when that is `None`:
+/// checked from the header, before anything is allocated.
+pub(crate) fn check_memory(dims: &[usize], needed: u64, max_bytes: Option<u64>) -> Result<(), K> {
+    let (limit, whose) = match max_bytes {
+        Some(m) => (Some(m), "the stated limit"),
+        None => (available_memory(), "the memory available now"),
+    };
+    match limit.filter(|&l| needed > l) {
+        Some(limit) => Err(K::TooLarge {
+            dims: dims.to_vec(),
+            needed_bytes: needed,
+            limit_bytes: limit,
+            limit: whose,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Open a file for reading only if it is a regular file: a FIFO, a device
 /// or a folder given as an image would block or never end.
 fn open_regular(path: &Path, name: &str) -> Result<(File, u64), VolumeError> {
@@ -722,19 +741,12 @@ fn read_stream(
     };
     let data_bytes = total.checked_mul(datatype.bytes()).ok_or_else(too_big)? as u64;
     let decoded_bytes = total.checked_mul(4).ok_or_else(too_big)? as u64;
-    let needed = data_bytes.saturating_add(decoded_bytes);
-    let (limit, whose) = match opts.max_bytes {
-        Some(m) => (Some(m), "the stated limit"),
-        None => (available_memory(), "the memory available now"),
-    };
-    if let Some(limit) = limit.filter(|&l| needed > l) {
-        return Err(err(K::TooLarge {
-            dims: dims.clone(),
-            needed_bytes: needed,
-            limit_bytes: limit,
-            limit: whose,
-        }));
-    }
+    check_memory(
+        &dims,
+        data_bytes.saturating_add(decoded_bytes),
+        opts.max_bytes,
+    )
+    .map_err(err)?;
 
     // Skip any header extensions up to vox_offset.
     let offset = h.data_offset().map_err(err)?;
