@@ -83,20 +83,7 @@ pub fn measure(
         m.folds_percent = Some(100.0 * s.frac_nonpos);
         m.sd_log_j = Some(s.sd_log_j);
     }
-    let inside = fixed_mask.and_then(|mk| {
-        let on_grid = if mk.grid.same_as(&fixed.grid) {
-            mk.extract_channel(0)
-        } else {
-            crate::volume::resample::resample(
-                &mk.extract_channel(0),
-                &fixed.grid,
-                Interp::Nearest,
-                crate::volume::resample::Border::Constant(0.0),
-            )
-            .ok()?
-        };
-        Some(on_grid.data.iter().map(|&v| v > 0.5).collect::<Vec<bool>>())
-    });
+    let inside = fixed_mask.and_then(|mk| crate::volume::resample::mask_on(mk, &fixed.grid).ok());
     if let Some(inside) = inside
         && let Some(s) = jacobian::stats(&products.jacobian, &products.mapping, Some(&inside))
     {

@@ -31,7 +31,7 @@ use crate::metrics::mapping::{FieldKind, Mapping};
 use crate::volume::affine::{self, Mat4};
 use crate::volume::intensity::normalize_percentile;
 use crate::volume::pyramid::{DEFAULT_SIGMA_VOX, gaussian_pyramid};
-use crate::volume::resample::{Border, Interp, resample, resample_index_map};
+use crate::volume::resample::{Border, Interp, mask_on, resample, resample_index_map};
 use crate::volume::{Grid, Volume};
 use session::{Halt, Runner};
 
@@ -197,29 +197,18 @@ pub fn prepare(
     let mask = match &inputs.fixed_mask {
         None => None,
         Some(mk) => {
-            let on_grid = if mk.grid.same_as(&f.grid) {
-                mk.extract_channel(0)
-            } else {
-                resample(
-                    &mk.extract_channel(0),
-                    &f.grid,
-                    Interp::Nearest,
-                    Border::Constant(0.0),
-                )
-                .map_err(|e| EngineError(e.to_string()))?
-            };
-            let data: Vec<f32> = on_grid
-                .data
-                .iter()
-                .map(|&x| if x > 0.5 { 1.0 } else { 0.0 })
-                .collect();
-            let inside = data.iter().filter(|&&x| x > 0.0).count();
-            if inside == 0 {
+            let inside = mask_on(mk, &f.grid).map_err(|e| EngineError(e.to_string()))?;
+            if !inside.iter().any(|&x| x) {
                 return Err(EngineError(
                     "the fixed mask is empty on the fixed grid (no voxel > 0.5): nothing would be compared".into(),
                 ));
             }
-            Some(Volume { data, ..on_grid })
+            let data = inside.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect();
+            Some(Volume {
+                grid: f.grid.clone(),
+                channels: 1,
+                data,
+            })
         }
     };
     Ok((fixed, moving, mask))

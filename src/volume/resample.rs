@@ -25,6 +25,22 @@ pub enum Border {
     Clamp,
 }
 
+/// A mask (channel 0, voxels > 0.5 inside) on `grid`: as it is when it
+/// already lies there, else resampled by nearest neighbour (outside it: 0).
+pub fn mask_on(mask: &Volume, grid: &Grid) -> Result<Vec<bool>, VolumeError> {
+    let on_grid = if mask.grid.same_as(grid) {
+        mask.extract_channel(0)
+    } else {
+        resample(
+            &mask.extract_channel(0),
+            grid,
+            Interp::Nearest,
+            Border::Constant(0.0),
+        )?
+    };
+    Ok(on_grid.data.iter().map(|&v| v > 0.5).collect())
+}
+
 /// Resample every channel of `src` onto `target`.
 pub fn resample(
     src: &Volume,
