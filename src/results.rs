@@ -262,42 +262,7 @@ pub fn prepare_out_dir(dir: &Path) -> Result<usize, String> {
     std::fs::write(&probe, b"")
         .map_err(|e| format!("cannot write into the output folder {shown}: {e}"))?;
     let _ = std::fs::remove_file(&probe);
-    let mut swept = 0;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = stale_temp_owner(&name)
-                && !process_alive(pid)
-                && std::fs::remove_file(entry.path()).is_ok()
-            {
-                swept += 1;
-            }
-        }
-    }
-    Ok(swept)
-}
-
-/// The process id in a temporary file name of [`crate::atomic`]
-/// (`.NAME.PID.N.tmp`), if `name` is one.
-fn stale_temp_owner(name: &str) -> Option<i32> {
-    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let mut parts = rest.rsplitn(3, '.');
-    parts.next()?.parse::<u64>().ok()?;
-    let pid = parts.next()?.parse::<i32>().ok()?;
-    parts.next().filter(|n| !n.is_empty())?;
-    Some(pid)
-}
-
-fn process_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    if pid as u32 == std::process::id() {
-        return true;
-    }
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    Ok(crate::atomic::sweep_stale(dir))
 }
 
 /// Write every result file into `dir` (created if missing), each
@@ -358,21 +323,6 @@ pub fn write_files(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn temporary_file_names_give_their_owner() {
-        assert_eq!(stale_temp_owner(".warped.nii.gz.4242.0.tmp"), Some(4242));
-        assert_eq!(stale_temp_owner(".run.json.17.3.tmp"), Some(17));
-        for not_ours in [
-            "warped.nii.gz",
-            ".x.tmp",
-            ".a.b.tmp",
-            "..1.2.tmp",
-            ".run.json.17.3",
-        ] {
-            assert_eq!(stale_temp_owner(not_ours), None, "{not_ours}");
-        }
-    }
 
     #[test]
     fn the_output_folder_is_checked_and_swept_before_a_run() {
