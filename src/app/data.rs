@@ -490,12 +490,11 @@ pub fn display_name(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
-pub use crate::volume::world_gap_mm;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::volume::affine;
+    use crate::volume::world_gap_mm;
 
     #[test]
     fn gap_between_boxes() {

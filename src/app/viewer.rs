@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use eframe::egui;
 use eframe::egui_wgpu;
 
-use super::data::{
-    Limits, Loaded, LoadedField, LoadedImage, Loader, Role, display_name, world_gap_mm,
-};
+use super::data::{Limits, Loaded, LoadedField, LoadedImage, Loader, Role, display_name};
 use super::files::Files;
 use super::landmarks::{LandmarkFile, LandmarkUi};
 use super::navigation::Navigation;
@@ -632,7 +630,7 @@ impl ViewerApp {
 
     fn check_overlap(&mut self) {
         self.no_overlap_mm = match (&self.fixed, &self.moving) {
-            (Some(f), Some(m)) => world_gap_mm(&f.volume.grid, &m.volume.grid),
+            (Some(f), Some(m)) => crate::volume::world_gap_mm(&f.volume.grid, &m.volume.grid),
             _ => None,
         };
     }
