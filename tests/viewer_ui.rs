@@ -95,6 +95,21 @@ fn a_field_opened_with_its_images_gives_the_warped_image_and_det_j() {
 }
 
 #[test]
+fn the_warped_image_is_shown_whichever_of_field_and_moving_comes_last() {
+    let dir = scratch_dir("ui_field_then_moving");
+    let (f, m, u) = pair(&dir);
+    // The field before the moving image (the order loads may finish in).
+    let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Field, &u)]));
+    settle(&mut h);
+    assert!(h.state().field.is_some() && h.state().moving.is_none());
+    h.state_mut().open(Role::Moving, m);
+    settle(&mut h);
+    let app = h.state();
+    assert!(app.errors().is_empty(), "{:?}", app.errors());
+    assert_eq!(app.b, Slot::Warped, "B switches to the warped image");
+}
+
+#[test]
 fn the_views_are_drawn_by_the_shader_inside_the_app() {
     let dir = scratch_dir("ui_draw");
     let g = grid();

@@ -601,6 +601,11 @@ impl ViewerApp {
             Role::Moving => {
                 self.moving = Some(img);
                 self.recompute_warped();
+                // As when a field arrives after its images: B shows the
+                // warped image, whichever of the two came last.
+                if self.field.is_some() && self.products.warped_ready {
+                    self.b = Slot::Warped;
+                }
             }
             Role::IcWeights => {
                 self.ic = Some(img);
