@@ -34,3 +34,26 @@ pub fn for_each_row<T: Send>(out: &mut [T], row_len: usize, f: impl Fn(usize, &m
         }
     });
 }
+
+/// Split `0..n` into one contiguous range per worker and collect
+/// `f(range)` in order.
+pub fn map_ranges<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
+    let workers = threads().min(n.max(1));
+    if workers <= 1 {
+        return vec![f(0..n)];
+    }
+    let per = n.div_ceil(workers);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(per)
+            .map(|lo| {
+                let f = &f;
+                s.spawn(move || f(lo..(lo + per).min(n)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}

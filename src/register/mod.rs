@@ -17,6 +17,7 @@ pub mod loss;
 pub mod params;
 pub mod regularize;
 pub mod session;
+pub mod smoothing;
 pub mod stages;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::adam::Adam;
 use super::params::Pipeline;
+use super::smoothing::{self, Smoothing};
 use crate::volume::affine::{self, Mat4};
 use crate::volume::{Grid, Volume};
 
@@ -423,6 +424,7 @@ impl Runner {
         iters: usize,
         params: &mut [Tensor<2>],
         lr: impl Fn(&Pipeline) -> f64,
+        smooth: Option<(Smoothing, [usize; 3])>,
         mut loss: impl FnMut(&Pipeline, &[Tensor<2>]) -> Loss,
     ) -> Result<(), Halt> {
         let mut adams: Vec<Adam> = params.iter().map(Adam::new).collect();
@@ -456,7 +458,14 @@ impl Runner {
             let rate = lr(pipeline);
             for (i, t) in tracked.iter().enumerate() {
                 let Some(g) = t.grad(&grads) else { continue };
-                let next = adams[i].step(params[i].clone(), g.without_autodiff(), rate);
+                let mut g = g.without_autodiff();
+                if let Some((Smoothing { grad: Some(r), .. }, dims)) = &smooth {
+                    g = smoothing::tensor(r, g, *dims);
+                }
+                let mut next = adams[i].step(params[i].clone(), g, rate);
+                if let Some((Smoothing { warp: Some(r), .. }, dims)) = &smooth {
+                    next = smoothing::tensor(r, next, *dims);
+                }
                 params[i] = next;
             }
             let snapshot =

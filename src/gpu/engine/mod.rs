@@ -113,6 +113,11 @@ fn module_source(name: &str) -> Option<String> {
             LEVEL,
             include_str!("../../../shaders/engine/update.wgsl"),
         ],
+        "smooth" => &[
+            COMMON,
+            LEVEL,
+            include_str!("../../../shaders/engine/smooth.wgsl"),
+        ],
         "fields" => &[COMMON, include_str!("../../../shaders/engine/fields.wgsl")],
         "pyramid" => &[COMMON, include_str!("../../../shaders/engine/pyramid.wgsl")],
         _ => return None,

@@ -24,6 +24,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{Buf, Gpu, GpuResult, Reading, group_count};
 use crate::register::params::SimilarityWeights;
 use crate::register::session::{Halt, Runner, SnapshotField};
+use crate::register::smoothing::{Radii, Smoothing};
 use crate::volume::{Grid, Volume};
 
 pub const F_WEIGHTED: u32 = 1;
@@ -172,6 +173,9 @@ pub struct Dense {
     pub jacobian: bool,
     /// The inverse-consistency loss between the two directions.
     pub inverse_consistency: bool,
+    /// Smoothing of the gradient before each Adam step and of θ after it
+    /// (`register::smoothing`; set per level by the caller).
+    pub smooth: Smoothing,
 }
 
 impl Dense {
@@ -183,6 +187,7 @@ impl Dense {
             svf_steps: None,
             jacobian: false,
             inverse_consistency: false,
+            smooth: Smoothing::default(),
         }
     }
 
@@ -196,7 +201,15 @@ impl Dense {
             svf_steps: d.svf.then_some(d.svf_steps),
             jacobian: d.jacobian > 0.0,
             inverse_consistency: d.symmetric && d.inverse_consistency > 0.0,
+            smooth: Smoothing::default(),
         }
+    }
+
+    /// With the smoothing of `pl`'s deformable stage at level index `li`
+    /// on `grid`.
+    pub fn smoothed(mut self, pl: &crate::register::Pipeline, grid: &Grid, li: usize) -> Self {
+        self.smooth = Smoothing::at(pl, grid, li);
+        self
     }
 
     /// Whether the field goes through explicit displacement buffers (and
@@ -959,7 +972,40 @@ impl Optim {
         if !dirs.is_empty() {
             let adam = gpu.pipeline("update", "adam")?;
             let back_p = gpu.pipeline("update", "undo")?;
+            let smooth = dense.map(|d| d.smooth).unwrap_or_default();
+            let boxes = Boxes {
+                gpu: &gpu,
+                pipeline: if smooth.is_off() {
+                    None
+                } else {
+                    Some(gpu.pipeline("smooth", "box_pass")?)
+                },
+                state: &state_b,
+                dims,
+            };
+            let three = |what| -> GpuResult<[Buf; 3]> {
+                Ok([gpu.buf(what, n)?, gpu.buf(what, n)?, gpu.buf(what, n)?])
+            };
             for dir in &dirs {
+                let scratch = if smooth.is_off() {
+                    None
+                } else {
+                    Some(three("engine: smoothing scratch")?)
+                };
+                // The gradient, smoothed before Adam reads it.
+                if let (Some(r), Some(tmp)) = (&smooth.grad, &scratch) {
+                    steps.extend(boxes.smooth(&dir.grad, tmp, r, 0)?);
+                }
+                // With the field smoothed after each step, Adam's step
+                // cannot be taken back by arithmetic: θ is kept before it.
+                let kept = match (&smooth.warp, &scratch) {
+                    (Some(_), Some(_)) => {
+                        let kept = three("engine: field before the step")?;
+                        steps.push(boxes.pass(&dir.theta, &kept, 0, 0, SKIP_HALTED)?);
+                        Some(kept)
+                    }
+                    _ => None,
+                };
                 let mut e = vec![
                     (0, ub(&geo_sim[0])),
                     (1, ub(&live_u)),
@@ -981,12 +1027,18 @@ impl Optim {
                     pipeline: adam.clone(),
                     size: Size::Grid(n),
                 });
-                undo.push(Step {
-                    label: "undo",
-                    bind: gpu.bind(&back_p, &u)?,
-                    pipeline: back_p.clone(),
-                    size: Size::Grid(n),
-                });
+                match (&smooth.warp, &scratch, &kept) {
+                    (Some(r), Some(tmp), Some(kept)) => {
+                        steps.extend(boxes.smooth(&dir.theta, tmp, r, SKIP_HALTED)?);
+                        undo.push(boxes.pass(kept, &dir.theta, 0, 0, SKIP_UNSTEPPED)?);
+                    }
+                    _ => undo.push(Step {
+                        label: "undo",
+                        bind: gpu.bind(&back_p, &u)?,
+                        pipeline: back_p.clone(),
+                        size: Size::Grid(n),
+                    }),
+                }
             }
         }
         // Terms reported, in the composed path's order.
@@ -1892,6 +1944,85 @@ fn box_bind(
             (13, params.as_entire_binding()),
         ],
     )
+}
+
+/// `smooth.wgsl`'s flags: leave the target alone once the optimiser has
+/// halted; before any Adam step.
+const SKIP_HALTED: u32 = 1;
+const SKIP_UNSTEPPED: u32 = 2;
+
+/// Box passes of the smoothing (`shaders/engine/smooth.wgsl`).
+struct Boxes<'a> {
+    gpu: &'a Gpu,
+    pipeline: Option<wgpu::ComputePipeline>,
+    state: &'a wgpu::Buffer,
+    dims: [usize; 3],
+}
+
+impl Boxes<'_> {
+    /// One pass `src` → `dst` along `axis` (radius 0: a copy).
+    fn pass(
+        &self,
+        src: &[Buf; 3],
+        dst: &[Buf; 3],
+        axis: u32,
+        radius: u32,
+        flags: u32,
+    ) -> GpuResult<Step> {
+        let Some(p) = &self.pipeline else {
+            return Err("internal: smoothing without its pipeline".into());
+        };
+        let [nx, ny, nz] = self.dims.map(|v| v as u32);
+        let u = self.gpu.uniform(
+            "engine: smoothing pass",
+            &[nx, ny, nz, nx * ny * nz, axis, radius, flags, 0],
+        )?;
+        Ok(Step {
+            label: "smooth",
+            bind: self.gpu.bind(
+                p,
+                &[
+                    (0, u.as_entire_binding()),
+                    (1, self.state.as_entire_binding()),
+                    (2, src[0].binding()),
+                    (3, src[1].binding()),
+                    (4, src[2].binding()),
+                    (5, dst[0].binding()),
+                    (6, dst[1].binding()),
+                    (7, dst[2].binding()),
+                ],
+            )?,
+            pipeline: p.clone(),
+            size: Size::Grid(self.dims.iter().product()),
+        })
+    }
+
+    /// The passes smoothing `target` in place (through `tmp`), as
+    /// `volume::smooth::boxes_in_place`: x, then y, then z.
+    fn smooth(
+        &self,
+        target: &[Buf; 3],
+        tmp: &[Buf; 3],
+        radii: &Radii,
+        flags: u32,
+    ) -> GpuResult<Vec<Step>> {
+        let mut steps = Vec::new();
+        let mut in_tmp = false;
+        for (axis, rs) in radii.iter().enumerate() {
+            for &r in rs {
+                if r == 0 || self.dims[axis] < 2 {
+                    continue;
+                }
+                let (src, dst) = if in_tmp { (tmp, target) } else { (target, tmp) };
+                steps.push(self.pass(src, dst, axis as u32, r as u32, flags)?);
+                in_tmp = !in_tmp;
+            }
+        }
+        if in_tmp {
+            steps.push(self.pass(tmp, target, 0, 0, flags)?);
+        }
+        Ok(steps)
+    }
 }
 
 /// A storage buffer initialised with `bytes`.

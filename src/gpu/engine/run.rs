@@ -385,7 +385,11 @@ fn deformable_stage(
             levels: nl,
             grid: &level.grid,
         };
-        let model = Dense::of(&runner.pipeline, params.clone(), level.grid.dims);
+        let model = Dense::of(&runner.pipeline, params.clone(), level.grid.dims).smoothed(
+            &runner.pipeline,
+            &level.grid,
+            li,
+        );
         if let Err(h) = optimise_level(gpu, runner, &problem, model, li, iters, &at) {
             halt = Some(h);
             break;
@@ -444,10 +448,13 @@ fn ic_stage(
         None => ops::field_bufs(gpu, n).map_err(failed)?,
     };
     // Plain fields in one direction each (with the Jacobian penalty if on).
-    let model = |theta: &[Buf; 3]| Dense {
-        svf_steps: None,
-        inverse_consistency: false,
-        ..Dense::of(&pl, vec![theta.clone()], dims)
+    let model = |theta: &[Buf; 3]| {
+        Dense {
+            svf_steps: None,
+            inverse_consistency: false,
+            ..Dense::of(&pl, vec![theta.clone()], dims)
+        }
+        .smoothed(&pl, &level.grid, li)
     };
     // θ = ±u / s
     let params = |sign: f32| -> GpuResult<[Buf; 3]> {
@@ -583,7 +590,11 @@ pub fn profile(
         gpu.clone(),
         &problem,
         &d.sim,
-        Mode::Dense(Dense::of(pipeline, theta, grid.dims)),
+        Mode::Dense(Dense::of(pipeline, theta, grid.dims).smoothed(
+            pipeline,
+            grid,
+            d.levels.saturating_sub(1),
+        )),
         live,
     )?;
     out.push(("deformable".to_string(), o.profile(reps)?));

@@ -130,6 +130,7 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> AffineResult {
                 p.iterations,
                 std::slice::from_mut(&mut delta),
                 |pl| level_rate(pl.affine.lr, i),
+                None,
                 |pl, t| {
                     let sampling = Sampling {
                         moving: &level.moving,

@@ -13,6 +13,7 @@ use crate::register::loss::{Sampling, similarity_at};
 use crate::register::params::{FieldUnits, Pipeline};
 use crate::register::regularize;
 use crate::register::session::{Halt, Loss, Place, Runner};
+use crate::register::smoothing::Smoothing;
 use crate::volume::{Grid, affine};
 
 pub struct FieldResult {
@@ -189,6 +190,10 @@ pub fn optimise_field(
         iters,
         params,
         |pl| Pipeline::level_value(&pl.deformable.lr, li),
+        Some((
+            Smoothing::at(&runner.pipeline, &level.grid, li),
+            level.dims(),
+        )),
         |pl, t| objective(pl, level, li, t, weights),
     )
 }

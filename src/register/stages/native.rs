@@ -14,6 +14,7 @@ use crate::register::fused::{self, FixedStats, LnccScratch, Shared, par_blocks};
 use crate::register::params::Pipeline;
 use crate::register::params::SimilarityWeights;
 use crate::register::session::{Halt, Place, Runner, SnapshotField, Step};
+use crate::register::smoothing::{self, Smoothing};
 use crate::register::{EngineError, Level};
 use crate::volume::{Volume, voxel_of};
 
@@ -154,6 +155,8 @@ pub fn optimise(
     let mut m2 = vec![0f32; 3 * n];
     // The latest field whose loss was finite.
     let mut good = theta.to_vec();
+    let smooth = Smoothing::at(&runner.pipeline, &level.grid, li);
+    let mut scratch = Vec::new();
     let mut t = 0i32;
     // Terms the native path does not compute cannot be switched on mid-level.
     runner.live_guard = Some(Box::new(|pl: &Pipeline| {
@@ -196,6 +199,9 @@ pub fn optimise(
             return Err(Runner::non_finite(place, done, total));
         }
         good.copy_from_slice(theta);
+        if let Some(r) = &smooth.grad {
+            smoothing::field_in_place(r, &mut grad, dims, &mut scratch);
+        }
         // 4. Adam, in place.
         t += 1;
         let lr = Pipeline::level_value(&d.lr, li) as f32;
@@ -221,6 +227,10 @@ pub fn optimise(
                     }
                 }
             });
+        }
+        // 5. The field's own smoothing.
+        if let Some(r) = &smooth.warp {
+            smoothing::field_in_place(r, theta, dims, &mut scratch);
         }
         let snapshot = want.then(|| {
             let mut u = theta.to_vec();
