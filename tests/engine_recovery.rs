@@ -62,7 +62,9 @@ fn fast_and_lumir_recover_the_synthetic_deformation() {
             metric(&r, "tre_median"),
             o.stage_seconds
         );
-        assert!(tre < 0.6, "{preset}: mean TRE {tre:.3} mm (2.24 before)");
+        // fast: at or below elastix's 0.35 mm on this pair (README).
+        let limit = if preset == "fast" { 0.35 } else { 0.6 };
+        assert!(tre < limit, "{preset}: mean TRE {tre:.3} mm (2.24 before)");
         assert!(folds < 0.1, "{preset}: {folds:.3} % of voxels fold");
     }
 }

@@ -325,7 +325,45 @@ pub fn levels(
 }
 
 /// Pyramid levels a pipeline uses (the input counts as one).
-pub fn pyramid_depth(p: &Pipeline) -> usize {
+pub fn pyramid_depth(p: &Pipeline, shift: usize) -> usize {
+    shift + stage_depth(p)
+}
+
+/// Pyramid levels skipped at the fine end (`Pipeline::finest_mm`): the
+/// stages work on voxels of about `finest_mm` at the finest, so a 1 mm
+/// image with `finest_mm` 2 runs a 2 mm image's schedule and its field is
+/// brought to full resolution. 0 when off or when the image is coarser.
+pub fn level_shift(p: &Pipeline, grid: &Grid) -> usize {
+    if p.finest_mm <= 0.0 {
+        return 0;
+    }
+    let s = grid.spacing_mm();
+    let mean = (s[0] * s[1] * s[2]).cbrt();
+    if !(mean > 0.0) {
+        return 0;
+    }
+    // Levels double the voxel size: the level nearest `finest_mm` on a log
+    // scale (1.5 mm stays at 1.5 for 2; 1.2 mm goes to 2.4).
+    (p.finest_mm / mean).log2().round().clamp(0.0, 4.0) as usize
+}
+
+/// The affine stage's pyramid levels (0 = full resolution), coarsest
+/// first, among `available`.
+pub fn affine_order(p: &Pipeline, shift: usize, available: usize) -> Vec<usize> {
+    let last = available.saturating_sub(1);
+    let lowest = shift.min(last);
+    let top = (p.affine.coarsest + shift).min(last);
+    (lowest..=top).rev().take(p.affine.levels).collect()
+}
+
+/// The deformable stage's pyramid levels, coarsest first, among `available`.
+pub fn deformable_order(p: &Pipeline, shift: usize, available: usize) -> Vec<usize> {
+    let lowest = shift.min(available.saturating_sub(1));
+    let count = p.deformable.levels.min(available - lowest);
+    (lowest..lowest + count).rev().collect()
+}
+
+fn stage_depth(p: &Pipeline) -> usize {
     let affine = if p.affine.enabled {
         p.affine.coarsest + 1
     } else {
@@ -483,7 +521,7 @@ fn run_stages(
     outcome: &mut Outcome,
 ) -> Result<(), Halt> {
     let p = runner.pipeline.clone();
-    let depth = pyramid_depth(&p);
+    let depth = pyramid_depth(&p, level_shift(&p, &fixed.grid));
     let fixed_pyr = pyramid(fixed, depth);
     let mask_pyr = mask.map(|m| pyramid(m, depth));
     if p.affine.enabled {
@@ -555,6 +593,30 @@ pub(crate) fn stage_done(
 #[cfg(test)]
 mod tests {
     use super::device_failure;
+
+    #[test]
+    fn finest_mm_shifts_the_schedule_on_fine_images() {
+        use super::{Pipeline, affine_order, deformable_order, level_shift};
+        use crate::volume::{Grid, affine};
+        let grid = |mm: f64| Grid::new([100, 100, 100], affine::diagonal([mm; 3]));
+        let fast = Pipeline::preset("fast").expect("fast");
+        assert_eq!(fast.finest_mm, 2.0);
+        // 2.02 mm (the shared pairs) stays at full resolution; 1 mm and
+        // 1.2 mm move one level, 0.5 mm two; 1.5 mm and 3 mm none.
+        for (mm, shift) in [(2.02, 0), (1.0, 1), (1.2, 1), (1.5, 0), (0.5, 2), (3.0, 0)] {
+            assert_eq!(level_shift(&fast, &grid(mm)), shift, "{mm} mm");
+        }
+        let off = Pipeline::preset("lumir").expect("lumir");
+        assert_eq!(level_shift(&off, &grid(0.5)), 0);
+        // fast: affine from level 2 over three levels, deformable three levels.
+        assert_eq!(affine_order(&fast, 0, 6), [2, 1, 0]);
+        assert_eq!(deformable_order(&fast, 0, 6), [2, 1, 0]);
+        assert_eq!(affine_order(&fast, 1, 6), [3, 2, 1]);
+        assert_eq!(deformable_order(&fast, 1, 6), [3, 2, 1]);
+        // A short pyramid clips at its coarsest level.
+        assert_eq!(deformable_order(&fast, 1, 3), [2, 1]);
+        assert_eq!(affine_order(&fast, 1, 3), [2, 1]);
+    }
 
     #[test]
     fn device_failures_name_their_root_cause() {

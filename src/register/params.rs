@@ -144,6 +144,12 @@ pub struct Pipeline {
     pub fused: bool,
     /// Scale each channel to [0, 1] (0.5–99.5 percentiles) before registering.
     pub normalize: bool,
+    /// The finest voxel size (mm) the affine and deformable stages work at:
+    /// an image finer than this runs the schedule on the pyramid level
+    /// nearest it and its field is brought to full resolution (so one
+    /// preset fits 1 mm and 2 mm images); 0 = full resolution always.
+    #[serde(default)]
+    pub finest_mm: f64,
     pub affine: AffineParams,
     pub deformable: DeformableParams,
     pub ic: IcParams,
@@ -230,10 +236,14 @@ impl Pipeline {
             // step and the field smoothed by σ = 1 voxel after it (FireANTs'
             // scheme). Diffusion with Adam plateaued 25–40 % above elastix's
             // TRE; this model is below it on every shared pair, without folds.
+            // Images finer than 2 mm are registered on their 2 mm level (on
+            // the 1 mm pair, 20 more iterations at 1 mm took 50 s for
+            // 0.201 → 0.194 mm).
             "fast" => Pipeline {
                 preset: name.into(),
                 fused: true,
                 normalize: true,
+                finest_mm: 2.0,
                 affine: affine_base(),
                 deformable: DeformableParams {
                     sim: SimilarityWeights::lncc(5),
@@ -251,6 +261,7 @@ impl Pipeline {
                 preset: name.into(),
                 fused: true,
                 normalize: true,
+                finest_mm: 0.0,
                 affine: AffineParams {
                     enabled: false,
                     ..affine_base()
@@ -268,6 +279,7 @@ impl Pipeline {
                 preset: name.into(),
                 fused: true,
                 normalize: true,
+                finest_mm: 0.0,
                 affine: affine_paper(),
                 deformable: DeformableParams {
                     levels: 2,
@@ -288,6 +300,7 @@ impl Pipeline {
                 preset: name.into(),
                 fused: true,
                 normalize: true,
+                finest_mm: 0.0,
                 affine: AffineParams {
                     enabled: false,
                     ..affine_base()
@@ -314,6 +327,7 @@ impl Pipeline {
                 preset: name.into(),
                 fused: true,
                 normalize: true,
+                finest_mm: 0.0,
                 affine: affine_base(),
                 deformable: DeformableParams {
                     sim: SimilarityWeights::mse(),
@@ -390,6 +404,7 @@ impl Pipeline {
         match (stage, name) {
             ("", "normalize") => self.normalize = b()?,
             ("", "fused") => self.fused = b()?,
+            ("", "finest_mm") => self.finest_mm = f()?,
             ("affine", "enabled") => self.affine.enabled = b()?,
             ("affine", "coarsest") => self.affine.coarsest = u()?,
             ("affine", "levels") => self.affine.levels = u()?,
@@ -467,6 +482,7 @@ impl Pipeline {
         Some(match (stage, name) {
             ("", "normalize") => self.normalize.to_string(),
             ("", "fused") => self.fused.to_string(),
+            ("", "finest_mm") => self.finest_mm.to_string(),
             ("affine", "enabled") => a.enabled.to_string(),
             ("affine", "coarsest") => a.coarsest.to_string(),
             ("affine", "levels") => a.levels.to_string(),
@@ -528,6 +544,12 @@ impl Pipeline {
             return err(
                 "both the affine and the deformable stage are disabled: nothing to do".into(),
             );
+        }
+        if !(self.finest_mm.is_finite() && (0.0..=50.0).contains(&self.finest_mm)) {
+            return err(format!(
+                "finest_mm = {} must be between 0 (full resolution) and 50 mm",
+                self.finest_mm
+            ));
         }
         check_similarity("affine", &a.sim, a.enabled)?;
         if a.coarsest > 5 {
@@ -623,9 +645,10 @@ impl Pipeline {
 /// it only flattens the field.
 pub const MAX_SMOOTH: f64 = 200.0;
 
-const KEYS: [&str; 32] = [
+const KEYS: [&str; 33] = [
     "normalize",
     "fused",
+    "finest_mm",
     "affine.enabled",
     "affine.coarsest",
     "affine.levels",

@@ -120,7 +120,7 @@ pub fn run_stages(
     outcome: &mut Outcome,
 ) -> Result<(), Halt> {
     let p = runner.pipeline.clone();
-    let depth = crate::register::pyramid_depth(&p);
+    let depth = crate::register::pyramid_depth(&p, crate::register::level_shift(&p, &fixed.grid));
     let t0 = Instant::now();
     // Dispatches of the affine stage include building the pyramids.
     let d_start = gpu.dispatch_count();
@@ -208,8 +208,8 @@ fn stage_end(gpu: &Gpu, runner: &Runner, outcome: &mut Outcome, name: &str, t: I
 fn affine_stage(gpu: &Arc<Gpu>, runner: &mut Runner, lv: &[Level]) -> (Option<Mat4>, Option<Halt>) {
     let p = runner.pipeline.affine.clone();
     let full = lv[0].grid.clone();
-    let top = p.coarsest.min(lv.len() - 1);
-    let order: Vec<usize> = (0..p.levels.min(top + 1)).map(|i| top - i).collect();
+    let shift = crate::register::level_shift(&runner.pipeline, &full);
+    let order = crate::register::affine_order(&runner.pipeline, shift, lv.len());
     let mut delta = [0f64; 12];
     let mut halt = None;
     for (i, &k) in order.iter().enumerate() {
@@ -341,17 +341,18 @@ fn deformable_stage(
     runner: &mut Runner,
     lv: &[Level],
 ) -> (Option<[Buf; 3]>, Option<Halt>) {
-    let nl = runner.pipeline.deformable.levels.min(lv.len());
+    let shift = crate::register::level_shift(&runner.pipeline, &lv[0].grid);
+    let order = crate::register::deformable_order(&runner.pipeline, shift, lv.len());
+    let nl = order.len();
     let directions = if runner.pipeline.deformable.symmetric {
         2
     } else {
         1
     };
     let mut params: Vec<[Buf; 3]> = Vec::new();
-    let mut current = nl - 1;
+    let mut current = order.first().copied().unwrap_or(0);
     let mut halt = None;
-    for li in 0..nl {
-        let k = nl - 1 - li;
+    for (li, &k) in order.iter().enumerate() {
         let level = &lv[k];
         let next: GpuResult<Vec<[Buf; 3]>> = if params.is_empty() {
             (0..directions)

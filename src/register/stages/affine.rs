@@ -69,8 +69,8 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> AffineResult {
     let p = runner.pipeline.affine.clone();
     let device = runner.device.clone();
     let full = lv[0].grid.clone();
-    let top = p.coarsest.min(lv.len() - 1);
-    let order: Vec<usize> = (0..p.levels.min(top + 1)).map(|i| top - i).collect();
+    let shift = crate::register::level_shift(&runner.pipeline, &full);
+    let order = crate::register::affine_order(&runner.pipeline, shift, lv.len());
     let mut delta = Tensor::<2>::zeros([3, 4], &device);
     let base = Tensor::<2>::from_data(
         TensorData::new(

@@ -199,17 +199,18 @@ pub fn optimise_field(
 }
 
 pub fn run(runner: &mut Runner, lv: &[Level]) -> FieldResult {
-    let nl = runner.pipeline.deformable.levels.min(lv.len());
+    let shift = crate::register::level_shift(&runner.pipeline, &lv[0].grid);
+    let order = crate::register::deformable_order(&runner.pipeline, shift, lv.len());
+    let nl = order.len();
     let directions = if runner.pipeline.deformable.symmetric {
         2
     } else {
         1
     };
     let mut params: Vec<Tensor<2>> = Vec::new();
-    let mut current = nl - 1;
+    let mut current = order.first().copied().unwrap_or(0);
     let mut halt = None;
-    for li in 0..nl {
-        let k = nl - 1 - li;
+    for (li, &k) in order.iter().enumerate() {
         let level = &lv[k];
         params = if params.is_empty() {
             (0..directions)
