@@ -119,7 +119,7 @@ fn read(p: &Path) -> Result<Volume, Box<dyn std::error::Error>> {
 }
 
 /// Load a field file as a mapping on `fixed`'s grid.
-fn load_mapping(
+pub fn load_mapping(
     path: &Path,
     kind: Option<FieldKind>,
     fixed: &crate::volume::Grid,
@@ -509,7 +509,9 @@ const TABLE: [&str; 12] = [
     "n_mapped_outside_fov",
 ];
 
-fn dataset(a: &EvalArgs, dir: &Path) -> CliResult {
+/// The pair folders (those holding a pair.json) of a dataset folder, sorted
+/// by name.
+pub fn pair_folders(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut pairs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -517,11 +519,50 @@ fn dataset(a: &EvalArgs, dir: &Path) -> CliResult {
         .collect();
     pairs.sort();
     if pairs.is_empty() {
-        return Err(format!("{}: no pair folders (with pair.json) inside", dir.display()).into());
+        return Err(format!(
+            "{}: no pair folders (with pair.json) inside",
+            dir.display()
+        ));
     }
+    Ok(pairs)
+}
+
+/// The dataset table (CSV): one row per pair's report, then the mean of
+/// each column over the pairs that have it.
+pub fn table(rows: &[(String, &Value)]) -> String {
     let mut text = format!("pair,{}\n", TABLE.join(","));
     let mut sums = vec![(0f64, 0usize); TABLE.len()];
-    let mut reports = Vec::new();
+    for (name, r) in rows {
+        let mut row = vec![name.clone()];
+        for (k, key) in TABLE.iter().enumerate() {
+            match r.get(*key).and_then(Value::as_f64) {
+                Some(v) => {
+                    row.push(readable(v, 6));
+                    sums[k].0 += v;
+                    sums[k].1 += 1;
+                }
+                None => row.push(String::new()),
+            }
+        }
+        text += &(row.join(",") + "\n");
+    }
+    let mean: Vec<String> = sums
+        .iter()
+        .map(|(s, n)| {
+            if *n > 0 {
+                readable(s / *n as f64, 6)
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    text += &format!("mean,{}\n", mean.join(","));
+    text
+}
+
+fn dataset(a: &EvalArgs, dir: &Path) -> CliResult {
+    let pairs = pair_folders(dir)?;
+    let mut rows: Vec<(String, Value)> = Vec::new();
     let mut failures = 0;
     for p in &pairs {
         let result = (|| -> Result<Value, Box<dyn std::error::Error>> {
@@ -544,43 +585,19 @@ fn dataset(a: &EvalArgs, dir: &Path) -> CliResult {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         match result {
-            Ok(r) => {
-                let mut row = vec![name];
-                for (k, key) in TABLE.iter().enumerate() {
-                    match r.get(*key).and_then(Value::as_f64) {
-                        Some(v) => {
-                            row.push(readable(v, 6));
-                            sums[k].0 += v;
-                            sums[k].1 += 1;
-                        }
-                        None => row.push(String::new()),
-                    }
-                }
-                text += &(row.join(",") + "\n");
-                reports.push(r);
-            }
+            Ok(r) => rows.push((name, r)),
             Err(e) => {
                 eprintln!("warpscope: error: {name}: {e}");
                 failures += 1;
             }
         }
     }
-    let mean: Vec<String> = sums
-        .iter()
-        .map(|(s, n)| {
-            if *n > 0 {
-                readable(s / *n as f64, 6)
-            } else {
-                String::new()
-            }
-        })
-        .collect();
-    text += &format!("mean,{}\n", mean.join(","));
+    let text = table(&rows.iter().map(|(n, r)| (n.clone(), r)).collect::<Vec<_>>());
     print!("{text}");
     if let Some(p) = &a.csv {
         crate::results::write_text(p, &text)?;
     }
-    save_json(a, &Value::Array(reports))?;
+    save_json(a, &Value::Array(rows.into_iter().map(|(_, r)| r).collect()))?;
     if failures > 0 {
         return Err(format!(
             "{failures} of {} pair(s) could not be evaluated",

@@ -1,5 +1,6 @@
 //! Command line: no subcommand opens the GUI; `info` and `convert` work headless.
 
+mod batch;
 mod bench;
 mod bench_view;
 mod convert;
@@ -82,6 +83,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Register a moving image to a fixed one and write the result files.
     Register(Box<register::RegisterArgs>),
+    /// Register and score every pair of a dataset folder (resumable, in
+    /// shards for a cluster; --merge builds the one table).
+    Batch(Box<batch::BatchArgs>),
 }
 
 /// Where `XDG_RUNTIME_DIR` is unset or not a folder (a headless shell, a
@@ -109,6 +113,7 @@ pub fn run(args: Args) -> CliResult {
         Some(Command::Eval(a)) => eval::run(&a),
         Some(Command::Register(a)) => register::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
+        Some(Command::Batch(a)) => batch::run(&a),
         None => gui(args),
     }
 }
