@@ -5,14 +5,14 @@
 
 mod common;
 
+use warpscope::landmarks::LandmarkSet;
 use warpscope::landmarks::formats::parse_pair_csv;
 use warpscope::metrics::{jacobian, tre};
-use warpscope::register::{self, Backend, Inputs, Link, Pipeline, Status, make_device};
+use warpscope::register::{self, Backend, Inputs, Link, Outcome, Pipeline, Status, make_device};
 use warpscope::volume::nifti::{ReadOptions, read_file};
 use warpscope::volume::pyramid::downsample2;
 
-#[test]
-fn every_preset_lowers_tre_without_folding() {
+fn small_pair() -> (Inputs, LandmarkSet, LandmarkSet) {
     let dir = common::shared("pairs/brain2mm_syn");
     let read = |f: &str| {
         let v = read_file(dir.join(f), ReadOptions::default())
@@ -27,6 +27,69 @@ fn every_preset_lowers_tre_without_folding() {
     };
     let text = std::fs::read_to_string(dir.join("landmarks.csv")).expect("landmarks");
     let (fixed_lm, moving_lm) = parse_pair_csv(&text, "landmarks.csv").expect("pair csv");
+    (inputs, fixed_lm, moving_lm)
+}
+
+fn mean_tre(o: &Outcome, inputs: &Inputs, f: &LandmarkSet, m: &LandmarkSet) -> f64 {
+    let mapping = o.mapping(&inputs.fixed.grid);
+    tre::tre(f, m, &mapping, None, &|_| false)
+        .after
+        .expect("landmarks mapped")
+        .mean
+}
+
+/// methods.md §1 step 3: with `initial`, the deformable stage starts from
+/// another preset's field. With no iterations of its own, brats-ic then
+/// returns fast's field (brought through its two levels), on the CPU and
+/// on the GPU kernels alike.
+#[test]
+fn the_initial_field_is_where_the_deformable_stage_starts() {
+    let (inputs, f, m) = small_pair();
+    let sets = [
+        "initial.enabled=true",
+        "deformable.iterations=0,0",
+        "ic.enabled=false",
+        // fast's affine, so that only the field differs
+        "affine.mse=1",
+        "affine.lncc=0",
+        "affine.levels=3",
+    ]
+    .map(String::from);
+    let mut cpu_tre: Option<f64> = None;
+    for backend in [Backend::Cpu, Backend::Gpu] {
+        let device = make_device(backend).expect("device (mesa-vulkan-drivers for wgpu)");
+        let run = |p: Pipeline| {
+            let o = register::register(&inputs, p, &device, Link::default()).expect("register");
+            assert_eq!(o.status, Status::Completed);
+            o
+        };
+        let fast = run(Pipeline::preset("fast").expect("fast"));
+        let started = run(Pipeline::preset("brats-ic")
+            .expect("brats-ic")
+            .with_overrides(&sets)
+            .expect("sets"));
+        let stages: Vec<&str> = started
+            .stage_seconds
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect();
+        assert_eq!(stages, ["affine", "initial", "deformable"]);
+        let (a, b) = (
+            mean_tre(&fast, &inputs, &f, &m),
+            mean_tre(&started, &inputs, &f, &m),
+        );
+        println!("{backend:?}: fast TRE {a:.3} mm, brats-ic from fast's field {b:.3} mm");
+        assert!((a - b).abs() < 0.05, "{a} vs {b}");
+        if let Some(c) = cpu_tre {
+            assert!((a - c).abs() < 0.02, "CPU {c} vs GPU {a}");
+        }
+        cpu_tre = Some(a);
+    }
+}
+
+#[test]
+fn every_preset_lowers_tre_without_folding() {
+    let (inputs, fixed_lm, moving_lm) = small_pair();
     let device = make_device(Backend::Cpu).expect("cpu device");
     let mut rows = Vec::new();
     for name in warpscope::register::params::PRESETS {

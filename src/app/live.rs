@@ -304,6 +304,16 @@ pub fn plan(p: &Pipeline) -> Vec<LevelRow> {
             ));
         }
     }
+    if p.deformable.enabled
+        && p.initial.enabled
+        && let Ok(init) = p.initial_pipeline()
+    {
+        let nl = init.deformable.levels;
+        for li in 0..nl {
+            let iters = init.deformable.iterations.get(li).copied().unwrap_or(0);
+            rows.push(LevelRow::new("initial", li, nl, nl - 1 - li, iters));
+        }
+    }
     if p.deformable.enabled {
         let nl = p.deformable.levels;
         for li in 0..nl {

@@ -339,7 +339,7 @@ pub fn level_shift(p: &Pipeline, grid: &Grid) -> usize {
     }
     let s = grid.spacing_mm();
     let mean = (s[0] * s[1] * s[2]).cbrt();
-    if !(mean > 0.0) {
+    if mean.is_nan() || mean <= 0.0 {
         return 0;
     }
     // Levels double the voxel size: the level nearest `finest_mm` on a log
@@ -549,9 +549,27 @@ fn run_stages(
     );
     let moving_pyr = pyramid(&moving_a, depth);
     let lv = levels(&fixed_pyr, &moving_pyr, mask_pyr.as_deref(), &runner.device);
+    // methods.md §1 step 3: an initial field from another preset's
+    // deformable stage (the stand-in for a network's prediction).
+    let mut start = None;
+    if p.deformable.enabled && p.initial.enabled {
+        let t = std::time::Instant::now();
+        let main = runner.pipeline.clone();
+        let init = p.initial_pipeline().map_err(|e| Halt::Failed(e.0))?;
+        runner.pipeline.deformable = init.deformable;
+        runner.pipeline.finest_mm = init.finest_mm;
+        let result = stages::deformable::run(runner, &lv, None, "initial");
+        runner.pipeline = main;
+        if let Some(u) = &result.field {
+            outcome.field_vox = tensor_to_volume(u.clone(), &fixed.grid).ok();
+        }
+        start = result.field;
+        stage_done(runner, outcome, "initial", t);
+        result.halt.map_or(Ok(()), Err)?;
+    }
     if p.deformable.enabled {
         let t = std::time::Instant::now();
-        let result = stages::deformable::run(runner, &lv);
+        let result = stages::deformable::run(runner, &lv, start, "deformable");
         if let Some(u) = &result.field {
             outcome.field_vox = tensor_to_volume(u.clone(), &fixed.grid).ok();
         }

@@ -134,6 +134,26 @@ pub struct IcParams {
     pub sigma: f64,
 }
 
+/// The initial field of methods.md §1 step 3: the deformable stage starts
+/// from a field, not the identity. The paper's comes from a network
+/// (LapIRN); until Warpscope has one, another preset's deformable stage
+/// (our best conventional result) provides it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitialParams {
+    pub enabled: bool,
+    /// The preset whose deformable stage (and `finest_mm`) gives the field.
+    pub preset: String,
+}
+
+impl Default for InitialParams {
+    fn default() -> Self {
+        InitialParams {
+            enabled: false,
+            preset: "fast".into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {
     pub preset: String,
@@ -151,6 +171,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub finest_mm: f64,
     pub affine: AffineParams,
+    #[serde(default)]
+    pub initial: InitialParams,
     pub deformable: DeformableParams,
     pub ic: IcParams,
 }
@@ -245,6 +267,7 @@ impl Pipeline {
                 normalize: true,
                 finest_mm: 2.0,
                 affine: affine_base(),
+                initial: InitialParams::default(),
                 deformable: DeformableParams {
                     sim: SimilarityWeights::lncc(5),
                     diffusion: vec![0.0],
@@ -266,6 +289,7 @@ impl Pipeline {
                     enabled: false,
                     ..affine_base()
                 },
+                initial: InitialParams::default(),
                 deformable: DeformableParams {
                     diffusion: vec![6.0 / 9.0],
                     ..deformable_base()
@@ -281,6 +305,7 @@ impl Pipeline {
                 normalize: true,
                 finest_mm: 0.0,
                 affine: affine_paper(),
+                initial: InitialParams::default(),
                 deformable: DeformableParams {
                     levels: 2,
                     iterations: vec![40, 20],
@@ -305,6 +330,7 @@ impl Pipeline {
                     enabled: false,
                     ..affine_base()
                 },
+                initial: InitialParams::default(),
                 deformable: DeformableParams {
                     levels: 1,
                     iterations: vec![30],
@@ -329,6 +355,7 @@ impl Pipeline {
                 normalize: true,
                 finest_mm: 0.0,
                 affine: affine_base(),
+                initial: InitialParams::default(),
                 deformable: DeformableParams {
                     sim: SimilarityWeights::mse(),
                     diffusion: vec![0.1],
@@ -442,6 +469,8 @@ impl Pipeline {
             ("deformable", s) if is_similarity_key(s) => {
                 set_similarity(&mut self.deformable.sim, s, value)?;
             }
+            ("initial", "enabled") => self.initial.enabled = b()?,
+            ("initial", "preset") => self.initial.preset = value.trim().to_string(),
             ("ic", "enabled") => self.ic.enabled = b()?,
             ("ic", "iterations") => self.ic.iterations = u()?,
             ("ic", "final_iterations") => self.ic.final_iterations = u()?,
@@ -511,6 +540,8 @@ impl Pipeline {
             ("deformable", "smooth_grad_mm") => list(&d.smooth_grad_mm),
             ("deformable", "smooth_warp_vox") => list(&d.smooth_warp_vox),
             ("deformable", s) => return sim(&d.sim, s),
+            ("initial", "enabled") => self.initial.enabled.to_string(),
+            ("initial", "preset") => self.initial.preset.clone(),
             ("ic", "enabled") => self.ic.enabled.to_string(),
             ("ic", "iterations") => self.ic.iterations.to_string(),
             ("ic", "final_iterations") => self.ic.final_iterations.to_string(),
@@ -617,6 +648,9 @@ impl Pipeline {
                 d.svf_steps
             ));
         }
+        if self.initial.enabled || self.initial.preset != InitialParams::default().preset {
+            self.initial_pipeline()?;
+        }
         let ic = &self.ic;
         if !(ic.power.is_finite() && ic.power > 0.0) {
             return err(format!(
@@ -636,6 +670,19 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The preset that provides the initial field (refused: an unknown
+    /// preset, or one that needs an initial field itself).
+    pub fn initial_pipeline(&self) -> Result<Pipeline, ParamError> {
+        let name = &self.initial.preset;
+        let p = Pipeline::preset(name).map_err(|e| ParamError(format!("initial.preset: {e}")))?;
+        if p.initial.enabled || !p.deformable.enabled {
+            return Err(ParamError(format!(
+                "initial.preset = {name}: that preset cannot provide an initial field"
+            )));
+        }
+        Ok(p)
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
@@ -645,7 +692,7 @@ impl Pipeline {
 /// it only flattens the field.
 pub const MAX_SMOOTH: f64 = 200.0;
 
-const KEYS: [&str; 33] = [
+const KEYS: [&str; 35] = [
     "normalize",
     "fused",
     "finest_mm",
@@ -674,6 +721,8 @@ const KEYS: [&str; 33] = [
     "deformable.mi",
     "deformable.window",
     "deformable.mi_bins",
+    "initial.enabled",
+    "initial.preset",
     "ic.enabled",
     "ic.iterations",
     "ic.final_iterations",

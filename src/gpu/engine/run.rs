@@ -173,10 +173,33 @@ pub fn run_stages(
         .map_err(failed)?;
     let lv = levels(&gpu, &fixed_pyr, mask_pyr.as_deref(), moving_a, depth).map_err(failed)?;
     let mut field: Option<[Buf; 3]> = None;
+    // methods.md §1 step 3: the initial field (as `register::run_stages`).
+    if p.deformable.enabled && p.initial.enabled {
+        let t = Instant::now();
+        let d0 = gpu.dispatch_count();
+        let main = runner.pipeline.clone();
+        let init = p.initial_pipeline().map_err(|e| Halt::Failed(e.0))?;
+        runner.pipeline.deformable = init.deformable;
+        runner.pipeline.finest_mm = init.finest_mm;
+        let (th, halt) = deformable_stage(&gpu, runner, &lv, None, "initial");
+        let u = th
+            .as_ref()
+            .map(|th| displacement(&gpu, th, &runner.pipeline, &lv[0].grid))
+            .transpose()
+            .map_err(failed);
+        runner.pipeline = main;
+        if let Some(u) = u? {
+            outcome.field_vox =
+                Some(super::optim::read_field(&gpu, &u, &lv[0].grid).map_err(failed)?);
+            field = Some(u);
+        }
+        stage_end(&gpu, runner, outcome, "initial", t, d0);
+        halt.map_or(Ok(()), Err)?;
+    }
     if p.deformable.enabled {
         let t = Instant::now();
         let d0 = gpu.dispatch_count();
-        let (th, halt) = deformable_stage(&gpu, runner, &lv);
+        let (th, halt) = deformable_stage(&gpu, runner, &lv, field.as_ref(), "deformable");
         if let Some(th) = &th {
             let u = displacement(&gpu, th, &runner.pipeline, &lv[0].grid).map_err(failed)?;
             outcome.field_vox =
@@ -340,6 +363,8 @@ fn deformable_stage(
     gpu: &Arc<Gpu>,
     runner: &mut Runner,
     lv: &[Level],
+    start: Option<&[Buf; 3]>,
+    stage: &'static str,
 ) -> (Option<[Buf; 3]>, Option<Halt>) {
     let shift = crate::register::level_shift(&runner.pipeline, &lv[0].grid);
     let order = crate::register::deformable_order(&runner.pipeline, shift, lv.len());
@@ -356,7 +381,24 @@ fn deformable_stage(
         let level = &lv[k];
         let next: GpuResult<Vec<[Buf; 3]>> = if params.is_empty() {
             (0..directions)
-                .map(|_| ops::field_bufs(gpu, level.grid.voxels()))
+                .map(|d| match (start, d) {
+                    // The initial displacement (voxels on lv[0]) in this
+                    // level's parameter units.
+                    (Some(u), 0) => match level_maps(&lv[0].grid, &level.grid) {
+                        Some((to_from, from_to)) => ops::resize(
+                            gpu,
+                            u,
+                            lv[0].grid.dims,
+                            [1.0; 3],
+                            level.grid.dims,
+                            unit_factors(runner.pipeline.deformable.units, level.grid.dims),
+                            &to_from,
+                            &from_to,
+                        ),
+                        None => ops::field_bufs(gpu, level.grid.voxels()),
+                    },
+                    _ => ops::field_bufs(gpu, level.grid.voxels()),
+                })
                 .collect()
         } else {
             params
@@ -381,7 +423,7 @@ fn deformable_stage(
             .unwrap_or(0);
         let problem = level.problem();
         let at = At {
-            stage: "deformable",
+            stage,
             level: li,
             levels: nl,
             grid: &level.grid,

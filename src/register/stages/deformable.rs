@@ -198,7 +198,16 @@ pub fn optimise_field(
     )
 }
 
-pub fn run(runner: &mut Runner, lv: &[Level]) -> FieldResult {
+/// The deformable stage, coarse to fine. `start`: a displacement (voxels,
+/// on `lv[0]`'s grid) the forward field starts from instead of the
+/// identity (methods.md §1 step 3's initial field); `stage`: the name its
+/// progress reports carry.
+pub fn run(
+    runner: &mut Runner,
+    lv: &[Level],
+    start: Option<Tensor<2>>,
+    stage: &'static str,
+) -> FieldResult {
     let shift = crate::register::level_shift(&runner.pipeline, &lv[0].grid);
     let order = crate::register::deformable_order(&runner.pipeline, shift, lv.len());
     let nl = order.len();
@@ -214,7 +223,17 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> FieldResult {
         let level = &lv[k];
         params = if params.is_empty() {
             (0..directions)
-                .map(|_| Tensor::zeros([3, level.grid.voxels()], &runner.device))
+                .map(|d| match (&start, d) {
+                    (Some(u), 0) => {
+                        let full = unit_scale(
+                            runner.pipeline.deformable.units,
+                            lv[0].dims(),
+                            &runner.device,
+                        );
+                        upsample(&runner.pipeline, u.clone() / full, &lv[0], level)
+                    }
+                    _ => Tensor::zeros([3, level.grid.voxels()], &runner.device),
+                })
                 .collect()
         } else {
             params
@@ -226,7 +245,7 @@ pub fn run(runner: &mut Runner, lv: &[Level]) -> FieldResult {
         let pl_now = runner.pipeline.clone();
         let to_field = |ps: &[Tensor<2>]| displacement(&pl_now, ps[0].clone(), level);
         let place = Place {
-            stage: "deformable",
+            stage,
             level: li,
             levels: nl,
             grid: &level.grid,
