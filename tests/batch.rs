@@ -46,6 +46,11 @@ fn batch(data: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
     warpscope(&args)
 }
 
+fn merge(data: &Path, out: &Path) -> (bool, String, String) {
+    let (d, o) = (data.to_str().expect("utf-8"), out.to_str().expect("utf-8"));
+    warpscope(&["batch", "--dataset", d, "--out", o, "--merge"])
+}
+
 fn shard_of(out: &Path, pair: &str) -> Option<String> {
     let text = std::fs::read_to_string(out.join(pair).join("score.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).expect("score json");
@@ -83,14 +88,7 @@ fn shards_cover_every_pair_once_and_merge_to_the_single_table() {
     // Shard 1 alone: merging now is refused, naming the missing pairs.
     let (ok, _, err) = batch(&data, &sharded, &["--shard", "1/2"]);
     assert!(ok, "{err}");
-    let (ok, _, err) = warpscope(&[
-        "batch",
-        "--dataset",
-        data.to_str().expect("utf-8"),
-        "--out",
-        sharded.to_str().expect("utf-8"),
-        "--merge",
-    ]);
+    let (ok, _, err) = merge(&data, &sharded);
     assert!(!ok);
     assert!(
         err.contains("a_syn") && err.contains("c_syn_again") && !err.contains("b_resect"),
@@ -102,14 +100,7 @@ fn shards_cover_every_pair_once_and_merge_to_the_single_table() {
     assert_eq!(shard_of(&sharded, "a_syn").as_deref(), Some("0/2"));
     assert_eq!(shard_of(&sharded, "b_resect").as_deref(), Some("1/2"));
     assert_eq!(shard_of(&sharded, "c_syn_again").as_deref(), Some("0/2"));
-    let (ok, _, err) = warpscope(&[
-        "batch",
-        "--dataset",
-        data.to_str().expect("utf-8"),
-        "--out",
-        sharded.to_str().expect("utf-8"),
-        "--merge",
-    ]);
+    let (ok, _, err) = merge(&data, &sharded);
     assert!(ok, "{err}");
     assert_eq!(table(&sharded), reference, "merged table vs single machine");
 
