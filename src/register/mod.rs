@@ -554,10 +554,8 @@ fn run_stages(
     let mut start = None;
     if p.deformable.enabled && p.initial.enabled {
         let t = std::time::Instant::now();
-        let main = runner.pipeline.clone();
-        let init = p.initial_pipeline().map_err(|e| Halt::Failed(e.0))?;
-        runner.pipeline.deformable = init.deformable;
-        runner.pipeline.finest_mm = init.finest_mm;
+        let stage = p.initial_stage().map_err(|e| Halt::Failed(e.0))?;
+        let main = std::mem::replace(&mut runner.pipeline, stage);
         let result = stages::deformable::run(runner, &lv, None, "initial");
         runner.pipeline = main;
         if let Some(u) = &result.field {

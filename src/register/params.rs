@@ -683,6 +683,17 @@ impl Pipeline {
         Ok(p)
     }
 
+    /// This pipeline as its initial-field run sees it: the initial preset's
+    /// deformable stage and `finest_mm`, everything else unchanged.
+    pub fn initial_stage(&self) -> Result<Pipeline, ParamError> {
+        let init = self.initial_pipeline()?;
+        Ok(Pipeline {
+            deformable: init.deformable,
+            finest_mm: init.finest_mm,
+            ..self.clone()
+        })
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }

@@ -983,9 +983,6 @@ impl Optim {
                 state: &state_b,
                 dims,
             };
-            let three = |what| -> GpuResult<[Buf; 3]> {
-                Ok([gpu.buf(what, n)?, gpu.buf(what, n)?, gpu.buf(what, n)?])
-            };
             for dir in &dirs {
                 let scratch = if smooth.is_off() {
                     None

@@ -177,10 +177,8 @@ pub fn run_stages(
     if p.deformable.enabled && p.initial.enabled {
         let t = Instant::now();
         let d0 = gpu.dispatch_count();
-        let main = runner.pipeline.clone();
-        let init = p.initial_pipeline().map_err(|e| Halt::Failed(e.0))?;
-        runner.pipeline.deformable = init.deformable;
-        runner.pipeline.finest_mm = init.finest_mm;
+        let stage = p.initial_stage().map_err(|e| Halt::Failed(e.0))?;
+        let main = std::mem::replace(&mut runner.pipeline, stage);
         let (th, halt) = deformable_stage(&gpu, runner, &lv, None, "initial");
         let u = th
             .as_ref()
