@@ -185,3 +185,38 @@ fn fused_and_composed_affine_agree() {
         "the affine stage should move the image"
     );
 }
+
+/// Inverse-consistency weighting (methods.md §1 step 5) on the GPU kernels
+/// and on the CPU: the same weight map (the foreground, the inverse that
+/// starts the backward run, the round trip) and the same final field, to
+/// `gpu_and_cpu_agree`'s tolerance.
+#[test]
+fn ic_weighting_agrees_on_gpu_and_cpu() {
+    let inputs = small_pair();
+    let sets = [
+        "ic.enabled=true",
+        "ic.iterations=5",
+        "ic.final_iterations=5",
+    ];
+    let mut cpu_sets = sets.to_vec();
+    cpu_sets.push("fused=false");
+    let cpu = run(&inputs, Backend::Cpu, &cpu_sets);
+    let gpu = run(&inputs, Backend::Gpu, &sets);
+    let (wc, wg) = (
+        cpu.ic_weights.as_ref().expect("CPU weights"),
+        gpu.ic_weights.as_ref().expect("GPU weights"),
+    );
+    let worst = wc
+        .data
+        .iter()
+        .zip(&wg.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let mean_w = wc.data.iter().sum::<f32>() / wc.data.len() as f32;
+    println!("IC weights: mean {mean_w:.4}, largest CPU/GPU difference {worst:.4}");
+    assert!(mean_w < 0.99, "the weights should vary: mean {mean_w}");
+    assert!(worst < 0.05, "weights differ by {worst}");
+    let (mean, p99, max) = field_diff(&inputs, &cpu, &gpu);
+    println!("IC: field difference mean {mean:.5}, p99 {p99:.4}, max {max:.4} voxel");
+    assert!(mean < 0.01 && p99 < 0.05, "mean {mean}, p99 {p99} voxel");
+}

@@ -770,10 +770,39 @@ fn operations_match_the_cpu() {
         .try_into_vec::<f32>()
         .expect("read");
     close("scaling and squaring", &got, &want, 1e-4);
-    // The IC weight map of two fields.
+    // The inverse by fixed-point iteration.
+    let got = ops::invert(&gpu, &th, DIMS, 5).expect("invert");
+    let got: Vec<f32> = got
+        .iter()
+        .flat_map(|b| gpu.read(b).expect("read"))
+        .collect();
+    let want = warpscope::register::field::invert(
+        warpscope::register::field::upload(u.clone(), 3, &device),
+        DIMS,
+        ident.clone(),
+        5,
+    )
+    .into_data()
+    .try_into_vec::<f32>()
+    .expect("read");
+    close("inverse", &got, &want, 1e-4);
+    // The IC weight map of two fields, the error counted on a foreground
+    // (a slab of the volume).
     let back: Vec<f32> = field(53).iter().map(|x| -0.7 * x).collect();
-    let w =
-        ops::ic_weights(&gpu, &th, &theta(&gpu, &back), [1.0; 3], DIMS, 2.0, 2.0).expect("weights");
+    let n: usize = DIMS.iter().product();
+    let fg: Vec<f32> = (0..n).map(|i| f32::from(i < n / 2)).collect();
+    let fg_buf = gpu.upload("foreground", &fg).expect("upload");
+    let w = ops::ic_weights(
+        &gpu,
+        &th,
+        &theta(&gpu, &back),
+        &fg_buf,
+        [1.0; 3],
+        DIMS,
+        2.0,
+        2.0,
+    )
+    .expect("weights");
     let err = warpscope::register::regularize::round_trip_error(
         warpscope::register::field::upload(u.clone(), 3, &device),
         warpscope::register::field::upload(back, 3, &device),
@@ -784,7 +813,7 @@ fn operations_match_the_cpu() {
     .try_into_vec::<f32>()
     .expect("read");
     let err = Volume::from_data(Grid::new(DIMS, affine::IDENTITY), 1, err).expect("volume");
-    let want = warpscope::register::stages::ic::weights_from_error(&err, 2.0, 2.0);
+    let want = warpscope::register::stages::ic::weights_from_error(&err, &fg, 2.0, 2.0);
     close("IC weights", &gpu.read(&w).expect("read"), &want.data, 1e-4);
 }
 

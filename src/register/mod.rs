@@ -581,7 +581,8 @@ fn run_stages(
             .as_ref()
             .map(|v| volume_to_tensor(v, &runner.device))
             .unwrap_or_else(|| Tensor::zeros([3, fixed.voxels()], &runner.device));
-        let result = stages::ic::run(runner, &lv[0], start);
+        let foreground = stages::ic::foreground(fixed, mask);
+        let result = stages::ic::run(runner, &lv[0], start, &foreground);
         if let Some(u) = result.field {
             outcome.field_vox = tensor_to_volume(u, &fixed.grid).ok();
         }

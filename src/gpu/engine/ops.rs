@@ -411,14 +411,38 @@ pub fn pyramid(
     Ok(out)
 }
 
+/// The inverse of the voxel displacement `u` by `iterations` fixed-point
+/// steps v ← −u(x + v(x)) from v = −u (as `register::field::invert`).
+pub fn invert(gpu: &Gpu, u: &[Buf; 3], dims: [usize; 3], iterations: usize) -> GpuResult<[Buf; 3]> {
+    let n: usize = dims.iter().product();
+    let mut v = field_bufs(gpu, n)?;
+    scaled(gpu, u, [-1.0; 3], dims, &v)?;
+    let p = resize_params(dims, dims);
+    for _ in 0..iterations {
+        let next = field_bufs(gpu, n)?;
+        let mut e = field_in_out(u, &next);
+        e.extend([
+            (9, v[0].binding()),
+            (10, v[1].binding()),
+            (11, v[2].binding()),
+        ]);
+        fields_pass(gpu, "invert_step", &p, e, Some(n))?;
+        v = next;
+    }
+    Ok(v)
+}
+
 /// The inverse-consistency weight map (methods.md §1 step 5) of the
 /// forward field u = θf·s and the backward field v = θb·s on one grid:
-/// e = ‖u(x) + v(x + u(x))‖ (v clamped at the edge), w = 1 − (e / max e)^p,
-/// smoothed with a Gaussian of σ voxels.
+/// e = ‖u(x) + v(x + u(x))‖ (v clamped at the edge) on the `foreground`
+/// (1 or 0 per voxel; 0 elsewhere), w = 1 − (e / max e)^p, smoothed with a
+/// Gaussian of σ voxels (as `stages::ic::weights_from_error`).
+#[allow(clippy::too_many_arguments)]
 pub fn ic_weights(
     gpu: &Gpu,
     forward: &[Buf; 3],
     backward: &[Buf; 3],
+    foreground: &Buf,
     scale: [f32; 3],
     dims: [usize; 3],
     power: f64,
@@ -447,6 +471,7 @@ pub fn ic_weights(
             (9, forward[0].binding()),
             (10, forward[1].binding()),
             (11, forward[2].binding()),
+            (12, foreground.binding()),
         ],
         Some(n),
     )?;

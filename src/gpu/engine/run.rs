@@ -210,7 +210,11 @@ pub fn run_stages(
     if p.ic.enabled {
         let t = Instant::now();
         let d0 = gpu.dispatch_count();
-        let r = ic_stage(&gpu, runner, &lv[0], field, outcome);
+        let foreground = crate::register::stages::ic::foreground(fixed, mask);
+        let r = gpu
+            .upload("engine: foreground", &foreground)
+            .map_err(failed)
+            .and_then(|fg| ic_stage(&gpu, runner, &lv[0], field, &fg, outcome));
         stage_end(&gpu, runner, outcome, "ic-weighting", t, d0);
         r?;
     }
@@ -471,12 +475,14 @@ fn displacement(gpu: &Gpu, theta: &[Buf; 3], pl: &Pipeline, grid: &Grid) -> GpuR
 /// Inverse-consistency weighting (as `stages::ic::run`) on the finest
 /// level, starting from the deformable stage's displacement `start`
 /// (voxels; the identity without one). Plain dense fields in each
-/// direction: the images swap roles for the backward one.
+/// direction: the images swap roles for the backward one. `foreground`:
+/// 1 or 0 per voxel, where the round-trip error counts.
 fn ic_stage(
     gpu: &Arc<Gpu>,
     runner: &mut Runner,
     level: &Level,
     start: Option<[Buf; 3]>,
+    foreground: &Buf,
     outcome: &mut Outcome,
 ) -> Result<(), Halt> {
     let pl = runner.pipeline.clone();
@@ -497,10 +503,10 @@ fn ic_stage(
         }
         .smoothed(&pl, &level.grid, li)
     };
-    // θ = ±u / s
-    let params = |sign: f32| -> GpuResult<[Buf; 3]> {
+    // θ = u / s
+    let params = |u: &[Buf; 3]| -> GpuResult<[Buf; 3]> {
         let out = ops::field_bufs(gpu, n)?;
-        ops::scaled(gpu, &start, scale.map(|s| sign / s), dims, &out)?;
+        ops::scaled(gpu, u, scale.map(|s| 1.0 / s), dims, &out)?;
         Ok(out)
     };
     let at = |stage| At {
@@ -514,11 +520,12 @@ fn ic_stage(
         ops::scaled(gpu, theta, scale, dims, &out).map_err(failed)?;
         super::optim::read_field(gpu, &out, &level.grid).map_err(failed)
     };
-    // 1. Forward refinement; 2. the backward direction from −u (the
-    // images swap roles; the fixed mask does not apply in moving space).
-    let forward = params(1.0).map_err(failed)?;
+    // 1. Forward refinement; 2. the backward direction from the inverse of
+    // the start (the images swap roles; the fixed mask does not apply in
+    // moving space).
+    let forward = params(&start).map_err(failed)?;
     let problem = level.problem();
-    let r = optimise_level(
+    optimise_level(
         gpu,
         runner,
         &problem,
@@ -526,10 +533,15 @@ fn ic_stage(
         li,
         pl.ic.iterations,
         &at("ic-forward"),
-    );
-    outcome.field_vox = Some(field(&forward)?);
-    r?;
-    let backward = params(-1.0).map_err(failed)?;
+    )?;
+    let inverse = ops::invert(
+        gpu,
+        &start,
+        dims,
+        crate::register::stages::ic::INVERSE_ITERATIONS,
+    )
+    .map_err(failed)?;
+    let backward = params(&inverse).map_err(failed)?;
     let swapped = level.swapped();
     optimise_level(
         gpu,
@@ -545,6 +557,7 @@ fn ic_stage(
         gpu,
         &forward,
         &backward,
+        foreground,
         scale,
         dims,
         pl.ic.power,
@@ -557,8 +570,9 @@ fn ic_stage(
         .map_err(failed)?;
     runner.send(Event::IcWeights(weights.clone()));
     outcome.ic_weights = Some(weights);
-    // 4. The final weighted run of the forward field: the map weights
-    // both the similarity (with the mask) and the regulariser.
+    // 4. The final weighted run from the deformable stage's field: the map
+    // weights both the similarity (with the mask) and the regulariser.
+    let forward = params(&start).map_err(failed)?;
     let sim_weight = match &level.mask {
         Some(m) => ops::product(gpu, m, &w).map_err(failed)?,
         None => w.clone(),

@@ -2,12 +2,25 @@
 //!
 //! Both directions are registered at full resolution (the forward field
 //! refined from the deformable stage's result, the backward one started
-//! from its negation, a first-order inverse), composed, and the round-trip
-//! error ‖(u_ts ∘ u_st)(x)‖ is normalised to [0, 1] by its maximum, raised
-//! to the power p, turned into a weight 1 − e^p and smoothed with a
-//! Gaussian of sigma s voxels. A last run of the forward field then weights
-//! both the similarity and the regulariser by that map, so that regions
-//! without correspondence (a resection cavity) may contract freely.
+//! from that field's inverse), composed, and the round-trip error
+//! ‖(u_ts ∘ u_st)(x)‖ is normalised to [0, 1] by its maximum over the fixed
+//! image's foreground, raised to the power p, turned into a weight 1 − e^p
+//! and smoothed with a Gaussian of sigma s voxels. A last run of the
+//! deformable stage's field then weights both the similarity and the
+//! regulariser by that map, so that regions without correspondence (a
+//! resection cavity) may contract freely.
+//!
+//! Three choices the paper leaves open, each measured on brain2mm_resect
+//! (the README's IC section has the figures):
+//! - the maximum is taken over the foreground: over the whole volume it
+//!   lands in the background, where the field is unconstrained, and the
+//!   cavity's weight stayed at 0.99;
+//! - the backward run starts from the inverse (fixed-point iteration), not
+//!   from −u: the first-order inverse's own error, large wherever the
+//!   deformation is, otherwise dominates the map;
+//! - the two directional runs only measure: the final run starts again from
+//!   the deformable stage's field, as the extra unweighted iterations of
+//!   the forward run cost accuracy near the cavity.
 
 use burn::tensor::Tensor;
 
@@ -18,16 +31,56 @@ use crate::register::{Level, tensor_to_volume, volume_to_tensor};
 use crate::volume::Volume;
 use crate::volume::smooth::gaussian_blur;
 
+/// Fixed-point iterations for the backward run's starting field.
+pub const INVERSE_ITERATIONS: usize = 10;
+
+/// Share of a channel's range above its minimum from which a voxel counts
+/// as foreground when there is no fixed mask.
+const FOREGROUND_LEVEL: f32 = 0.1;
+
 pub struct IcResult {
     pub field: Option<Tensor<2>>,
     pub weights: Option<Volume>,
     pub halt: Option<Halt>,
 }
 
-/// 1 − (e / max e)^p, smoothed: the weight map from a round-trip error map.
-pub fn weights_from_error(error: &Volume, power: f64, sigma_vox: f64) -> Volume {
-    let max = error.data.iter().copied().fold(0f32, f32::max);
+/// The fixed image's foreground, 1 or 0 per voxel: the fixed mask where
+/// there is one, else the voxels where some channel rises above
+/// `FOREGROUND_LEVEL` of its range.
+pub fn foreground(fixed: &Volume, mask: Option<&Volume>) -> Vec<f32> {
+    let n = fixed.voxels();
+    if let Some(m) = mask {
+        return m.data[..n].iter().map(|&v| f32::from(v > 0.5)).collect();
+    }
+    let mut fg = vec![0f32; n];
+    for c in 0..fixed.channels {
+        let ch = &fixed.data[c * n..(c + 1) * n];
+        let Some((lo, hi)) = crate::volume::range_of(ch) else {
+            continue;
+        };
+        let level = lo + FOREGROUND_LEVEL * (hi - lo);
+        for (f, &v) in fg.iter_mut().zip(ch) {
+            if v > level {
+                *f = 1.0;
+            }
+        }
+    }
+    fg
+}
+
+/// 1 − (e / max e)^p, smoothed: the weight map from a round-trip error map,
+/// counting the error only on the `foreground` (1/0 per voxel).
+pub fn weights_from_error(
+    error: &Volume,
+    foreground: &[f32],
+    power: f64,
+    sigma_vox: f64,
+) -> Volume {
     let mut w = error.clone();
+    for (v, &f) in w.data.iter_mut().zip(foreground) {
+        *v *= f;
+    }
+    let max = w.data.iter().copied().fold(0f32, f32::max);
     for v in w.data.iter_mut() {
         let e = if max > 0.0 { (*v / max) as f64 } else { 0.0 };
         *v = (1.0 - e.powf(power)) as f32;
@@ -39,7 +92,14 @@ pub fn weights_from_error(error: &Volume, power: f64, sigma_vox: f64) -> Volume 
     }
 }
 
-pub fn run(runner: &mut Runner, level: &Level, start_vox: Tensor<2>) -> IcResult {
+/// The stage on the finest `level`, from the deformable stage's
+/// displacement `start_vox` (voxels); `foreground` as [`foreground`].
+pub fn run(
+    runner: &mut Runner,
+    level: &Level,
+    start_vox: Tensor<2>,
+    foreground: &[f32],
+) -> IcResult {
     let before = runner.pipeline.clone();
     // The SVF parametrisation is not inverted by negating its output, and
     // each direction is its own run: this stage optimises plain
@@ -51,7 +111,7 @@ pub fn run(runner: &mut Runner, level: &Level, start_vox: Tensor<2>) -> IcResult
         weights: None,
         halt: None,
     };
-    if let Err(h) = steps(runner, level, start_vox, &mut result) {
+    if let Err(h) = steps(runner, level, start_vox, foreground, &mut result) {
         result.halt = Some(h);
     }
     // Give back the switches, keeping live changes made meanwhile.
@@ -64,6 +124,7 @@ fn steps(
     runner: &mut Runner,
     level: &Level,
     start_vox: Tensor<2>,
+    foreground: &[f32],
     result: &mut IcResult,
 ) -> Result<(), Halt> {
     let pl = runner.pipeline.clone();
@@ -78,10 +139,10 @@ fn steps(
         grid: &level.grid,
         to_field: &to_field,
     };
-    // 1. Forward refinement, 2. the backward direction from −u (the images
-    // swap roles).
+    // 1. Forward refinement, 2. the backward direction from the inverse of
+    // the start (the images swap roles).
     let mut forward = vec![start_vox.clone() / scale.clone()];
-    let r = optimise_field(
+    optimise_field(
         runner,
         &place("ic-forward"),
         level,
@@ -89,11 +150,15 @@ fn steps(
         &mut forward,
         pl.ic.iterations,
         None,
-    );
-    result.field = Some(displacement(&pl, forward[0].clone(), level));
-    r?;
+    )?;
     let swapped = level.swapped();
-    let mut backward = vec![start_vox.neg() / scale];
+    let inverse = crate::register::field::invert(
+        start_vox.clone(),
+        level.dims(),
+        level.identity.clone(),
+        INVERSE_ITERATIONS,
+    );
+    let mut backward = vec![inverse / scale.clone()];
     optimise_field(
         runner,
         &place("ic-backward"),
@@ -108,11 +173,12 @@ fn steps(
     let v = displacement(&pl, backward[0].clone(), level);
     let err = round_trip_error(u, v, level.dims(), level.identity.clone());
     let error = tensor_to_volume(err, &level.grid).map_err(|e| Halt::Failed(e.0))?;
-    let weights = weights_from_error(&error, pl.ic.power, pl.ic.sigma);
+    let weights = weights_from_error(&error, foreground, pl.ic.power, pl.ic.sigma);
     runner.send(crate::register::Event::IcWeights(weights.clone()));
     let w = volume_to_tensor(&weights, &device);
     result.weights = Some(weights);
-    // 4. Final weighted run of the forward field.
+    // 4. The final weighted run, from the deformable stage's field.
+    let mut forward = vec![start_vox / scale];
     let r = optimise_field(
         runner,
         &place("ic-final"),
@@ -124,4 +190,49 @@ fn steps(
     );
     result.field = Some(displacement(&pl, forward[0].clone(), level));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{Grid, affine};
+
+    /// A round-trip error that peaks in the background (the volume's
+    /// border, where the field is unconstrained) does not set the scale:
+    /// the weights come from the error on the foreground, and the
+    /// foreground's own peak gets weight 0.
+    #[test]
+    fn the_background_does_not_set_the_scale() {
+        let dims = [8, 8, 8];
+        let grid = Grid::new(dims, affine::IDENTITY);
+        let n = 512;
+        let inside = |i: usize| {
+            let p = [i % 8, (i / 8) % 8, i / 64];
+            p.iter().all(|&c| (2..6).contains(&c))
+        };
+        let image: Vec<f32> = (0..n).map(|i| if inside(i) { 0.8 } else { 0.02 }).collect();
+        let fixed = Volume::from_data(grid.clone(), 1, image).expect("volume");
+        let fg = foreground(&fixed, None);
+        assert_eq!(fg.iter().filter(|&&f| f > 0.0).count(), 64);
+        // Error 10 at the corner (background), 1 at one foreground voxel,
+        // 0.5 on the rest of the foreground.
+        let peak = 3 + 8 * 3 + 64 * 3;
+        let error: Vec<f32> = (0..n)
+            .map(|i| match i {
+                0 => 10.0,
+                i if i == peak => 1.0,
+                i if inside(i) => 0.5,
+                _ => 0.0,
+            })
+            .collect();
+        let error = Volume::from_data(grid.clone(), 1, error).expect("volume");
+        let w = weights_from_error(&error, &fg, 2.0, 0.0);
+        assert_eq!(w.data[peak], 0.0);
+        assert!((w.data[peak + 1] - 0.75).abs() < 1e-6);
+        assert_eq!(w.data[0], 1.0);
+        // A fixed mask, where given, is the foreground.
+        let mask =
+            Volume::from_data(grid, 1, (0..n).map(|i| f32::from(i < 10)).collect()).expect("mask");
+        assert_eq!(foreground(&fixed, Some(&mask)).iter().sum::<f32>(), 10.0);
+    }
 }
