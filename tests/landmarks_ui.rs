@@ -424,3 +424,72 @@ fn a_dropped_pair_csv_opens_as_landmarks_and_a_one_sided_file_asks_whose_it_is()
         );
     }
 }
+
+/// Issue 17: a plain drag that starts on a landmark moves it, even when the
+/// pointer is already past the glyph by the time egui calls it a drag (a
+/// quick hand moves 20 px or more in the first frame); window/level stays
+/// put, and one undo reverts the move.
+#[test]
+fn a_quick_plain_drag_on_a_landmark_moves_it_and_not_the_window() {
+    let dir = scratch_dir("lm_quick_drag");
+    let (f, m, _) = demo_copy(&dir);
+    let mut h = harness(Startup {
+        config_dir: Some(dir.join("config")),
+        ..startup(&[(Role::Fixed, &f), (Role::Moving, &m)])
+    });
+    settle(&mut h);
+    h.key_press(egui::Key::K);
+    h.run_steps(2);
+    let rect = h.state().view_rect(Plane::Axial).expect("axial view");
+    let at = |u: f32, v: f32| rect.min + egui::vec2(u * rect.width(), v * rect.height());
+    let from = at(0.45, 0.5);
+    click(&mut h, from);
+    assert_eq!(h.state().lm.editor.pairs().len(), 1);
+    let id = h.state().lm.editor.pairs()[0].id.clone();
+    let before = fixed_of(&h, &id);
+    let window = h.state().fixed.as_ref().expect("fixed").style.window;
+    // Press on the glyph, then two large moves and the release.
+    let to = from + egui::vec2(40.0, 24.0);
+    h.event(egui::Event::PointerMoved(from));
+    h.run_steps(1);
+    h.event(egui::Event::PointerButton {
+        pos: from,
+        button: egui::PointerButton::Primary,
+        pressed: true,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.run_steps(1);
+    for p in [from + egui::vec2(25.0, 15.0), to] {
+        h.event(egui::Event::PointerMoved(p));
+        h.run_steps(1);
+    }
+    h.event(egui::Event::PointerButton {
+        pos: to,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.run_steps(2);
+    let size = [f64::from(rect.width()), f64::from(rect.height())];
+    let want = h.state().nav.view(Plane::Axial).world_at(
+        [
+            f64::from((to.x - rect.left()) / rect.width()),
+            f64::from((to.y - rect.top()) / rect.height()),
+        ],
+        size,
+    );
+    let moved = fixed_of(&h, &id);
+    assert!(close(moved, want, 0.1), "{moved:?} vs {want:?}");
+    assert_eq!(
+        h.state().fixed.as_ref().expect("fixed").style.window,
+        window,
+        "the drag changed window/level"
+    );
+    assert_eq!(h.state().lm.editor.pairs().len(), 1, "a drag adds nothing");
+    h.key_press_modifiers(egui::Modifiers::CTRL, egui::Key::Z);
+    h.run_steps(2);
+    assert!(
+        close(fixed_of(&h, &id), before, 1e-9),
+        "one undo step reverts the drag"
+    );
+}

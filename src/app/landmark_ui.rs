@@ -59,8 +59,13 @@ impl ViewerApp {
         }
         let world = |p: egui::Pos2| world_under(view, rect, p);
         let side = self.landmark_side();
+        // A drag starts once the pointer has moved past egui's threshold,
+        // by then maybe off the glyph: hit-test where the button went down.
         if response.drag_started_by(egui::PointerButton::Primary)
-            && let Some(pos) = response.interact_pointer_pos()
+            && let Some(pos) = response
+                .ctx
+                .input(|i| i.pointer.press_origin())
+                .or_else(|| response.interact_pointer_pos())
             && let Some(id) = self.landmark_at(plane, view, rect, pos)
         {
             self.lm.editor.checkpoint();
