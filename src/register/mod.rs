@@ -525,7 +525,7 @@ fn run_stages(
     let fixed_pyr = pyramid(fixed, depth);
     let mask_pyr = mask.map(|m| pyramid(m, depth));
     if p.affine.enabled {
-        let t = std::time::Instant::now();
+        let t = runner.active_s();
         let moving_pyr = pyramid(moving, depth);
         let lv = levels(&fixed_pyr, &moving_pyr, mask_pyr.as_deref(), &runner.device);
         let result = stages::affine::run(runner, &lv);
@@ -553,7 +553,7 @@ fn run_stages(
     // deformable stage (the stand-in for a network's prediction).
     let mut start = None;
     if p.deformable.enabled && p.initial.enabled {
-        let t = std::time::Instant::now();
+        let t = runner.active_s();
         let stage = p.initial_stage().map_err(|e| Halt::Failed(e.0))?;
         let main = std::mem::replace(&mut runner.pipeline, stage);
         let result = stages::deformable::run(runner, &lv, None, "initial");
@@ -566,7 +566,7 @@ fn run_stages(
         result.halt.map_or(Ok(()), Err)?;
     }
     if p.deformable.enabled {
-        let t = std::time::Instant::now();
+        let t = runner.active_s();
         let result = stages::deformable::run(runner, &lv, start, "deformable");
         if let Some(u) = &result.field {
             outcome.field_vox = tensor_to_volume(u.clone(), &fixed.grid).ok();
@@ -575,7 +575,7 @@ fn run_stages(
         result.halt.map_or(Ok(()), Err)?;
     }
     if p.ic.enabled {
-        let t = std::time::Instant::now();
+        let t = runner.active_s();
         let start = outcome
             .field_vox
             .as_ref()
@@ -593,13 +593,10 @@ fn run_stages(
     Ok(())
 }
 
-pub(crate) fn stage_done(
-    runner: &Runner,
-    outcome: &mut Outcome,
-    name: &str,
-    t: std::time::Instant,
-) {
-    let s = t.elapsed().as_secs_f64();
+/// A stage's end: its seconds since `t0` (the runner's [`Runner::active_s`]
+/// at its start: paused time is left out).
+pub(crate) fn stage_done(runner: &Runner, outcome: &mut Outcome, name: &str, t0: f64) {
+    let s = runner.active_s() - t0;
     outcome.stage_seconds.push((name.to_string(), s));
     runner.send(Event::StageDone {
         stage: name.to_string(),

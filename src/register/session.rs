@@ -138,7 +138,10 @@ pub struct Runner {
     pub pipeline: Pipeline,
     pub device: Device,
     pub link: Link,
-    pub start: Instant,
+    start: Instant,
+    /// Seconds spent paused (blocked on the control channel), left out of
+    /// every reported time.
+    paused_s: f64,
     snapshot_wanted: bool,
     /// Final term values of the last level run, for the report.
     pub last_terms: Vec<(String, f64)>,
@@ -199,6 +202,7 @@ impl Runner {
             device,
             link,
             start: Instant::now(),
+            paused_s: 0.0,
             snapshot_wanted: false,
             last_terms: Vec::new(),
             last_total: f64::NAN,
@@ -206,6 +210,11 @@ impl Runner {
             live_guard: None,
             affine_vox: affine::IDENTITY,
         }
+    }
+
+    /// Seconds since the run started, paused time left out.
+    pub fn active_s(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() - self.paused_s
     }
 
     pub fn send(&self, e: Event) {
@@ -238,11 +247,16 @@ impl Runner {
             }
             let msg = match &self.link.control {
                 None => return Ok(applied),
-                Some(rx) if paused => match rx.recv() {
-                    Ok(m) => m,
-                    // The controller is gone: nobody can resume us.
-                    Err(_) => return Err(Halt::Stopped),
-                },
+                Some(rx) if paused => {
+                    let t = Instant::now();
+                    let m = rx.recv();
+                    self.paused_s += t.elapsed().as_secs_f64();
+                    match m {
+                        Ok(m) => m,
+                        // The controller is gone: nobody can resume us.
+                        Err(_) => return Err(Halt::Stopped),
+                    }
+                }
                 Some(rx) => match rx.try_recv() {
                     Ok(m) => m,
                     Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(applied),
@@ -325,7 +339,7 @@ impl Runner {
                 iters,
                 terms: self.last_terms.clone(),
                 total: out.total,
-                elapsed_s: self.start.elapsed().as_secs_f64(),
+                elapsed_s: self.active_s(),
                 applied,
             }));
             if want {
@@ -372,7 +386,7 @@ impl Runner {
             iters,
             terms: self.last_terms.clone(),
             total,
-            elapsed_s: self.start.elapsed().as_secs_f64(),
+            elapsed_s: self.active_s(),
             applied,
         }));
     }

@@ -6,7 +6,6 @@
 //! serves whatever [`supported`] refuses.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::optim::{At, Dense, Live, Mode, Optim, Problem};
 use super::{Buf, Gpu, GpuResult, ops};
@@ -121,7 +120,7 @@ pub fn run_stages(
 ) -> Result<(), Halt> {
     let p = runner.pipeline.clone();
     let depth = crate::register::pyramid_depth(&p, crate::register::level_shift(&p, &fixed.grid));
-    let t0 = Instant::now();
+    let t0 = runner.active_s();
     // Dispatches of the affine stage include building the pyramids.
     let d_start = gpu.dispatch_count();
     let fixed_b = ops::upload_channels(&gpu, fixed, "engine: fixed image").map_err(failed)?;
@@ -175,7 +174,7 @@ pub fn run_stages(
     let mut field: Option<[Buf; 3]> = None;
     // methods.md §1 step 3: the initial field (as `register::run_stages`).
     if p.deformable.enabled && p.initial.enabled {
-        let t = Instant::now();
+        let t = runner.active_s();
         let d0 = gpu.dispatch_count();
         let stage = p.initial_stage().map_err(|e| Halt::Failed(e.0))?;
         let main = std::mem::replace(&mut runner.pipeline, stage);
@@ -195,7 +194,7 @@ pub fn run_stages(
         halt.map_or(Ok(()), Err)?;
     }
     if p.deformable.enabled {
-        let t = Instant::now();
+        let t = runner.active_s();
         let d0 = gpu.dispatch_count();
         let (th, halt) = deformable_stage(&gpu, runner, &lv, field.as_ref(), "deformable");
         if let Some(th) = &th {
@@ -208,7 +207,7 @@ pub fn run_stages(
         halt.map_or(Ok(()), Err)?;
     }
     if p.ic.enabled {
-        let t = Instant::now();
+        let t = runner.active_s();
         let d0 = gpu.dispatch_count();
         let foreground = crate::register::stages::ic::foreground(fixed, mask);
         let r = gpu
@@ -222,7 +221,7 @@ pub fn run_stages(
 }
 
 /// A stage's end: its seconds and kernel dispatches (since `d0`).
-fn stage_end(gpu: &Gpu, runner: &Runner, outcome: &mut Outcome, name: &str, t: Instant, d0: u64) {
+fn stage_end(gpu: &Gpu, runner: &Runner, outcome: &mut Outcome, name: &str, t: f64, d0: u64) {
     outcome
         .stage_dispatches
         .push((name.to_string(), gpu.dispatch_count() - d0));
