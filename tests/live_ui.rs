@@ -147,20 +147,44 @@ fn a_run_is_started_tuned_paused_resumed_and_stopped_from_the_panel() {
         "the live pipeline follows the engine"
     );
 
-    // Pause: no progress while paused. Resume: progress again.
+    // Pause: no progress while paused. Resume: progress again. The pause
+    // counts in neither it/s, the time left nor the run's seconds (issue
+    // 17: they did, 44 → 6.9 it/s).
+    let rate = |a: &ViewerApp| {
+        a.reg
+            .run
+            .as_ref()
+            .and_then(|r| r.progress.current().and_then(|c| c.rate()))
+            .expect("a rate")
+    };
+    let rate_before = rate(h.state());
+    let run_clock = h.state().reg.run.as_ref().expect("running").seconds();
+    let wall = Instant::now();
     click_button(&mut h, "Pause");
     std::thread::sleep(Duration::from_millis(300));
     h.run_steps(2);
     let paused_at = steps(h.state());
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(2000));
     h.run_steps(3);
     assert_eq!(steps(h.state()), paused_at, "progress arrived while paused");
+    let clock_paused = h.state().reg.run.as_ref().expect("running").seconds() - run_clock;
+    assert!(
+        clock_paused < 0.5 * wall.elapsed().as_secs_f64(),
+        "the run's clock ran on while paused: {clock_paused:.2} s of {:.2} s",
+        wall.elapsed().as_secs_f64()
+    );
     click_button(&mut h, "Resume");
     step_until(
         &mut h,
         Duration::from_secs(30),
         "progress after resuming",
         |a| steps(a) > paused_at + 2,
+    );
+    let rate_after = rate(h.state());
+    println!("it/s before the pause {rate_before:.1}, after {rate_after:.1}");
+    assert!(
+        rate_after > 0.6 * rate_before,
+        "it/s counts the pause: {rate_before:.1} → {rate_after:.1}"
     );
 
     // Stop: the run ends, keeps its field and lands in the history with its figures.
@@ -191,8 +215,20 @@ fn a_run_is_started_tuned_paused_resumed_and_stopped_from_the_panel() {
     // The result is shown: a field, det J read back, the warped image in B.
     assert!(app.field.is_some() && app.products.jacobian_ready);
     assert_eq!(app.reg.shown, Some(1));
+    // The engine's stage seconds leave the pause out too.
+    let engine_s: f64 = r.stage_seconds.iter().map(|(_, s)| s).sum();
+    assert!(engine_s <= r.seconds, "{engine_s} vs {}", r.seconds);
+    // The finished run's curve and level bars stay on screen (issue 17:
+    // they vanished when the run ended).
+    assert_eq!(
+        app.reg.curves.get(&1).map(|c| c.loss.len()),
+        Some(r.iterations)
+    );
     h.run_steps(2);
     assert_shown(&h, "run 1 stopped in");
+    assert_shown(&h, "log₁₀ scale");
+    assert_shown(&h, "run 1 total (weighted)");
+    assert_shown(&h, "deformable 1/1");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! with kept results, comparisons and exports. The panel that draws all
 //! this is `registration_ui`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -56,6 +56,10 @@ pub struct ActiveRun {
     pub device_name: String,
     started: String,
     clock: Instant,
+    /// Paused time so far, and since when the run is paused: left out of
+    /// the run's seconds.
+    paused_for: Duration,
+    paused_since: Option<Instant>,
     /// When a preview was last asked for.
     snapshot_asked: Option<Instant>,
     /// Previews drawn so far (of which from the engine's GPU buffers, with
@@ -68,8 +72,10 @@ pub struct ActiveRun {
 }
 
 impl ActiveRun {
+    /// Seconds since the run started, paused time left out.
     pub fn seconds(&self) -> f64 {
-        self.clock.elapsed().as_secs_f64()
+        let paused = self.paused_for + self.paused_since.map_or(Duration::ZERO, |t| t.elapsed());
+        self.clock.elapsed().saturating_sub(paused).as_secs_f64()
     }
 
     /// Send a parameter change to the engine; pending until it reports it applied.
@@ -112,6 +118,11 @@ pub struct Registration {
     pub live_preview: bool,
     pub run: Option<ActiveRun>,
     pub history: Vec<RunRecord>,
+    /// Every finished run's progress (its loss curve and levels), by id:
+    /// small, so kept for all runs of the session.
+    pub curves: BTreeMap<u32, RunProgress>,
+    /// A finished run whose total loss is drawn beside the shown curve.
+    pub overlay: Option<u32>,
     pub kept: HashMap<u32, Arc<RunData>>,
     /// Runs picked for comparison (at most two), and whether the views show them side by side.
     pub compare_pick: Vec<u32>,
@@ -140,6 +151,8 @@ impl Default for Registration {
             live_preview: true,
             run: None,
             history: Vec::new(),
+            curves: BTreeMap::new(),
+            overlay: None,
             kept: HashMap::new(),
             compare_pick: Vec::new(),
             side_by_side: false,
@@ -364,6 +377,8 @@ impl ViewerApp {
                     .unwrap_or(0),
             ),
             clock: Instant::now(),
+            paused_for: Duration::ZERO,
+            paused_since: None,
             snapshot_asked: None,
             previews: 0,
             device_previews: 0,
@@ -376,6 +391,7 @@ impl ViewerApp {
         if let Some(r) = &mut self.reg.run {
             r.worker.send(Control::Pause);
             r.paused = true;
+            r.paused_since.get_or_insert_with(Instant::now);
         }
     }
 
@@ -383,6 +399,9 @@ impl ViewerApp {
         if let Some(r) = &mut self.reg.run {
             r.worker.send(Control::Resume);
             r.paused = false;
+            if let Some(t) = r.paused_since.take() {
+                r.paused_for += t.elapsed();
+            }
         }
     }
 
@@ -664,6 +683,9 @@ impl ViewerApp {
             return;
         };
         self.preview_grid = None;
+        if !run.progress.loss.is_empty() {
+            self.reg.curves.insert(run.id, run.progress.clone());
+        }
         let f = match r {
             Ok(f) => f,
             Err(e) => {

@@ -3,10 +3,10 @@
 //! with a message when it is nonsense), the run history and exports.
 
 use eframe::egui;
-use egui_plot::{Legend, Line, Plot, PlotPoints, VLine};
+use egui_plot::{Line, Plot, PlotPoints, VLine};
 
 use super::files::Pick;
-use super::live::DeviceChoice;
+use super::live::{DeviceChoice, LossPoint, RunProgress};
 use super::registration::Edit;
 use super::viewer::ViewerApp;
 use crate::register::Pipeline;
@@ -151,6 +151,36 @@ const DEFORMABLE_SIMILARITY: [Row; 6] = [
     ),
 ];
 
+/// Line colours of the loss plot: the total, then the terms.
+const CURVES: [egui::Color32; 5] = [
+    egui::Color32::from_rgb(240, 240, 240),
+    egui::Color32::from_rgb(90, 170, 255),
+    egui::Color32::from_rgb(255, 170, 60),
+    egui::Color32::from_rgb(120, 210, 120),
+    egui::Color32::from_rgb(230, 110, 200),
+];
+/// The compared run's total.
+const OVERLAY: egui::Color32 = egui::Color32::from_rgb(190, 160, 255);
+
+/// A progress bar per stage level.
+fn level_bars(ui: &mut egui::Ui, p: &RunProgress) {
+    for row in &p.rows {
+        let text = format!(
+            "{} {}/{}  {}/{}",
+            row.stage,
+            row.level + 1,
+            row.levels,
+            row.iter,
+            row.iters
+        );
+        ui.add(
+            egui::ProgressBar::new(row.fraction())
+                .text(text)
+                .desired_height(14.0),
+        );
+    }
+}
+
 impl ViewerApp {
     pub(super) fn registration_panel(&mut self, ui: &mut egui::Ui) {
         egui::ScrollArea::vertical().show(ui, |ui| {
@@ -219,11 +249,31 @@ impl ViewerApp {
             );
     }
 
+    /// The curve the panel shows: the running run's, else the shown (or
+    /// the last) finished run's, which stays after the run ends.
+    fn shown_progress(&self) -> Option<(u32, &RunProgress)> {
+        if let Some(r) = &self.reg.run {
+            return Some((r.id, &r.progress));
+        }
+        let id = self
+            .reg
+            .shown
+            .or_else(|| self.reg.history.last().map(|r| r.id))?;
+        self.reg.curves.get(&id).map(|p| (id, p))
+    }
+
     fn run_progress(&mut self, ui: &mut egui::Ui) {
         let Some(run) = &self.reg.run else {
-            if let Some(last) = self.reg.history.last() {
-                ui.small(super::registration::run_summary(last));
+            let Some((id, progress)) = self.shown_progress() else {
+                if let Some(last) = self.reg.history.last() {
+                    ui.small(super::registration::run_summary(last));
+                }
+                return;
+            };
+            if let Some(rec) = self.reg.history.iter().find(|r| r.id == id) {
+                ui.small(super::registration::run_summary(rec));
             }
+            level_bars(ui, progress);
             return;
         };
         let mut line = format!("run {} on {}", run.id, run.device_name);
@@ -254,21 +304,7 @@ impl ViewerApp {
         } else {
             ui.small(format!("preparing… {:.1} s", run.seconds()));
         }
-        for row in &p.rows {
-            let text = format!(
-                "{} {}/{}  {}/{}",
-                row.stage,
-                row.level + 1,
-                row.levels,
-                row.iter,
-                row.iters
-            );
-            ui.add(
-                egui::ProgressBar::new(row.fraction())
-                    .text(text)
-                    .desired_height(14.0),
-            );
-        }
+        level_bars(ui, p);
         if run.previews > 0 {
             ui.small(format!("{} previews drawn", run.previews));
         }
@@ -284,13 +320,37 @@ impl ViewerApp {
     }
 
     fn loss_plot(&mut self, ui: &mut egui::Ui) {
-        let Some(run) = &self.reg.run else { return };
-        let p = &run.progress;
+        let Some((id, p)) = self.shown_progress() else {
+            return;
+        };
         if p.loss.is_empty() {
             return;
         }
-        ui.checkbox(&mut self.reg.plot_log, "log₁₀ scale");
-        let log = self.reg.plot_log;
+        let mut log = self.reg.plot_log;
+        let mut overlay = self.reg.overlay.filter(|o| *o != id);
+        let others: Vec<u32> = self
+            .reg
+            .curves
+            .keys()
+            .copied()
+            .filter(|k| *k != id)
+            .collect();
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut log, "log₁₀ scale");
+            if !others.is_empty() {
+                let label = ui.label("compare with");
+                egui::ComboBox::from_id_salt("overlay curve")
+                    .selected_text(overlay.map_or("–".to_string(), |o| format!("run {o}")))
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut overlay, None, "–");
+                        for o in &others {
+                            ui.selectable_value(&mut overlay, Some(*o), format!("run {o}"));
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+            }
+        });
         // Log scale: values ≤ 0 (a zero field's regulariser) are left out.
         let y = |v: f64| {
             if log {
@@ -300,44 +360,73 @@ impl ViewerApp {
             }
         };
         let names = p.term_names();
-        // At most ~2000 points a line: long runs stay cheap to draw.
-        let every = p.loss.len().div_ceil(2000).max(1);
-        let shown = || {
-            p.loss
-                .iter()
-                .enumerate()
-                .filter(move |(i, _)| i % every == 0)
-                .map(|(_, l)| l)
+        let thin = |p: &RunProgress| -> Vec<LossPoint> {
+            // At most ~2000 points a line: long runs stay cheap to draw.
+            let every = p.loss.len().div_ceil(2000).max(1);
+            p.loss.iter().step_by(every).cloned().collect()
         };
+        let shown = thin(p);
+        let other = overlay.and_then(|o| self.reg.curves.get(&o).map(|c| (o, thin(c))));
+        let mut legend: Vec<(String, egui::Color32)> = Vec::new();
+        // The panel scrolls with the wheel; the plot zooms by a dragged box
+        // (double-click resets) and shows no legend over the curves.
         Plot::new("loss plot")
             .height(200.0)
-            .legend(Legend::default().position(egui_plot::Corner::LeftBottom))
+            .allow_scroll(false)
+            .allow_zoom(false)
             .x_axis_label("iteration")
             .y_axis_label(if log { "log₁₀ loss" } else { "loss" })
             .show(ui, |plot| {
-                let total: PlotPoints = shown()
+                let total: PlotPoints = shown
+                    .iter()
                     .filter_map(|l| y(l.total).map(|v| [l.step as f64, v]))
                     .collect();
-                plot.line(Line::new("total (weighted)", total));
-                for name in &names {
-                    let pts: PlotPoints = shown()
+                let name = format!("run {id} total (weighted)");
+                plot.line(Line::new(name.clone(), total).color(CURVES[0]));
+                legend.push((name, CURVES[0]));
+                for (k, term) in names.iter().enumerate() {
+                    let pts: PlotPoints = shown
+                        .iter()
                         .filter_map(|l| {
                             l.terms
                                 .iter()
-                                .find(|(n, _)| n == name)
+                                .find(|(n, _)| n == term)
                                 .and_then(|(_, v)| y(*v))
                                 .map(|v| [l.step as f64, v])
                         })
                         .collect();
-                    plot.line(Line::new(format!("{name} (unweighted)"), pts));
+                    let c = CURVES[1 + k % (CURVES.len() - 1)];
+                    let name = format!("{term} (unweighted)");
+                    plot.line(Line::new(name.clone(), pts).color(c));
+                    legend.push((name, c));
+                }
+                if let Some((o, pts)) = &other {
+                    let total: PlotPoints = pts
+                        .iter()
+                        .filter_map(|l| y(l.total).map(|v| [l.step as f64, v]))
+                        .collect();
+                    let name = format!("run {o} total (weighted)");
+                    plot.line(
+                        Line::new(name.clone(), total)
+                            .color(OVERLAY)
+                            .style(egui_plot::LineStyle::dashed_loose()),
+                    );
+                    legend.push((name + ", dashed", OVERLAY));
                 }
                 for (step, change) in &p.markers {
                     plot.vline(VLine::new(change.clone(), *step as f64).color(LIVE));
                 }
             });
+        ui.horizontal_wrapped(|ui| {
+            for (name, c) in &legend {
+                ui.colored_label(*c, format!("— {name}"));
+            }
+        });
         if let Some((step, change)) = p.markers.last() {
             ui.small(format!("{change} took effect at iteration {step}"));
         }
+        self.reg.plot_log = log;
+        self.reg.overlay = overlay;
     }
 
     fn pipeline_editor(&mut self, ui: &mut egui::Ui) {

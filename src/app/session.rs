@@ -132,6 +132,8 @@ impl ViewerApp {
         self.reg.device = DeviceChoice::parse(&s.device).unwrap_or_default();
         self.reg.history = s.runs.clone();
         self.reg.kept.clear();
+        self.reg.curves.clear();
+        self.reg.overlay = None;
         self.reg.compare_pick.clear();
         self.reg.side_by_side = false;
         self.pending_view = (!s.view.is_null()).then(|| s.view.clone());
