@@ -493,3 +493,82 @@ fn a_quick_plain_drag_on_a_landmark_moves_it_and_not_the_window() {
         "one undo step reverts the drag"
     );
 }
+
+/// Issue 17: a point placed through a field puts its partner where the
+/// field says, so its error would be 0 by construction. It is marked
+/// unconfirmed and left out of TRE until moved or confirmed (Enter). With
+/// no field, robustness reads "–", not 0.
+#[test]
+fn points_proposed_by_the_field_stay_out_of_tre_until_confirmed() {
+    let dir = scratch_dir("lm_proposed");
+    let (f, m, _) = demo_copy(&dir);
+    let u = dir.join("field_vox.nii.gz");
+    demo_field(&f, &u);
+    // Without a field first.
+    let mut h = harness(Startup {
+        config_dir: Some(dir.join("config")),
+        ..startup(&[(Role::Fixed, &f), (Role::Moving, &m)])
+    });
+    settle(&mut h);
+    h.key_press(egui::Key::K);
+    h.run_steps(2);
+    let rect = h.state().view_rect(Plane::Axial).expect("axial view");
+    click(
+        &mut h,
+        rect.min + egui::vec2(0.45 * rect.width(), 0.5 * rect.height()),
+    );
+    h.run_steps(2);
+    assert!(
+        h.query_all_by_label_contains("robustness 0.0000")
+            .next()
+            .is_none(),
+        "robustness without a field"
+    );
+    h.get_by_label_contains("robustness –");
+    drop(h);
+
+    let mut h = harness(Startup {
+        config_dir: Some(dir.join("config2")),
+        ..startup(&[(Role::Fixed, &f), (Role::Moving, &m), (Role::Field, &u)])
+    });
+    settle(&mut h);
+    h.key_press(egui::Key::K);
+    h.run_steps(2);
+    let rect = h.state().view_rect(Plane::Axial).expect("axial view");
+    let at = |u: f32, v: f32| rect.min + egui::vec2(u * rect.width(), v * rect.height());
+    click(&mut h, at(0.45, 0.5));
+    click(&mut h, at(0.55, 0.4));
+    h.run_steps(2);
+    let report = h.state().lm.report.clone().expect("report");
+    assert_eq!(report.points.len(), 2);
+    assert_eq!(report.count(Status::Used), 0, "proposed pairs are left out");
+    assert!(report.after.is_none() && report.robustness.is_none());
+    h.get_by_label_contains("0 of 2 paired landmarks used");
+    h.get_by_label_contains("2 unconfirmed");
+    // Enter confirms the selected pair (the last placed): it now counts.
+    h.key_press(egui::Key::Enter);
+    h.run_steps(2);
+    let report = h.state().lm.report.clone().expect("report");
+    assert_eq!(report.count(Status::Used), 1);
+    // Moving the other pair's proposed (moving) point places it.
+    h.key_press(egui::Key::T);
+    h.run_steps(2);
+    let first = h.state().lm.editor.pairs()[0].clone();
+    let view = h.state().nav.view(Plane::Axial);
+    let size = [f64::from(rect.width()), f64::from(rect.height())];
+    let uv = view.uv_of(first.moving.expect("moving point"), size);
+    let from = rect.min + egui::vec2(uv[0] as f32 * rect.width(), uv[1] as f32 * rect.height());
+    drag(&mut h, from, from + egui::vec2(12.0, 6.0));
+    let report = h.state().lm.report.clone().expect("report");
+    assert_eq!(report.count(Status::Used), 2);
+    let moved = report
+        .points
+        .iter()
+        .find(|p| p.id == first.id)
+        .and_then(|p| p.after_mm)
+        .expect("after");
+    assert!(
+        moved > 1.0,
+        "the moved point measures the field: {moved} mm"
+    );
+}

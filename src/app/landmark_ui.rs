@@ -171,22 +171,29 @@ impl ViewerApp {
                 if selected { 6.5 } else { 5.0 },
                 egui::Stroke::new(2.0, colour),
             );
+            // A proposed point is labelled "id?" until moved or confirmed.
+            let label = if p.proposed == Some(side) {
+                format!("{}?", p.id)
+            } else {
+                p.id.clone()
+            };
             painter.text(
                 at + egui::vec2(7.0, -7.0),
                 egui::Align2::LEFT_BOTTOM,
-                &p.id,
+                label,
                 font.clone(),
                 colour,
             );
         }
     }
 
-    /// Keys: K landmark mode, T fixed/moving, Delete removes, ctrl-Z / ctrl-Y.
+    /// Keys: K landmark mode, T fixed/moving, Enter confirms the selected
+    /// pair's proposed point, Delete removes, ctrl-Z / ctrl-Y.
     pub(super) fn landmark_keys(&mut self, ctx: &egui::Context) {
         if ctx.egui_wants_keyboard_input() {
             return;
         }
-        let (k, t, del, undo, redo) = ctx.input(|i| {
+        let (k, t, del, undo, redo, enter) = ctx.input(|i| {
             let cmd = i.modifiers.command || i.modifiers.ctrl;
             (
                 i.key_pressed(egui::Key::K),
@@ -195,8 +202,15 @@ impl ViewerApp {
                 cmd && !i.modifiers.shift && i.key_pressed(egui::Key::Z),
                 cmd && (i.key_pressed(egui::Key::Y)
                     || (i.modifiers.shift && i.key_pressed(egui::Key::Z))),
+                i.key_pressed(egui::Key::Enter),
             )
         });
+        if enter
+            && self.lm.mode
+            && let Some(id) = self.lm.selected.clone()
+        {
+            self.lm.editor.confirm(&id);
+        }
         if k {
             self.lm.mode = !self.lm.mode;
         }
@@ -221,7 +235,10 @@ impl ViewerApp {
     pub(super) fn landmark_controls(&mut self, ui: &mut egui::Ui) {
         ui.heading("Landmarks");
         ui.checkbox(&mut self.lm.mode, "landmark mode (K)")
-            .on_hover_text("Click to place, drag to move, Delete to remove; ctrl-Z / ctrl-Y");
+            .on_hover_text(
+                "Click to place, drag to move, Enter confirms a proposed point (id?), Delete \
+                 to remove; ctrl-Z / ctrl-Y",
+            );
         if self.lm.mode {
             ui.horizontal(|ui| {
                 ui.label("show");
@@ -255,6 +272,23 @@ impl ViewerApp {
                 && let Some(id) = self.lm.selected.take()
             {
                 self.lm.editor.remove(&id);
+            }
+            let proposed = self
+                .lm
+                .selected
+                .as_deref()
+                .and_then(|id| self.lm.editor.get(id))
+                .is_some_and(|p| p.proposed.is_some());
+            if ui
+                .add_enabled(proposed, egui::Button::new("confirm"))
+                .on_hover_text(
+                    "Accept the selected pair's proposed point where it is (Enter); \
+                     until then, or until it is moved, TRE leaves the pair out",
+                )
+                .clicked()
+                && let Some(id) = self.lm.selected.clone()
+            {
+                self.lm.editor.confirm(&id);
             }
         });
         if let Some(id) = self.lm.selected.clone() {
@@ -368,12 +402,24 @@ impl ViewerApp {
             return;
         };
         let with_field = self.field.is_some();
+        let proposed = self.lm.editor.proposed_ids();
         ui.horizontal_wrapped(|ui| {
             for l in report.summary_lines() {
-                if with_field || !l.starts_with("after") {
+                // Without a field there is no "after", and no robustness.
+                if with_field || !(l.starts_with("after") || l.starts_with("robustness")) {
                     ui.label(l);
                     ui.separator();
                 }
+            }
+            if !with_field {
+                ui.label("after –  robustness –  (no field)");
+                ui.separator();
+            }
+            if !proposed.is_empty() {
+                ui.label(format!(
+                    "{} unconfirmed (proposed by the field; move or confirm them)",
+                    proposed.len()
+                ));
             }
         });
         ui.horizontal(|ui| {
@@ -437,6 +483,15 @@ impl ViewerApp {
                             });
                             if r.status == Status::Used {
                                 ui.label(r.status.name());
+                            } else if proposed.contains(r.id.as_str()) {
+                                ui.colored_label(
+                                    egui::Color32::from_rgb(255, 170, 60),
+                                    "unconfirmed",
+                                )
+                                .on_hover_text(
+                                    "One point was proposed (carried across by the field, or \
+                                     copied without one): move it or confirm it (Enter)",
+                                );
                             } else {
                                 ui.colored_label(
                                     egui::Color32::from_rgb(255, 110, 90),

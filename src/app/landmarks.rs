@@ -133,7 +133,12 @@ impl ViewerApp {
         };
         let (f, m) = self.lm.editor.to_sets();
         let moving_grid = self.moving.as_ref().map(|m| (&m.volume.grid, 0.0));
-        self.lm.report = Some(tre::tre(&f, &m, mapping, moving_grid, &|_| false));
+        // A proposed point was put where the field (or the identity) says:
+        // its error would measure the field against itself.
+        let proposed = self.lm.editor.proposed_ids();
+        self.lm.report = Some(tre::tre(&f, &m, mapping, moving_grid, &|l| {
+            proposed.contains(l.id.as_str())
+        }));
         self.lm.mapped = self
             .lm
             .editor
@@ -371,7 +376,9 @@ impl ViewerApp {
         let id = match side {
             Side::Fixed => {
                 let partner = mapping.and_then(|m| m.map_point(ras_mm)).unwrap_or(ras_mm);
-                self.lm.editor.add(Some(ras_mm), Some(partner))
+                self.lm
+                    .editor
+                    .add_proposed(Some(ras_mm), Some(partner), Some(Side::Moving))
             }
             Side::Moving => match self
                 .lm
@@ -387,7 +394,9 @@ impl ViewerApp {
                     let partner = mapping
                         .and_then(|m| m.inverse_point(ras_mm).map(|(x, _)| x))
                         .unwrap_or(ras_mm);
-                    self.lm.editor.add(Some(partner), Some(ras_mm))
+                    self.lm
+                        .editor
+                        .add_proposed(Some(partner), Some(ras_mm), Some(Side::Fixed))
                 }
             },
         };

@@ -15,6 +15,11 @@ pub struct PointPair {
     pub id: String,
     pub fixed: Option<[f64; 3]>,
     pub moving: Option<[f64; 3]>,
+    /// The side whose point was proposed (carried across by the field, or
+    /// copied without one) rather than placed: it measures nothing until
+    /// the user moves or confirms it, so TRE leaves the pair out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed: Option<Side>,
 }
 
 impl PointPair {
@@ -96,27 +101,66 @@ impl Editor {
 
     /// Add a pair; returns its id.
     pub fn add(&mut self, fixed: Option<[f64; 3]>, moving: Option<[f64; 3]>) -> String {
+        self.add_proposed(fixed, moving, None)
+    }
+
+    /// Add a pair whose `proposed` side was not placed by the user (see
+    /// [`PointPair::proposed`]); returns its id.
+    pub fn add_proposed(
+        &mut self,
+        fixed: Option<[f64; 3]>,
+        moving: Option<[f64; 3]>,
+        proposed: Option<Side>,
+    ) -> String {
         self.checkpoint();
         let id = self.fresh_id();
         self.pairs.push(PointPair {
             id: id.clone(),
             fixed,
             moving,
+            proposed,
         });
         self.changed();
         id
     }
 
-    /// Set one side of a pair without a history entry (drags). `false` if no such id.
+    /// Set one side of a pair without a history entry (drags). `false` if no
+    /// such id. A proposed point that is moved counts as placed.
     pub fn place(&mut self, id: &str, side: Side, ras_mm: [f64; 3]) -> bool {
         match self.pairs.iter_mut().find(|p| p.id == id) {
             Some(p) => {
                 *p.slot(side) = Some(ras_mm);
+                if p.proposed == Some(side) {
+                    p.proposed = None;
+                }
                 self.changed();
                 true
             }
             None => false,
         }
+    }
+
+    /// Accept a pair's proposed point where it is, as one undoable edit.
+    /// `false` if no such id or nothing to confirm.
+    pub fn confirm(&mut self, id: &str) -> bool {
+        if self.get(id).is_none_or(|p| p.proposed.is_none()) {
+            return false;
+        }
+        self.checkpoint();
+        if let Some(p) = self.pairs.iter_mut().find(|p| p.id == id) {
+            p.proposed = None;
+        }
+        self.changed();
+        true
+    }
+
+    /// Ids of the pairs with a proposed point.
+    pub fn proposed_ids(&self) -> std::collections::HashSet<&str> {
+        self.pairs
+            .iter()
+            .filter(|p| p.proposed.is_some())
+            .map(|p| p.id.as_str())
+            .collect()
     }
 
     /// Set one side of a pair, as one undoable edit.
@@ -234,12 +278,18 @@ impl Editor {
                 id
             };
             match self.pairs.iter_mut().find(|p| p.id == id) {
-                Some(p) => *p.slot(side) = Some(l.ras_mm),
+                Some(p) => {
+                    *p.slot(side) = Some(l.ras_mm);
+                    if p.proposed == Some(side) {
+                        p.proposed = None;
+                    }
+                }
                 None => {
                     let mut p = PointPair {
                         id,
                         fixed: None,
                         moving: None,
+                        proposed: None,
                     };
                     *p.slot(side) = Some(l.ras_mm);
                     self.pairs.push(p);
@@ -371,6 +421,34 @@ impl Placement {
 mod tests {
     use super::*;
     use crate::volume::affine;
+
+    /// A proposed point counts as placed once moved or confirmed; confirming
+    /// is one undo step; the autosave keeps which points are proposed.
+    #[test]
+    fn proposed_points_until_moved_or_confirmed() {
+        let mut e = Editor::default();
+        let a = e.add_proposed(Some([1.0; 3]), Some([2.0; 3]), Some(Side::Moving));
+        let b = e.add_proposed(Some([3.0; 3]), Some([4.0; 3]), Some(Side::Moving));
+        assert_eq!(e.proposed_ids().len(), 2);
+        // Moving the other side leaves it proposed; moving it places it.
+        e.place(&a, Side::Fixed, [1.5; 3]);
+        assert_eq!(e.get(&a).and_then(|p| p.proposed), Some(Side::Moving));
+        e.place(&a, Side::Moving, [2.5; 3]);
+        assert_eq!(e.get(&a).and_then(|p| p.proposed), None);
+        let restored = Editor::from_autosave(&e.to_autosave()).expect("autosave");
+        assert_eq!(
+            restored.proposed_ids().into_iter().collect::<Vec<_>>(),
+            [b.as_str()]
+        );
+        assert!(e.confirm(&b));
+        assert!(e.proposed_ids().is_empty());
+        assert!(!e.confirm(&b), "nothing left to confirm");
+        assert!(e.undo());
+        assert_eq!(
+            e.proposed_ids().into_iter().collect::<Vec<_>>(),
+            [b.as_str()]
+        );
+    }
 
     #[test]
     fn edits_undo_and_redo() {

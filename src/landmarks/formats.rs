@@ -147,7 +147,8 @@ pub fn read_set(
 }
 
 /// Which half of a pair CSV to take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Side {
     Fixed,
     Moving,
