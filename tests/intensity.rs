@@ -122,3 +122,28 @@ fn parallel_percentiles_equal_the_selection() {
         [None]
     );
 }
+
+/// A NIfTI CT carries no units: its air (−1000 HU) marks it. A head CT
+/// synthesised in HU (air, brain, skull) is recognised; the shared MR
+/// images (brain-extracted and whole head) and the PET are not. (The
+/// shared `ct_brain.nii.gz` atlas has no air — background 0 — so it is not
+/// recognised either: its window preset is picked by hand.)
+#[test]
+fn a_ct_is_recognised_by_its_air() {
+    let read = |rel: &str| {
+        warpscope::volume::nifti::read_file(common::shared(rel), Default::default())
+            .expect("read")
+            .0
+    };
+    assert!(intensity::looks_like_ct(&common::head_ct(24).data));
+    for rel in [
+        "sources/mni_t1.nii.gz",
+        "sources/robex_t1_head.nii.gz",
+        "dicom/reference_pet_suv.nii.gz",
+        "sources/ct_brain.nii.gz",
+    ] {
+        assert!(!intensity::looks_like_ct(&read(rel).data), "{rel}");
+    }
+    assert!(!intensity::looks_like_ct(&[]));
+    assert!(!intensity::looks_like_ct(&[-5000.0, -1000.0, 0.0]));
+}

@@ -438,3 +438,59 @@ fn flicker_alternates_the_two_images_on_its_timer() {
         "{switches} switches: {phases:?}"
     );
 }
+
+/// Issue 17: the colour bar names the image shown (the moving one in
+/// landmark mode on its moving side), stays when one view is enlarged;
+/// overlay keys with nothing to draw say so instead of ticking a greyed
+/// box; a NIfTI CT opens in the CT brain window, shown as W/L.
+#[test]
+fn the_legend_follows_what_is_shown_and_overlay_keys_need_their_data() {
+    let dir = scratch_dir("ui_legend");
+    let (f, m, _) = pair(&dir);
+    let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
+    settle(&mut h);
+    h.get_by_label_contains("fixed (grey)");
+    h.key_press(egui::Key::G);
+    h.key_press(egui::Key::J);
+    h.run_steps(2);
+    let app = h.state();
+    assert!(!app.overlays.grid.on && !app.overlays.jacobian.on);
+    for key in ["G", "J"] {
+        let text = format!("{key} needs a deformation field");
+        assert!(
+            h.query_all_by_label_contains(&text).next().is_some(),
+            "{text}"
+        );
+    }
+    // Landmark mode on the moving side: the views and the bar show moving.
+    h.key_press(egui::Key::K);
+    h.key_press(egui::Key::T);
+    h.run_steps(2);
+    h.get_by_label_contains("moving (grey)");
+    assert!(
+        h.query_all_by_label_contains("fixed (grey)")
+            .next()
+            .is_none()
+    );
+    // One view enlarged: the bar is still there.
+    h.key_press(egui::Key::A);
+    h.run_steps(2);
+    assert_eq!(
+        h.state().nav.enlarged,
+        Some(warpscope::render::Plane::Axial)
+    );
+    h.get_by_label_contains("moving (grey)");
+    drop(h);
+
+    let ct = dir.join("head_ct.nii.gz");
+    write(&ct, &common::head_ct(24), "a head CT in HU");
+    let mut h = harness(startup(&[(Role::Fixed, &ct)]));
+    settle(&mut h);
+    let fixed = h.state().fixed.as_ref().expect("CT");
+    assert_eq!(
+        fixed.preset,
+        warpscope::volume::intensity::WindowPreset::CtBrain
+    );
+    assert_eq!(fixed.style.window, (0.0, 80.0), "W80/L40");
+    h.get_by_label_contains("(0 to 80)");
+}

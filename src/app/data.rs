@@ -147,6 +147,10 @@ impl LoadedImage {
             (Role::Labels | Role::IcWeights, _) => WindowPreset::MinMax,
             (_, Some(i)) if i.is_suv() => WindowPreset::PetSuv,
             (_, Some(i)) if i.units() == "HU" => WindowPreset::CtBrain,
+            // A NIfTI states no units: a CT is recognised by its air.
+            _ if crate::volume::intensity::looks_like_ct(volume.channel(0)) => {
+                WindowPreset::CtBrain
+            }
             _ => WindowPreset::MriBrain,
         };
         Self::new(

@@ -66,17 +66,35 @@ fn fmt(v: f32) -> String {
 }
 
 impl ViewerApp {
+    /// The image the views show as A this frame: the landmark side in
+    /// landmark mode, flicker's current image, else A.
+    pub(super) fn legend_slot(&self) -> crate::render::Slot {
+        use crate::landmarks::formats::Side;
+        use crate::render::Slot;
+        if self.lm.mode {
+            match self.lm.side {
+                Side::Fixed => Slot::Fixed,
+                Side::Moving => Slot::Moving,
+            }
+        } else if self.composite.mode == Mode::Flicker && self.flicker_shows_b {
+            self.b
+        } else {
+            self.a
+        }
+    }
+
     pub(super) fn legend(&mut self, ui: &mut egui::Ui) {
         egui::ScrollArea::vertical().show(ui, |ui| {
-            if let Some((_, style)) = self.slot_image(self.a) {
+            let shown = self.legend_slot();
+            if let Some((_, style)) = self.slot_image(shown) {
                 let (lo, hi) = style.window;
-                let title = match self.composite.mode {
-                    Mode::Difference => {
-                        format!("|{} − {}| (windowed)", self.a.name(), self.b.name())
-                    }
-                    _ => format!("{} ({})", self.a.name(), style.colormap.name()),
+                let difference = self.composite.mode == Mode::Difference && !self.lm.mode;
+                let title = if difference {
+                    format!("|{} − {}| (windowed)", self.a.name(), self.b.name())
+                } else {
+                    format!("{} ({})", shown.name(), style.colormap.name())
                 };
-                let ticks = if self.composite.mode == Mode::Difference {
+                let ticks = if difference {
                     let g = self.composite.difference_gain.max(1e-6);
                     vec![(0.0, "0".into()), (1.0, fmt(1.0 / g))]
                 } else {
@@ -84,7 +102,7 @@ impl ViewerApp {
                 };
                 colour_bar(ui, &title, style.colormap, &ticks);
             }
-            if self.composite.mode == Mode::GreenMagenta {
+            if self.composite.mode == Mode::GreenMagenta && !self.lm.mode {
                 ui.label(format!(
                     "green: {}, magenta: {}, grey where they agree",
                     self.a.name(),

@@ -133,17 +133,50 @@ impl ViewerApp {
         if let Some(m) = mode {
             self.composite.mode = Mode::ALL[m];
         }
+        // An overlay key does nothing without what it draws: say so instead
+        // of ticking a greyed-out box.
+        let (field, ic, labels) = (
+            self.field_grid().is_some(),
+            self.ic.is_some(),
+            self.labels.is_some(),
+        );
+        let mut missing = Vec::new();
         let o = &mut self.overlays;
-        for (on, pressed) in [
-            (&mut o.grid.on, toggles[0]),
-            (&mut o.vectors.on, toggles[1]),
-            (&mut o.jacobian.on, toggles[2]),
-            (&mut o.ic.on, toggles[3]),
-            (&mut o.labels.on, toggles[4]),
+        for (on, pressed, have, key, needs) in [
+            (
+                &mut o.grid.on,
+                toggles[0],
+                field,
+                "G",
+                "a deformation field",
+            ),
+            (
+                &mut o.vectors.on,
+                toggles[1],
+                field,
+                "M",
+                "a deformation field",
+            ),
+            (
+                &mut o.jacobian.on,
+                toggles[2],
+                field,
+                "J",
+                "a deformation field",
+            ),
+            (&mut o.ic.on, toggles[3], ic, "I", "IC weights"),
+            (&mut o.labels.on, toggles[4], labels, "L", "a label map"),
         ] {
             if pressed {
-                *on = !*on;
+                if have {
+                    *on = !*on;
+                } else {
+                    missing.push(format!("{key} needs {needs}: none is loaded"));
+                }
             }
+        }
+        for m in missing {
+            self.notice(m);
         }
         if swap {
             std::mem::swap(&mut self.a, &mut self.b);
@@ -351,6 +384,44 @@ impl ViewerApp {
     }
 }
 
+impl ViewerApp {
+    /// The window's title: the program and the files shown.
+    fn window_title(&mut self, ctx: &egui::Context) {
+        let mut title = "Warpscope".to_string();
+        match (&self.fixed, &self.moving) {
+            (Some(f), Some(m)) => title += &format!(" — {} ← {}", f.name, m.name),
+            (Some(f), None) => title += &format!(" — {}", f.name),
+            (None, Some(m)) => title += &format!(" — moving {}", m.name),
+            (None, None) => {}
+        }
+        if title != self.title {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
+            self.title = title;
+        }
+    }
+
+    /// The status bar's right end: the engine's speed while it runs, and
+    /// the viewer's frame time.
+    fn status_readout(&self, ctx: &egui::Context) -> String {
+        let mut parts = Vec::new();
+        if let Some(run) = &self.reg.run {
+            let rate = run.progress.current().and_then(|c| c.rate());
+            parts.push(match (run.paused, rate) {
+                (true, _) => format!("run {} paused", run.id),
+                (false, Some(r)) => format!("engine {r:.1} it/s"),
+                (false, None) => format!("run {} starting", run.id),
+            });
+        }
+        let dt = ctx.input(|i| i.stable_dt);
+        parts.push(format!(
+            "frame {:.1} ms (UI {:.1} ms)",
+            1000.0 * dt,
+            self.last_ui_ms
+        ));
+        parts.join(" · ")
+    }
+}
+
 impl eframe::App for ViewerApp {
     /// Closing the window stops a running registration and waits for its
     /// worker (one iteration at most); no file is left half-written.
@@ -381,11 +452,27 @@ impl eframe::App for ViewerApp {
         self.hovered_plane = None;
         self.view_rects = [None; 3];
         egui::Panel::top("menu").show(ui, |ui| self.menu_bar(ui));
+        self.window_title(&ctx);
+        let readout = self.status_readout(&ctx);
         egui::Panel::bottom("status").show(ui, |ui| {
-            ui.label(if self.status.is_empty() {
-                "Move the mouse over a view to read coordinates and values"
-            } else {
-                &self.status
+            ui.horizontal(|ui| {
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    ui.small(readout);
+                    if self.lm.mode {
+                        let side = crate::landmarks::edit::side_name(self.lm.side);
+                        ui.colored_label(
+                            egui::Color32::from_rgb(255, 200, 60),
+                            format!("LANDMARK MODE · {side} image (K to leave, T to switch)"),
+                        );
+                    }
+                    ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
+                        ui.label(if self.status.is_empty() {
+                            "Move the mouse over a view to read coordinates and values"
+                        } else {
+                            &self.status
+                        });
+                    });
+                });
             });
         });
         if self.lm.mode || !self.lm.editor.is_empty() {
@@ -408,6 +495,7 @@ impl eframe::App for ViewerApp {
         });
         self.drop_chooser(&ctx);
         self.series_chooser(&ctx);
+        self.replace_question(&ctx);
         let hovering = ctx.input(|i| !i.raw.hovered_files.is_empty());
         if hovering {
             let screen = ctx.content_rect();

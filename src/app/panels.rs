@@ -207,13 +207,27 @@ impl ViewerApp {
                 img.apply_preset(preset);
             }
             ui.horizontal(|ui| {
-                let (lo, hi) = &mut img.style.window;
-                let speed = ((*hi - *lo).abs() * 0.005).max(1e-6);
-                ui.label("window");
-                ui.add(egui::DragValue::new(lo).speed(speed))
-                    .on_hover_text("Lowest value shown (left drag in a view: width and level)");
-                ui.add(egui::DragValue::new(hi).speed(speed))
-                    .on_hover_text("Highest value shown");
+                // Width and level, as radiology states windows (W80/L40).
+                let (lo, hi) = img.style.window;
+                let (mut w, mut l) = (hi - lo, 0.5 * (lo + hi));
+                let speed = (w.abs() * 0.005).max(1e-6);
+                let wl = ui.label("W");
+                let cw = ui
+                    .add(egui::DragValue::new(&mut w).speed(speed))
+                    .labelled_by(wl.id)
+                    .on_hover_text("Window width (left drag in a view: horizontal)")
+                    .changed();
+                let ll = ui.label("L");
+                let cl = ui
+                    .add(egui::DragValue::new(&mut l).speed(speed))
+                    .labelled_by(ll.id)
+                    .on_hover_text("Window level, the centre (left drag in a view: vertical)")
+                    .changed();
+                if cw || cl {
+                    let w = w.max(1e-6);
+                    img.style.window = (l - 0.5 * w, l + 0.5 * w);
+                }
+                ui.small(format!("({} to {})", short(lo), short(hi)));
             });
             egui::ComboBox::new((role.name(), "map"), "colour map")
                 .selected_text(img.style.colormap.name())
@@ -480,6 +494,18 @@ impl ViewerApp {
     }
 }
 
+/// A window bound, short.
+fn short(v: f32) -> String {
+    if v.abs() >= 1e4 || (v != 0.0 && v.abs() < 1e-2) {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.4}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
+
 pub const SHORTCUTS: &str = "\
 Mouse (in a view)
   wheel: next / previous slice      ctrl-wheel or right drag: zoom
@@ -490,4 +516,9 @@ Keys
   Page Up / Page Down, arrow up / down: slice of the view under the mouse
   1–7: compare mode;  X: swap A and B;  R: reset the view
   G grid, M motion vectors, J det J, I IC weights, L labels
-  F12: screenshot of the window; shift-F12: of the view under the mouse";
+  F12: screenshot of the window; shift-F12: of the view under the mouse
+Landmarks
+  K: landmark mode on / off;  T: show the fixed / moving image
+  click: place (its partner is proposed through the field, shown id?)
+  drag a landmark: move it;  Enter: confirm the selected pair's proposed point
+  Delete: remove the selected pair;  ctrl-Z / ctrl-Y: undo / redo";

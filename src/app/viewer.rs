@@ -19,8 +19,8 @@ use super::navigation::Navigation;
 use super::screenshot::Screenshots;
 use crate::metrics::FieldKind;
 use crate::render::{
-    Composite, FieldCompute, GpuScene, GpuVolume, ImageStyle, Map, Overlays, Present, Readback,
-    Slot,
+    Composite, FieldCompute, GpuScene, GpuVolume, ImageStyle, Map, Mode, Overlays, Present,
+    Readback, Slot,
 };
 use crate::volume::affine;
 use crate::volume::{Grid, Volume, range_of};
@@ -124,6 +124,11 @@ pub struct ViewerApp {
     pub status: String,
     /// Set when fixed and moving do not overlap in world space: the gap (mm).
     pub no_overlap_mm: Option<f64>,
+    /// A pair was shown in a comparison once: the first pair opens in the
+    /// checkerboard, later ones keep the mode the user chose.
+    pair_compared: bool,
+    /// The window title last sent.
+    pub(super) title: String,
     /// A DICOM folder of several series waiting for the user's pick.
     pub series_choice: Option<SeriesChoice>,
     pub(super) loader: Loader,
@@ -211,6 +216,8 @@ impl ViewerApp {
             messages: Vec::new(),
             status: String::new(),
             no_overlap_mm: None,
+            pair_compared: false,
+            title: String::new(),
             series_choice: None,
             loader: Loader::default(),
             deferred_fields: Vec::new(),
@@ -263,6 +270,12 @@ impl ViewerApp {
         let text = printable(text.into());
         self.status = text.clone();
         self.messages.push(Message { text, error: true });
+    }
+
+    /// Drop the notices (not the errors): they spoke of the result that
+    /// was shown, and another one takes its place.
+    pub fn clear_notices(&mut self) {
+        self.messages.retain(|m| m.error);
     }
 
     pub fn notice(&mut self, text: impl Into<String>) {
@@ -629,6 +642,13 @@ impl ViewerApp {
             Role::Field => {}
         }
         self.check_overlap();
+        if self.fixed.is_some() && self.moving.is_some() && !self.pair_compared {
+            // What a clinician looks at first: fixed and moving together.
+            self.pair_compared = true;
+            if self.composite.mode == Mode::Single {
+                self.composite.mode = Mode::Checkerboard;
+            }
+        }
         self.status = format!("opened {} as the {}", name, role.name());
         Ok(())
     }

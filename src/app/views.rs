@@ -34,6 +34,8 @@ pub(super) fn screen_of(view: &SliceView, rect: egui::Rect, world: [f64; 3]) -> 
     )
 }
 const GAP: f32 = 4.0;
+/// Width of the colour-bar column beside an enlarged view or two runs.
+const LEGEND_W: f32 = 220.0;
 
 /// Which column a view tile belongs to: the main scene (with the run it
 /// shows when runs are compared), or the compared run's scene.
@@ -66,7 +68,18 @@ impl ViewerApp {
             });
             return;
         }
-        let area = ui.available_rect_before_wrap();
+        let mut area = ui.available_rect_before_wrap();
+        // One view enlarged, or two runs side by side: the colour bars go
+        // in a column on the right (in the 2×2 layout, the fourth tile).
+        if (self.nav.enlarged.is_some() || self.compared_runs().is_some())
+            && area.width() > 1.8 * LEGEND_W
+        {
+            let legend =
+                egui::Rect::from_min_max(egui::pos2(area.right() - LEGEND_W, area.top()), area.max);
+            area.max.x -= LEGEND_W + GAP;
+            let mut child = ui.new_child(egui::UiBuilder::new().max_rect(legend.shrink(6.0)));
+            self.legend(&mut child);
+        }
         if let Some((a, b)) = self.compared_runs() {
             // Two runs side by side: each plane in a row, run a left, run b right.
             let planes: Vec<Plane> = match self.nav.enlarged {
@@ -187,6 +200,7 @@ impl ViewerApp {
         self.draw_crosshair(&painter, &view, rect);
         self.draw_landmarks(&painter, plane, &view, rect);
         draw_orientation_letters(&painter, &view, rect);
+        self.draw_names(&painter, a, composite.mode, rect);
         if self.composite.mode == Mode::Swipe {
             let x = rect.left() + self.composite.swipe * rect.width();
             painter.line_segment(
@@ -245,6 +259,39 @@ impl ViewerApp {
         };
         if ui.small_button(label).on_hover_text(tip).clicked() {
             self.toggle_enlarged(plane);
+        }
+    }
+
+    /// The file each shown image comes from, in the view's lower-left
+    /// corner (as Slicer and ITK-SNAP show them).
+    fn draw_names(&self, painter: &egui::Painter, a: Slot, mode: Mode, rect: egui::Rect) {
+        let name = |slot: Slot| -> Option<String> {
+            let n = match slot {
+                Slot::Fixed => self.fixed.as_ref()?.name.clone(),
+                Slot::Moving => self.moving.as_ref()?.name.clone(),
+                Slot::Warped => format!("{} warped", self.moving.as_ref()?.name),
+            };
+            Some(format!("{}: {n}", slot.name()))
+        };
+        let lines: Vec<String> = if mode == Mode::Single {
+            name(a).into_iter().collect()
+        } else {
+            [("A", a), ("B", self.b)]
+                .into_iter()
+                .filter_map(|(k, s)| name(s).map(|n| format!("{k} {n}")))
+                .collect()
+        };
+        let font = egui::FontId::proportional(11.0);
+        let mut y = rect.bottom() - 4.0;
+        for line in lines.iter().rev() {
+            painter.text(
+                egui::pos2(rect.left() + 5.0, y),
+                egui::Align2::LEFT_BOTTOM,
+                line,
+                font.clone(),
+                egui::Color32::from_rgb(230, 230, 150),
+            );
+            y -= 14.0;
         }
     }
 

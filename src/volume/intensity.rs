@@ -110,6 +110,24 @@ impl WindowPreset {
     }
 }
 
+/// Whether values look like CT in Hounsfield units: at least 1 % of them at
+/// or below −500 (air, −1000 HU) and none below −3100 (scanners pad with
+/// −1024 … −3024). MRI and PET have no such negative mass.
+pub fn looks_like_ct(values: &[f32]) -> bool {
+    let finite = values.iter().filter(|v| v.is_finite());
+    let (mut n, mut air) = (0usize, 0usize);
+    for &v in finite {
+        if v < -3100.0 {
+            return false;
+        }
+        n += 1;
+        if v <= -500.0 {
+            air += 1;
+        }
+    }
+    n > 0 && air * 100 >= n
+}
+
 /// Turn a one-channel CT (HU) into three windowed channels in [0, 1].
 pub fn ct_windows(ct: &Volume) -> Result<Volume, VolumeError> {
     if ct.channels != 1 {

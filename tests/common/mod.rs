@@ -194,3 +194,36 @@ pub const QUICK: [&str; 6] = [
     "--set",
     "deformable.window=3",
 ];
+
+/// A head CT in Hounsfield units, `n`³ voxels of 2 mm: air (−1000) around
+/// a skull (1000) around brain (40), with a little noise.
+#[allow(dead_code)]
+pub fn head_ct(n: usize) -> warpscope::volume::Volume {
+    use warpscope::volume::{Grid, Volume, affine};
+    let mut a = affine::IDENTITY;
+    for (k, row) in a.iter_mut().take(3).enumerate() {
+        row[k] = 2.0;
+    }
+    let c = (n as f64 - 1.0) / 2.0;
+    let r = n as f64 * 0.4;
+    let jitter = noise(n * n * n, 7);
+    let data = (0..n * n * n)
+        .map(|i| {
+            let p = [i % n, (i / n) % n, i / (n * n)];
+            let d = p
+                .iter()
+                .map(|&x| (x as f64 - c).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let hu: f32 = if d > r {
+                -1000.0
+            } else if d > 0.85 * r {
+                1000.0
+            } else {
+                40.0
+            };
+            hu + 10.0 * (jitter[i] - 0.5)
+        })
+        .collect();
+    Volume::from_data(Grid::new([n; 3], a), 1, data).expect("sizes")
+}
