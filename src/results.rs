@@ -97,10 +97,25 @@ pub fn measure(
     if !nccs.is_empty() {
         m.ncc = Some(nccs.iter().sum::<f64>() / nccs.len() as f64);
     }
+    landmark_metrics(&mut m, &products.mapping, moving_grid, landmarks);
+    m
+}
+
+/// Set (or clear, without landmarks) the TRE figures of `m` for `mapping`:
+/// a run scored again when landmarks arrive or change after it ended.
+pub fn landmark_metrics(
+    m: &mut RunMetrics,
+    mapping: &crate::metrics::Mapping,
+    moving_grid: &Grid,
+    landmarks: Option<(&LandmarkSet, &LandmarkSet)>,
+) {
+    m.landmarks = None;
+    m.tre_mean_mm = None;
+    m.tre_median_mm = None;
+    m.tre_before_mm = None;
+    m.robustness = None;
     if let Some((f, mv)) = landmarks {
-        let r = tre::tre(f, mv, &products.mapping, Some((moving_grid, 0.0)), &|_| {
-            false
-        });
+        let r = tre::tre(f, mv, mapping, Some((moving_grid, 0.0)), &|_| false);
         if let Some(after) = &r.after {
             m.landmarks = Some(after.n);
             m.tre_mean_mm = Some(after.mean);
@@ -109,7 +124,6 @@ pub fn measure(
         m.tre_before_mm = r.before.as_ref().map(|b| b.mean);
         m.robustness = r.robustness;
     }
-    m
 }
 
 /// Where the inputs of a run came from, for its report.

@@ -295,6 +295,9 @@ fn bad_landmark_files_are_flagged_not_dropped() {
     h.state_mut()
         .open_landmarks(LandmarkFile::One(Side::Fixed), &dup);
     h.run_steps(2);
+    // It replaces the fixed points there: the viewer asks first.
+    h.get_by_label("Replace").click();
+    h.run_steps(2);
     let app = h.state();
     // The fixed side is replaced; the earlier pairs keep their moving points.
     let with_fixed: Vec<&str> = app
@@ -324,6 +327,9 @@ fn bad_landmark_files_are_flagged_not_dropped() {
     std::fs::write(&wrong, text).expect("write");
     h.state_mut()
         .open_landmarks(LandmarkFile::One(Side::Fixed), &wrong);
+    h.run_steps(2);
+    // It replaces the fixed points there: the viewer asks first.
+    h.get_by_label("Replace").click();
     h.run_steps(2);
     let app = h.state();
     let fixed_count = |app: &warpscope::app::ViewerApp| {
@@ -571,4 +577,40 @@ fn points_proposed_by_the_field_stay_out_of_tre_until_confirmed() {
         moved > 1.0,
         "the moved point measures the field: {moved} mm"
     );
+}
+
+/// Issue 17: opening landmarks over points already placed asks first
+/// ("Keep mine" keeps them; "Replace" replaces them, one undo step).
+#[test]
+fn opening_landmarks_over_placed_points_asks_first() {
+    let dir = scratch_dir("lm_replace");
+    let (f, m, _) = demo_copy(&dir);
+    let mut h = harness(Startup {
+        config_dir: Some(dir.join("config")),
+        ..startup(&[(Role::Fixed, &f), (Role::Moving, &m)])
+    });
+    settle(&mut h);
+    h.key_press(egui::Key::K);
+    h.run_steps(2);
+    let rect = h.state().view_rect(Plane::Axial).expect("axial view");
+    click(
+        &mut h,
+        rect.min + egui::vec2(0.45 * rect.width(), 0.5 * rect.height()),
+    );
+    assert_eq!(h.state().lm.editor.pairs().len(), 1);
+    h.state_mut().open_demo_landmarks();
+    h.run_steps(2);
+    h.get_by_label_contains("replaces the 1 landmark pair(s)");
+    h.get_by_label("Keep mine").click();
+    h.run_steps(2);
+    assert_eq!(h.state().lm.editor.pairs().len(), 1, "kept");
+    assert!(h.state().lm.replace_asked.is_none());
+    h.state_mut().open_demo_landmarks();
+    h.run_steps(2);
+    h.get_by_label("Replace").click();
+    h.run_steps(2);
+    assert_eq!(h.state().lm.editor.pairs().len(), 120, "replaced");
+    h.key_press_modifiers(egui::Modifiers::CTRL, egui::Key::Z);
+    h.run_steps(2);
+    assert_eq!(h.state().lm.editor.pairs().len(), 1, "one undo step");
 }

@@ -6,7 +6,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use eframe::egui;
+
 use super::viewer::ViewerApp;
+use crate::landmarks::LandmarkSet;
 use crate::landmarks::edit::{Editor, Placement, side_name};
 use crate::landmarks::formats::{self, CoordinateSystem, Format, IndexBase, Side};
 use crate::metrics::Mapping;
@@ -19,6 +22,15 @@ pub enum LandmarkFile {
     Pairs,
     /// One side, in any single-set format (.fcsv, .mrk.json, BraTS-Reg CSV).
     One(Side),
+}
+
+/// Landmarks read from a file, on their way into the editor.
+pub struct Import {
+    what: LandmarkFile,
+    fixed: LandmarkSet,
+    moving: LandmarkSet,
+    /// The file (or "the demo landmarks"), for messages.
+    source: String,
 }
 
 /// A pair's points carried across by the field: the fixed point mapped to
@@ -56,6 +68,8 @@ pub struct LandmarkUi {
     pub mapped: HashMap<String, Carried>,
     report_key: Option<(u64, u64)>,
     identity: Option<Mapping>,
+    /// An import that would replace points, waiting for the user's answer.
+    pub replace_asked: Option<Import>,
     /// Where the autosave goes, and the generation last written.
     pub autosave: Option<PathBuf>,
     saved: u64,
@@ -77,6 +91,7 @@ impl Default for LandmarkUi {
             mapped: HashMap::new(),
             report_key: None,
             identity: None,
+            replace_asked: None,
             autosave: None,
             saved: 0,
         }
@@ -152,7 +167,29 @@ impl ViewerApp {
                 (p.id.clone(), (forward, back))
             })
             .collect();
+        self.rescore_runs();
         self.autosave_landmarks();
+    }
+
+    /// The TRE of every finished run whose result is kept, against the
+    /// landmarks as they are now: runs made before the landmarks were
+    /// loaded (or edited) are scored too.
+    fn rescore_runs(&mut self) {
+        let Some(moving) = &self.moving else {
+            return;
+        };
+        let (f, m) = self.lm.editor.confirmed_sets();
+        let landmarks = (!f.points.is_empty() && !m.points.is_empty()).then_some((&f, &m));
+        for rec in &mut self.reg.history {
+            if let Some(data) = self.reg.kept.get(&rec.id) {
+                crate::results::landmark_metrics(
+                    &mut rec.metrics,
+                    &data.products.mapping,
+                    &moving.volume.grid,
+                    landmarks,
+                );
+            }
+        }
     }
 
     /// Write the autosave when the pairs changed since the last write.
@@ -255,6 +292,79 @@ impl ViewerApp {
                 return;
             }
         };
+        self.import_landmarks(Import {
+            what,
+            fixed: f,
+            moving: m,
+            source: path.display().to_string(),
+        });
+    }
+
+    /// Points that an import would replace: the pairs, or one side's points.
+    fn replaced_by(&self, what: LandmarkFile) -> usize {
+        let pairs = self.lm.editor.pairs();
+        match what {
+            LandmarkFile::Pairs => pairs.len(),
+            LandmarkFile::One(side) => pairs.iter().filter(|p| p.get(side).is_some()).count(),
+        }
+    }
+
+    /// Bring read landmarks into the editor, after asking when they would
+    /// replace points already there.
+    fn import_landmarks(&mut self, import: Import) {
+        if self.replaced_by(import.what) > 0 {
+            self.lm.replace_asked = Some(import);
+        } else {
+            self.apply_import(import);
+        }
+    }
+
+    /// The "replace the landmarks?" question, while one is pending.
+    pub(super) fn replace_question(&mut self, ctx: &egui::Context) {
+        let Some(import) = &self.lm.replace_asked else {
+            return;
+        };
+        let n = self.replaced_by(import.what);
+        let what = match import.what {
+            LandmarkFile::Pairs => format!("the {n} landmark pair(s)"),
+            LandmarkFile::One(side) => format!("the {n} {} point(s)", side_name(side)),
+        };
+        let mut answer = None;
+        egui::Window::new("Replace the landmarks?")
+            .collapsible(false)
+            .resizable(false)
+            .show(ctx, |ui| {
+                ui.label(format!(
+                    "Opening {} replaces {what} placed or opened before (ctrl-Z undoes it).",
+                    import.source
+                ));
+                ui.horizontal(|ui| {
+                    if ui.button("Replace").clicked() {
+                        answer = Some(true);
+                    }
+                    if ui.button("Keep mine").clicked() {
+                        answer = Some(false);
+                    }
+                });
+            });
+        match answer {
+            Some(true) => {
+                if let Some(import) = self.lm.replace_asked.take() {
+                    self.apply_import(import);
+                }
+            }
+            Some(false) => self.lm.replace_asked = None,
+            None => {}
+        }
+    }
+
+    fn apply_import(&mut self, import: Import) {
+        let Import {
+            what,
+            fixed: f,
+            moving: m,
+            source,
+        } = import;
         let notice = match what {
             LandmarkFile::Pairs => self.lm.editor.replace_all(&f, &m),
             LandmarkFile::One(side) => self.lm.editor.replace_side(side, &f),
@@ -275,9 +385,8 @@ impl ViewerApp {
             }
         }
         self.status = format!(
-            "{} landmark pair(s) from {}",
+            "{} landmark pair(s) from {source}",
             self.lm.editor.pairs().len(),
-            path.display()
         );
     }
 
@@ -320,11 +429,12 @@ impl ViewerApp {
     /// The embedded demo's landmarks (pair CSV), when the demo pair is shown.
     pub fn open_demo_landmarks(&mut self) {
         match formats::parse_pair_csv(crate::demo::LANDMARKS_CSV, "demo/landmarks.csv") {
-            Ok((f, m)) => {
-                if let Some(n) = self.lm.editor.replace_all(&f, &m) {
-                    self.notice(n);
-                }
-            }
+            Ok((f, m)) => self.import_landmarks(Import {
+                what: LandmarkFile::Pairs,
+                fixed: f,
+                moving: m,
+                source: "the demo landmarks".into(),
+            }),
             Err(e) => self.error(e.to_string()),
         }
     }

@@ -332,7 +332,7 @@ impl ViewerApp {
                 return;
             }
         };
-        let (f, m) = self.lm.editor.to_sets();
+        let (f, m) = self.lm.editor.confirmed_sets();
         let landmarks = (!f.points.is_empty() && !m.points.is_empty()).then_some((f, m));
         let pipeline = self.reg.pipeline.clone();
         let job = Job {
@@ -357,6 +357,7 @@ impl ViewerApp {
         self.clear_field_products();
         self.reg.shown = None;
         self.reg.side_by_side = false;
+        self.clear_notices();
         self.notice(format!(
             "run {id} started: preset {} on {device_name}",
             pipeline.preset
@@ -736,6 +737,9 @@ impl ViewerApp {
 
     /// Show a kept run's result in the views (field, det J, warped, IC weights).
     pub fn show_run(&mut self, id: u32) {
+        if self.reg.shown.is_some_and(|s| s != id) {
+            self.clear_notices();
+        }
         let Some(data) = self.reg.kept.get(&id).cloned() else {
             self.error(format!(
                 "run {id}'s field is no longer kept in memory: re-run it to see it"

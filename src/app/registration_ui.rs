@@ -665,12 +665,15 @@ impl ViewerApp {
 }
 
 impl ViewerApp {
+    /// One row per run, newest first: what is compared (TRE, folds) next
+    /// to the run, its actions, then the rest, so that a narrow panel shows
+    /// the figures without scrolling.
     fn runs_grid(&self, ui: &mut egui::Ui, actions: &mut Vec<RunAction>) {
         egui::Grid::new("runs")
             .striped(true)
             .num_columns(9)
             .show(ui, |ui| {
-                for h in ["run", "preset", "status", "s", "TRE mm", "folds %", "SDlogJ", "NCC", ""] {
+                for h in ["run", "TRE mm", "folds %", "preset", "", "status", "s", "SDlogJ", "NCC"] {
                     ui.strong(h);
                 }
                 ui.end_row();
@@ -687,14 +690,20 @@ impl ViewerApp {
                     {
                         actions.push(RunAction::Pick(r.id, picked));
                     }
-                    ui.label(&r.pipeline.preset);
-                    ui.label(r.status.split(':').next().unwrap_or(""))
-                        .on_hover_text(&r.status);
-                    ui.label(format!("{:.1}", r.seconds));
-                    ui.label(opt(r.metrics.tre_mean_mm, 2));
+                    ui.label(opt(r.metrics.tre_mean_mm, 2)).on_hover_text(
+                        "Mean TRE over the confirmed landmark pairs (rescored when they change)",
+                    );
                     ui.label(opt(r.metrics.folds_percent, 3));
-                    ui.label(opt(r.metrics.sd_log_j, 3));
-                    ui.label(opt(r.metrics.ncc, 4));
+                    let changes = r.pipeline.changes_from_preset();
+                    if changes.is_empty() {
+                        ui.label(&r.pipeline.preset);
+                    } else {
+                        ui.label(format!("{} (edited)", r.pipeline.preset))
+                            .on_hover_text(format!(
+                                "Changed from the preset:\n{}",
+                                changes.join("\n")
+                            ));
+                    }
                     ui.horizontal(|ui| {
                         if ui
                             .add_enabled(kept, egui::Button::new("show").small())
@@ -721,9 +730,16 @@ impl ViewerApp {
                             actions.push(RunAction::Export(r.id));
                         }
                     });
+                    ui.label(r.status.split(':').next().unwrap_or(""))
+                        .on_hover_text(&r.status);
+                    ui.label(format!("{:.1}", r.seconds));
+                    ui.label(opt(r.metrics.sd_log_j, 3));
+                    ui.label(opt(r.metrics.ncc, 4));
                     ui.end_row();
                 }
             });
+        // Room for the horizontal scroll bar under the last row.
+        ui.add_space(14.0);
     }
 
     fn run_actions(&mut self, actions: Vec<RunAction>) {

@@ -305,6 +305,21 @@ impl Editor {
         })
     }
 
+    /// As [`Editor::to_sets`], without the pairs that have a proposed point
+    /// (what TRE is measured on).
+    pub fn confirmed_sets(&self) -> (LandmarkSet, LandmarkSet) {
+        let side = |s: Side| {
+            LandmarkSet::new(
+                self.pairs
+                    .iter()
+                    .filter(|p| p.proposed.is_none())
+                    .filter_map(|p| p.get(s).map(|x| Landmark::new(p.id.clone(), x)))
+                    .collect(),
+            )
+        };
+        (side(Side::Fixed), side(Side::Moving))
+    }
+
     /// The two sides as landmark sets (in pair order, points present only).
     pub fn to_sets(&self) -> (LandmarkSet, LandmarkSet) {
         let side = |s: Side| {

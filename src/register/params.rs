@@ -540,6 +540,21 @@ impl Pipeline {
     }
 
     /// Apply `key=value` strings in order, then validate.
+    /// The keys where this pipeline differs from its named preset, as
+    /// `key: preset value → this value` (empty when it is the preset
+    /// itself, or names no known preset).
+    pub fn changes_from_preset(&self) -> Vec<String> {
+        let Ok(base) = Pipeline::preset(&self.preset) else {
+            return Vec::new();
+        };
+        KEYS.iter()
+            .filter_map(|k| {
+                let (a, b) = (base.value_of(k)?, self.value_of(k)?);
+                (a != b).then(|| format!("{k}: {a} → {b}"))
+            })
+            .collect()
+    }
+
     pub fn with_overrides(mut self, sets: &[String]) -> Result<Self, ParamError> {
         for s in sets {
             let (k, v) = s
@@ -865,6 +880,20 @@ mod tests {
         assert_eq!(
             p.value_of("deformable.diffusion").as_deref(),
             Some("0.5,0.25,2")
+        );
+    }
+
+    /// An edited preset lists what differs from the preset, key by key.
+    #[test]
+    fn changes_from_the_preset_are_listed() {
+        let fast = Pipeline::preset("fast").expect("fast");
+        assert!(fast.changes_from_preset().is_empty());
+        let edited = fast
+            .with_overrides(&["deformable.lncc=0.5".into(), "ic.power=1".into()])
+            .expect("set");
+        assert_eq!(
+            edited.changes_from_preset(),
+            ["deformable.lncc: 1 → 0.5", "ic.power: 2 → 1"]
         );
     }
 
