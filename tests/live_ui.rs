@@ -90,6 +90,12 @@ fn a_run_is_started_tuned_paused_resumed_and_stopped_from_the_panel() {
     h.state_mut().open_demo_landmarks();
     h.state_mut().reg.device = DeviceChoice::Cpu;
     h.run_steps(2);
+    // The stage editor sits behind "Advanced" (issue 17).
+    assert!(
+        h.query_by_label("affine stage").is_none(),
+        "the stage editor is folded away"
+    );
+    click_button(&mut h, "Advanced: every stage parameter");
     // One long full-resolution level, so there is time to tune it.
     click_button(&mut h, "affine stage");
     type_into(&mut h, "deformable levels", "1");
@@ -243,6 +249,7 @@ fn nonsense_parameters_are_refused_with_a_message() {
     let mut h = harness(demo());
     settle(&mut h);
     let before = h.state().reg.pipeline.clone();
+    click_button(&mut h, "Advanced: every stage parameter");
     type_into(&mut h, "diffusion", "-1");
     assert_eq!(
         h.state().reg.pipeline,
@@ -262,6 +269,10 @@ fn nonsense_parameters_are_refused_with_a_message() {
     // A sensible value is taken.
     type_into(&mut h, "diffusion", "0.5");
     assert_eq!(h.state().reg.pipeline.deformable.diffusion, vec![0.5]);
+    // The edit is listed against the preset, which one click restores.
+    assert_shown(&h, "1 change(s) from fast");
+    click_button(&mut h, "back to the preset");
+    assert_eq!(h.state().reg.pipeline, before);
 }
 
 /// A small pair for GPU runs on lavapipe (software Vulkan is slow).

@@ -162,6 +162,18 @@ const CURVES: [egui::Color32; 5] = [
 /// The compared run's total.
 const OVERLAY: egui::Color32 = egui::Color32::from_rgb(190, 160, 255);
 
+/// What a preset does, in a line (the README's table, shortened).
+fn preset_summary(name: &str) -> &'static str {
+    match name {
+        "fast" => "MSE affine, then LNCC 5 with the gradient and field smoothed (our default)",
+        "lumir" => "LUMIR's LNCC + 6·‖∇u‖², no affine",
+        "brats-ic" => "fast, then inverse-consistency weighting (resection cavities)",
+        "mse+ncc" => "both directions, MSE and NCC weighted equally",
+        "symmetric" => "MICS: both directions, Jacobian and inverse-consistency losses",
+        _ => "",
+    }
+}
+
 /// A progress bar per stage level.
 fn level_bars(ui: &mut egui::Ui, p: &RunProgress) {
     for row in &p.rows {
@@ -457,6 +469,25 @@ impl ViewerApp {
                 self.set_pipeline(p);
             }
         });
+        ui.small(preset_summary(&self.reg.pipeline.preset));
+        let changes = self.reg.pipeline.changes_from_preset();
+        if !changes.is_empty() {
+            ui.horizontal_wrapped(|ui| {
+                ui.label(format!(
+                    "{} change(s) from {}",
+                    changes.len(),
+                    self.reg.pipeline.preset
+                ))
+                .on_hover_text(changes.join("\n"));
+                if ui
+                    .add_enabled(!running, egui::Button::new("back to the preset").small())
+                    .clicked()
+                    && let Ok(p) = Pipeline::preset(&self.reg.pipeline.preset)
+                {
+                    self.set_pipeline(p);
+                }
+            });
+        }
         if running {
             ui.small(
                 "While the run goes, weights, learning rates and iterations left (marked live) \
@@ -479,6 +510,16 @@ impl ViewerApp {
             });
             self.refusal(ui, "iterations_left");
         }
+        // Every stage's parameters, behind one header: the preset is what
+        // most runs need (the SlicerANTs review asked for this split).
+        egui::CollapsingHeader::new("Advanced: every stage parameter")
+            .id_salt("advanced parameters")
+            .default_open(false)
+            .show(ui, |ui| self.stage_editor(ui));
+    }
+
+    fn stage_editor(&mut self, ui: &mut egui::Ui) {
+        let running = self.reg.running();
         self.flag(ui, "normalize", "normalise intensities (0.5–99.5 %)");
         self.flag(ui, "fused", "fused kernels (CPU and GPU)");
         ui.separator();
