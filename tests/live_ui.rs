@@ -591,3 +591,47 @@ fn runs_are_rescored_when_landmarks_arrive_and_edits_are_labelled() {
     h.run_steps(2);
     assert_shown(&h, "fast (edited)");
 }
+
+/// Issue 17: the viewer takes a fixed mask (as `register --fixed-mask`
+/// does): the run compares only voxels inside it, and its figures include
+/// the folds inside the mask; "clear" drops it for the next run.
+#[test]
+fn a_fixed_mask_opened_in_the_viewer_is_used_by_the_run() {
+    let pair = common::shared("pairs/brain2mm_syn");
+    let mut h = harness(Startup {
+        images: vec![
+            (Role::Fixed, Source::Path(pair.join("fixed.nii.gz"))),
+            (Role::Moving, Source::Path(pair.join("moving.nii.gz"))),
+            (Role::Mask, Source::Path(pair.join("fixed_mask.nii.gz"))),
+        ],
+        ..Default::default()
+    });
+    settle(&mut h);
+    assert!(h.state().mask.is_some(), "{:?}", h.state().errors());
+    assert_shown(&h, "fixed mask fixed_mask.nii.gz");
+    h.state_mut().reg.device = DeviceChoice::Cpu;
+    let mut p = one_level(3);
+    p.finest_mm = 4.0;
+    h.state_mut().set_pipeline(p);
+    click_button(&mut h, "Run");
+    step_until(&mut h, Duration::from_secs(120), "the run to end", |a| {
+        !a.reg.running()
+    });
+    let r = h.state().reg.history[0].clone();
+    assert_eq!(r.status, "completed", "{:?}", h.state().errors());
+    assert!(
+        r.metrics.folds_percent_in_mask.is_some(),
+        "the run had the mask: {:?}",
+        r.metrics
+    );
+    let kept = h.state().reg.kept.get(&1).expect("kept");
+    assert_eq!(
+        kept.sources
+            .fixed_mask
+            .as_deref()
+            .map(|s| s.ends_with("fixed_mask.nii.gz")),
+        Some(true)
+    );
+    click_button(&mut h, "clear");
+    assert!(h.state().mask.is_none());
+}

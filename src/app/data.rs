@@ -25,15 +25,18 @@ pub enum Role {
     IcWeights,
     /// A label map, drawn as outlines.
     Labels,
+    /// The fixed image's mask: registration compares only voxels inside it.
+    Mask,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Fixed,
         Role::Moving,
         Role::Field,
         Role::IcWeights,
         Role::Labels,
+        Role::Mask,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Role {
             Role::Field => "field",
             Role::IcWeights => "IC weights",
             Role::Labels => "labels",
+            Role::Mask => "fixed mask",
         }
     }
 }
@@ -144,7 +148,7 @@ impl LoadedImage {
         limits: &Limits,
     ) -> Result<Self, String> {
         let preset = match (role, info) {
-            (Role::Labels | Role::IcWeights, _) => WindowPreset::MinMax,
+            (Role::Labels | Role::IcWeights | Role::Mask, _) => WindowPreset::MinMax,
             (_, Some(i)) if i.is_suv() => WindowPreset::PetSuv,
             (_, Some(i)) if i.units() == "HU" => WindowPreset::CtBrain,
             // A NIfTI states no units: a CT is recognised by its air.
@@ -159,7 +163,7 @@ impl LoadedImage {
             volume,
             info,
             limits,
-            role == Role::Labels,
+            matches!(role, Role::Labels | Role::Mask),
             preset,
         )
     }

@@ -159,6 +159,7 @@ impl ViewerApp {
                 Role::Moving => self.moving.as_mut(),
                 Role::IcWeights => self.ic.as_mut(),
                 Role::Labels => self.labels.as_mut(),
+                Role::Mask => self.mask.as_mut(),
                 Role::Field => None,
             };
             ui.horizontal(|ui| {
@@ -458,6 +459,8 @@ impl ViewerApp {
             });
             ui.add(egui::Slider::new(&mut o.opacity, 0.0..=1.0).text("opacity"));
         }
+        self.image_controls_compact(ui, Role::Mask);
+        ui.small("registration compares only voxels inside the fixed mask");
         self.image_controls_compact(ui, Role::Labels);
         if self.labels.is_some() {
             ui.checkbox(&mut self.overlays.labels.on, "label outlines (L)");
@@ -481,15 +484,23 @@ impl ViewerApp {
         });
         let img = match role {
             Role::IcWeights => &self.ic,
+            Role::Mask => &self.mask,
             _ => &self.labels,
         };
+        let mut clear = false;
         match img {
             Some(i) => {
-                ui.small(format!("{} · {}", i.name, i.summary));
+                ui.horizontal_wrapped(|ui| {
+                    ui.small(format!("{} · {}", i.name, i.summary));
+                    clear = role == Role::Mask && ui.small_button("clear").clicked();
+                });
             }
             None => {
                 ui.small("(none)");
             }
+        }
+        if clear {
+            self.mask = None;
         }
     }
 }

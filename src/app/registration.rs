@@ -308,7 +308,7 @@ impl ViewerApp {
         let inputs = Inputs {
             fixed: fixed.volume.clone(),
             moving: moving.volume.clone(),
-            fixed_mask: None,
+            fixed_mask: self.mask.as_ref().map(|m| m.volume.clone()),
         };
         let display = fixed.display.grid.clone();
         let sources = RunSources {
@@ -322,7 +322,10 @@ impl ViewerApp {
                     .source_name(None)
                     .unwrap_or_else(|| moving.name.clone()),
             ],
-            fixed_mask: None,
+            fixed_mask: self
+                .mask
+                .as_ref()
+                .map(|m| m.source_name(None).unwrap_or_else(|| m.name.clone())),
             overrides: Vec::new(),
         };
         let (device, shared, device_name) = match self.engine_device() {

@@ -55,7 +55,10 @@ impl ViewerApp {
         let images = Images {
             fixed: vec![name(fixed)?],
             moving: vec![name(moving)?],
-            fixed_mask: None,
+            fixed_mask: match &self.mask {
+                Some(m) => Some(name(m)?),
+                None => None,
+            },
             labels: match &self.labels {
                 Some(l) => Some(name(l)?),
                 None => None,
@@ -126,6 +129,10 @@ impl ViewerApp {
         open(self, Role::Moving, &s.images.moving[0]);
         if let Some(l) = &s.images.labels {
             open(self, Role::Labels, l);
+        }
+        self.mask = None;
+        if let Some(m) = &s.images.fixed_mask {
+            open(self, Role::Mask, m);
         }
         self.labels_in_moving = s.images.labels_in_moving;
         self.set_pipeline(s.pipeline.clone());

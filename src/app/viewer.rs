@@ -110,6 +110,8 @@ pub struct ViewerApp {
     pub field: Option<LoadedField>,
     pub ic: Option<LoadedImage>,
     pub labels: Option<LoadedImage>,
+    /// The fixed image's mask, for registration.
+    pub mask: Option<LoadedImage>,
     /// Labels drawn in moving space (through the field) instead of fixed space.
     pub labels_in_moving: bool,
     pub products: Products,
@@ -204,6 +206,7 @@ impl ViewerApp {
             field: None,
             ic: None,
             labels: None,
+            mask: None,
             labels_in_moving: startup.labels_in_moving,
             products: Products::default(),
             nav: Navigation::framing(&placeholder),
@@ -557,7 +560,7 @@ impl ViewerApp {
             Role::Moving => s.set_image(Slot::Moving, Some(t)),
             Role::IcWeights => s.set_map(Map::IcWeights, Some(t)),
             Role::Labels => s.set_map(Map::Labels, Some(t)),
-            Role::Field => {}
+            Role::Field | Role::Mask => {}
         });
     }
 
@@ -638,6 +641,14 @@ impl ViewerApp {
                 }
                 self.labels = Some(img);
                 self.overlays.labels.on = true;
+            }
+            Role::Mask => {
+                let inside = img.volume.data.iter().filter(|&&v| v > 0.5).count();
+                self.notice(format!(
+                    "fixed mask {}: registration compares only the {inside} voxels inside it",
+                    img.name
+                ));
+                self.mask = Some(img);
             }
             Role::Field => {}
         }
@@ -786,7 +797,7 @@ impl ViewerApp {
     /// Show another channel of a multi-channel image.
     pub fn select_channel(&mut self, role: Role, c: usize) {
         let limits = self.limits.clone();
-        let labels = role == Role::Labels;
+        let labels = matches!(role, Role::Labels | Role::Mask);
         let Some(img) = slot_mut(self, role) else {
             return;
         };
@@ -909,6 +920,7 @@ fn slot_ref(app: &ViewerApp, role: Role) -> Option<&LoadedImage> {
         Role::Moving => app.moving.as_ref(),
         Role::IcWeights => app.ic.as_ref(),
         Role::Labels => app.labels.as_ref(),
+        Role::Mask => app.mask.as_ref(),
         Role::Field => None,
     }
 }
@@ -919,6 +931,7 @@ fn slot_mut(app: &mut ViewerApp, role: Role) -> Option<&mut LoadedImage> {
         Role::Moving => app.moving.as_mut(),
         Role::IcWeights => app.ic.as_mut(),
         Role::Labels => app.labels.as_mut(),
+        Role::Mask => app.mask.as_mut(),
         Role::Field => None,
     }
 }

@@ -46,6 +46,9 @@ pub struct Args {
     /// A label map to outline.
     #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// A mask of the fixed image: registration compares only voxels inside it.
+    #[arg(long)]
+    pub fixed_mask: Option<PathBuf>,
     /// The labels belong to the moving image (drawn through the field).
     #[arg(long)]
     pub labels_moving: bool,
@@ -149,6 +152,7 @@ fn gui(args: Args) -> CliResult {
         (Role::Field, args.field),
         (Role::Labels, args.labels),
         (Role::IcWeights, args.ic_weights),
+        (Role::Mask, args.fixed_mask),
     ] {
         if let Some(p) = path {
             if !p.exists() {
