@@ -220,3 +220,52 @@ fn ic_weighting_agrees_on_gpu_and_cpu() {
     println!("IC: field difference mean {mean:.5}, p99 {p99:.4}, max {max:.4} voxel");
     assert!(mean < 0.01 && p99 < 0.05, "mean {mean}, p99 {p99} voxel");
 }
+
+/// A scheduled change (a re-run's replay of a live one) takes effect at
+/// its iteration exactly, on the CPU and on the GPU kernels (whose batches
+/// end there): the progress report of iteration 37 lists it, no other does.
+#[test]
+fn scheduled_changes_take_effect_at_their_iteration() {
+    let inputs = small_pair();
+    for backend in [Backend::Cpu, Backend::Gpu] {
+        let device = make_device(backend).expect("device");
+        let pipeline = Pipeline::preset("fast")
+            .expect("fast")
+            .with_overrides(&[
+                "affine.iterations=30".into(),
+                "affine.levels=1".into(),
+                "deformable.levels=2".into(),
+                "deformable.iterations=30,15".into(),
+            ])
+            .expect("set");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let link = Link {
+            events: Some(tx),
+            schedule: vec![(37, "deformable.diffusion=2".into())],
+            ..Default::default()
+        };
+        let o = register::register(&inputs, pipeline, &device, link).expect("register");
+        assert_eq!(o.status, Status::Completed);
+        let applied: Vec<(usize, Vec<String>)> = rx
+            .try_iter()
+            .filter_map(|e| match e {
+                warpscope::register::Event::Progress(p) => Some(p.applied),
+                _ => None,
+            })
+            .enumerate()
+            .filter(|(_, a)| !a.is_empty())
+            .map(|(i, a)| (i + 1, a))
+            .collect();
+        println!("{backend:?}: {applied:?}");
+        assert_eq!(
+            applied,
+            vec![(37, vec!["deformable.diffusion=2".to_string()])],
+            "{backend:?}"
+        );
+        assert_eq!(
+            o.pipeline.deformable.diffusion,
+            vec![2.0],
+            "the run ended with it"
+        );
+    }
+}

@@ -635,3 +635,47 @@ fn a_fixed_mask_opened_in_the_viewer_is_used_by_the_run() {
     click_button(&mut h, "clear");
     assert!(h.state().mask.is_none());
 }
+
+/// Issue 17: a re-run replays the live changes at the iterations where
+/// they took effect (they used to be applied from the start): the same
+/// markers, the same result.
+#[test]
+fn a_re_run_replays_live_changes_at_their_iterations() {
+    let mut h = harness(demo());
+    settle(&mut h);
+    h.state_mut().reg.device = DeviceChoice::Cpu;
+    h.state_mut().set_pipeline(one_level(150));
+    click_button(&mut h, "Advanced: every stage parameter");
+    click_button(&mut h, "Run");
+    step_until(&mut h, Duration::from_secs(60), "progress", |a| {
+        steps(a) >= 5
+    });
+    type_into(&mut h, "diffusion", "2");
+    step_until(&mut h, Duration::from_secs(120), "run 1", |a| {
+        !a.reg.running()
+    });
+    let first = h.state().reg.history[0].clone();
+    assert_eq!(first.changes.len(), 1, "{:?}", first.changes);
+    h.get_by_label("re-run").click_accesskit();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(120), "run 2", |a| {
+        !a.reg.running() && a.reg.history.len() == 2
+    });
+    let second = h.state().reg.history[1].clone();
+    println!(
+        "run 1 changes {:?}, total {}; run 2 changes {:?}, total {}",
+        first.changes, first.final_total, second.changes, second.final_total
+    );
+    assert_eq!(second.changes, first.changes, "the same iterations");
+    assert_eq!(
+        second.pipeline, first.pipeline,
+        "started from the same plan"
+    );
+    assert_eq!(second.iterations, first.iterations);
+    assert!(
+        (second.final_total - first.final_total).abs() <= 1e-9 * first.final_total.abs(),
+        "{} vs {}",
+        second.final_total,
+        first.final_total
+    );
+}

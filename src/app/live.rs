@@ -66,6 +66,8 @@ pub struct Job {
     /// The fixed image's display grid (the final field is brought onto it).
     pub display: Grid,
     pub sources: results::RunSources,
+    /// Live changes to replay at their iterations (a re-run).
+    pub schedule: Vec<(usize, String)>,
 }
 
 /// A finished run, measured and ready to show.
@@ -137,6 +139,7 @@ impl Worker {
                     events: Some(ev_tx),
                     control: Some(ctl_rx),
                     device_snapshots: job.device_snapshots,
+                    schedule: job.schedule.clone(),
                 };
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     register::register(&job.inputs, job.pipeline.clone(), &job.device, link)

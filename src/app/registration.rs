@@ -293,6 +293,12 @@ impl ViewerApp {
 
     /// Start a run of the edited pipeline on the loaded images.
     pub fn start_run(&mut self) {
+        self.start_run_with(Vec::new());
+    }
+
+    /// Start a run that applies `schedule`'s changes (`key=value`) at
+    /// their iterations, as the engine applies live ones.
+    fn start_run_with(&mut self, schedule: Vec<(usize, String)>) {
         if self.reg.running() {
             self.error("a registration is already running: stop it first");
             return;
@@ -346,6 +352,7 @@ impl ViewerApp {
             landmarks,
             display,
             sources,
+            schedule,
         };
         let worker = match Worker::spawn(job) {
             Ok(w) => w,
@@ -767,18 +774,16 @@ impl ViewerApp {
         self.reg.shown = Some(id);
     }
 
-    /// The run's pipeline (with the changes made while it ran) in the
-    /// editor, and a new run started.
+    /// The run's pipeline in the editor, and a new run started that applies
+    /// the changes made while it ran at the same iterations.
     pub fn rerun(&mut self, id: u32) {
         let Some(rec) = self.reg.history.iter().find(|r| r.id == id).cloned() else {
             return;
         };
-        let mut p = rec.pipeline.clone();
-        for (_, change) in &rec.changes {
-            apply_change(&mut p, change);
-        }
-        self.set_pipeline(p);
-        self.start_run();
+        // The pipeline as it started, and its live changes replayed at the
+        // iterations where they took effect: the same run again.
+        self.set_pipeline(rec.pipeline.clone());
+        self.start_run_with(rec.changes.clone());
     }
 
     /// Write a kept run's result files into `dir` on a helper thread.

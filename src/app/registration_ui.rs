@@ -755,7 +755,7 @@ impl ViewerApp {
                         }
                         if ui
                             .add_enabled(!self.reg.running(), egui::Button::new("re-run").small())
-                            .on_hover_text("Run this pipeline again (with the changes made while it ran)")
+                            .on_hover_text("Run this pipeline again, replaying the changes made while it ran at the same iterations")
                             .clicked()
                         {
                             actions.push(RunAction::Rerun(r.id));

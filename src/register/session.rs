@@ -127,6 +127,10 @@ pub struct Link {
     /// Snapshots of a GPU run stay on the device ([`SnapshotField::Device`]):
     /// set by a viewer that shares the engine's wgpu device.
     pub device_snapshots: bool,
+    /// Parameter changes (`key=value`) to apply as if sent live, each
+    /// before the iteration (1-based, counted over the whole run) at which
+    /// it took effect in an earlier run: a re-run replays them exactly.
+    pub schedule: Vec<(usize, String)>,
 }
 
 /// A check a live change must pass (see [`Runner::live_guard`]).
@@ -143,6 +147,10 @@ pub struct Runner {
     /// every reported time.
     paused_s: f64,
     snapshot_wanted: bool,
+    /// `Link::schedule`, soonest first, and the run's iteration count when
+    /// the current level began.
+    schedule: std::collections::VecDeque<(usize, String)>,
+    level_first: usize,
     /// Final term values of the last level run, for the report.
     pub last_terms: Vec<(String, f64)>,
     pub last_total: f64,
@@ -197,6 +205,8 @@ pub struct Place<'a> {
 
 impl Runner {
     pub fn new(pipeline: Pipeline, device: Device, link: Link) -> Self {
+        let mut schedule = link.schedule.clone();
+        schedule.sort_by_key(|(step, _)| *step);
         Self {
             pipeline,
             device,
@@ -204,6 +214,8 @@ impl Runner {
             start: Instant::now(),
             paused_s: 0.0,
             snapshot_wanted: false,
+            schedule: schedule.into(),
+            level_first: 0,
             last_terms: Vec::new(),
             last_total: f64::NAN,
             iterations_done: 0,
@@ -224,6 +236,15 @@ impl Runner {
         }
     }
 
+    /// Iterations the current level may run from its iteration `done` before
+    /// a scheduled change must be applied (at least 1; unbounded without one).
+    pub fn iterations_before_scheduled(&self, done: usize) -> usize {
+        match self.schedule.front() {
+            Some((step, _)) => step.saturating_sub(1 + self.level_first + done).max(1),
+            None => usize::MAX,
+        }
+    }
+
     /// Apply pending controls; blocks while paused. Returns the changes applied.
     fn poll(&mut self, iters: &mut usize, done: usize) -> Result<Vec<String>, Halt> {
         self.poll_with(iters, done, &mut |_| {})
@@ -238,6 +259,22 @@ impl Runner {
         before_pause: &mut dyn FnMut(&mut Runner),
     ) -> Result<Vec<String>, Halt> {
         let mut applied = Vec::new();
+        if done == 0 {
+            self.level_first = self.iterations_done;
+        }
+        // Scheduled changes due before the next iteration (a re-run's replay).
+        let next = self.level_first + done + 1;
+        while self.schedule.front().is_some_and(|(step, _)| *step <= next) {
+            let Some((_, change)) = self.schedule.pop_front() else {
+                break;
+            };
+            match change.split_once('=') {
+                Some((key, value)) => self.apply_set(key, value, iters, done, &mut applied),
+                None => self.send(Event::Notice(format!(
+                    "refused {change}: not a key=value change"
+                ))),
+            }
+        }
         let mut paused = false;
         let mut flushed = false;
         loop {
@@ -269,41 +306,55 @@ impl Runner {
                 Control::Stop => return Err(Halt::Stopped),
                 Control::Snapshot => self.snapshot_wanted = true,
                 Control::Set { key, value } => {
-                    let change = format!("{key}={value}");
-                    if key == "iterations_left" {
-                        match value.trim().parse::<usize>() {
-                            Ok(left) => {
-                                *iters = done + left;
-                                applied.push(change);
-                            }
-                            Err(_) => self.send(Event::Notice(format!(
-                                "refused {change}: expected a whole number"
-                            ))),
-                        }
-                        continue;
-                    }
-                    if !super::params::is_live_key(&key) {
-                        self.send(Event::Notice(format!(
-                            "refused {change}: only weights, learning rates and iterations_left \
-                             can change during a run"
-                        )));
-                        continue;
-                    }
-                    let mut next = self.pipeline.clone();
-                    match next.set(&key, &value).and_then(|_| next.validate()) {
-                        Ok(()) if self.live_guard.as_ref().is_some_and(|ok| !ok(&next)) => self
-                            .send(Event::Notice(format!(
-                                "refused {change}: the running optimiser does not compute this \
-                                 term; it can be switched on for the next run"
-                            ))),
-                        Ok(()) => {
-                            self.pipeline = next;
-                            applied.push(change);
-                        }
-                        Err(e) => self.send(Event::Notice(format!("refused {change}: {e}"))),
-                    }
+                    self.apply_set(&key, &value, iters, done, &mut applied);
                 }
             }
+        }
+    }
+
+    /// One parameter change, live or scheduled: applied (and listed in
+    /// `applied`) or refused with a notice.
+    fn apply_set(
+        &mut self,
+        key: &str,
+        value: &str,
+        iters: &mut usize,
+        done: usize,
+        applied: &mut Vec<String>,
+    ) {
+        let change = format!("{key}={value}");
+        if key == "iterations_left" {
+            match value.trim().parse::<usize>() {
+                Ok(left) => {
+                    *iters = done + left;
+                    applied.push(change);
+                }
+                Err(_) => self.send(Event::Notice(format!(
+                    "refused {change}: expected a whole number"
+                ))),
+            }
+            return;
+        }
+        if !super::params::is_live_key(key) {
+            self.send(Event::Notice(format!(
+                "refused {change}: only weights, learning rates and iterations_left \
+                 can change during a run"
+            )));
+            return;
+        }
+        let mut next = self.pipeline.clone();
+        match next.set(key, value).and_then(|_| next.validate()) {
+            Ok(()) if self.live_guard.as_ref().is_some_and(|ok| !ok(&next)) => {
+                self.send(Event::Notice(format!(
+                    "refused {change}: the running optimiser does not compute this \
+                     term; it can be switched on for the next run"
+                )))
+            }
+            Ok(()) => {
+                self.pipeline = next;
+                applied.push(change);
+            }
+            Err(e) => self.send(Event::Notice(format!("refused {change}: {e}"))),
         }
     }
 

@@ -1335,7 +1335,10 @@ impl Optim {
             if done >= iters {
                 break;
             }
-            let count = batch.min(iters - done);
+            // A batch ends where a scheduled change (a re-run's replay) is due.
+            let count = batch
+                .min(iters - done)
+                .min(runner.iterations_before_scheduled(done));
             pending.push_back(self.submit_batch(count).map_err(failed)?);
             done += count;
             if runner.take_snapshot_request() {
