@@ -192,6 +192,22 @@ fn the_tre_table_equals_what_eval_prints_for_the_same_files() {
         "{after} on screen"
     );
     h.get_by_label_contains("120 of 120 paired landmarks used");
+    // The file's own column is shown, and written back with the pairs.
+    h.get_by_label("in_resection");
+    let saved = dir.join("saved_pairs.csv");
+    h.state_mut().save_landmarks(
+        LandmarkFile::Pairs,
+        warpscope::landmarks::formats::Format::PairCsv,
+        &saved,
+    );
+    let text = std::fs::read_to_string(&saved).expect("saved pairs");
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.ends_with(",in_resection")),
+        "{}",
+        text.lines().next().unwrap_or("")
+    );
     // A click on a row moves every view to that landmark.
     let id = report.points[3].id.clone();
     h.state_mut().jump_to_landmark(&id);

@@ -447,6 +447,7 @@ impl ViewerApp {
             SortBy::ErrorBefore => rows.sort_by(|a, b| b.before_mm.total_cmp(&a.before_mm)),
         }
         let mut jump = None;
+        let extra_names = crate::landmarks::edit::PointPair::extra_names(self.lm.editor.pairs());
         let unpaired: Vec<String> = report
             .pairing
             .fixed_only
@@ -454,8 +455,9 @@ impl ViewerApp {
             .chain(&report.pairing.moving_only)
             .cloned()
             .collect();
-        // Fill the panel: a table that grew with each new row would move the views.
-        egui::ScrollArea::vertical()
+        // Fill the panel: a table that grew with each new row would move the
+        // views; wide tables (a file's extra columns) scroll sideways.
+        egui::ScrollArea::both()
             .auto_shrink([false, false])
             .show(ui, |ui| {
                 egui::Grid::new("tre table")
@@ -464,6 +466,10 @@ impl ViewerApp {
                     .show(ui, |ui| {
                         for h in ["id", "fixed R, A, S (mm)", "before", "after", "status"] {
                             ui.strong(h);
+                        }
+                        // The file's own columns (e.g. in_resection).
+                        for n in &extra_names {
+                            ui.strong(n);
                         }
                         ui.end_row();
                         for r in rows {
@@ -497,6 +503,13 @@ impl ViewerApp {
                                     egui::Color32::from_rgb(255, 110, 90),
                                     r.status.name(),
                                 );
+                            }
+                            let pair = self.lm.editor.get(&r.id);
+                            for n in &extra_names {
+                                let v = pair
+                                    .and_then(|p| p.extra.iter().find(|(k, _)| k == n))
+                                    .map_or("", |(_, v)| v.as_str());
+                                ui.label(v);
                             }
                             ui.end_row();
                         }

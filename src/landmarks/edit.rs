@@ -20,6 +20,11 @@ pub struct PointPair {
     /// the user moves or confirms it, so TRE leaves the pair out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposed: Option<Side>,
+    /// Columns of the file the pair came from that are not coordinates
+    /// (e.g. `in_resection`), by name in file order: shown in the table and
+    /// written back when the pairs are saved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<(String, String)>,
 }
 
 impl PointPair {
@@ -28,6 +33,27 @@ impl PointPair {
             Side::Fixed => self.fixed,
             Side::Moving => self.moving,
         }
+    }
+
+    /// One of its points as a landmark, with the pair's extra columns.
+    fn landmark(&self, ras_mm: [f64; 3]) -> Landmark {
+        Landmark {
+            extra: self.extra.clone(),
+            ..Landmark::new(self.id.clone(), ras_mm)
+        }
+    }
+
+    /// The extra columns' names over all pairs, in order of appearance.
+    pub fn extra_names(pairs: &[PointPair]) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for p in pairs {
+            for (n, _) in &p.extra {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+        names
     }
 
     fn slot(&mut self, side: Side) -> &mut Option<[f64; 3]> {
@@ -119,6 +145,7 @@ impl Editor {
             fixed,
             moving,
             proposed,
+            extra: Vec::new(),
         });
         self.changed();
         id
@@ -283,6 +310,11 @@ impl Editor {
                     if p.proposed == Some(side) {
                         p.proposed = None;
                     }
+                    for (k, v) in &l.extra {
+                        if !p.extra.iter().any(|(n, _)| n == k) {
+                            p.extra.push((k.clone(), v.clone()));
+                        }
+                    }
                 }
                 None => {
                     let mut p = PointPair {
@@ -290,6 +322,7 @@ impl Editor {
                         fixed: None,
                         moving: None,
                         proposed: None,
+                        extra: l.extra.clone(),
                     };
                     *p.slot(side) = Some(l.ras_mm);
                     self.pairs.push(p);
@@ -308,12 +341,13 @@ impl Editor {
     /// As [`Editor::to_sets`], without the pairs that have a proposed point
     /// (what TRE is measured on).
     pub fn confirmed_sets(&self) -> (LandmarkSet, LandmarkSet) {
-        let side = |s: Side| {
-            LandmarkSet::new(
+        let side = |s: Side| LandmarkSet {
+            columns: PointPair::extra_names(&self.pairs),
+            ..LandmarkSet::new(
                 self.pairs
                     .iter()
                     .filter(|p| p.proposed.is_none())
-                    .filter_map(|p| p.get(s).map(|x| Landmark::new(p.id.clone(), x)))
+                    .filter_map(|p| p.get(s).map(|x| p.landmark(x)))
                     .collect(),
             )
         };
@@ -322,11 +356,12 @@ impl Editor {
 
     /// The two sides as landmark sets (in pair order, points present only).
     pub fn to_sets(&self) -> (LandmarkSet, LandmarkSet) {
-        let side = |s: Side| {
-            LandmarkSet::new(
+        let side = |s: Side| LandmarkSet {
+            columns: PointPair::extra_names(&self.pairs),
+            ..LandmarkSet::new(
                 self.pairs
                     .iter()
-                    .filter_map(|p| p.get(s).map(|x| Landmark::new(p.id.clone(), x)))
+                    .filter_map(|p| p.get(s).map(|x| p.landmark(x)))
                     .collect(),
             )
         };
