@@ -54,7 +54,8 @@ fn colour_bar(ui: &mut egui::Ui, title: &str, map: ColorMap, ticks: &[(f32, Stri
     ui.add_space(4.0);
 }
 
-fn fmt(v: f32) -> String {
+/// A value as the colour bars and the window fields label it.
+pub(super) fn fmt(v: f32) -> String {
     if v.abs() >= 1000.0 || (v != 0.0 && v.abs() < 0.01) {
         format!("{v:.2e}")
     } else {

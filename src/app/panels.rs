@@ -228,7 +228,11 @@ impl ViewerApp {
                     let w = w.max(1e-6);
                     img.style.window = (l - 0.5 * w, l + 0.5 * w);
                 }
-                ui.small(format!("({} to {})", short(lo), short(hi)));
+                ui.small(format!(
+                    "({} to {})",
+                    super::legend::fmt(lo),
+                    super::legend::fmt(hi)
+                ));
             });
             egui::ComboBox::new((role.name(), "map"), "colour map")
                 .selected_text(img.style.colormap.name())
@@ -502,18 +506,6 @@ impl ViewerApp {
         if clear {
             self.mask = None;
         }
-    }
-}
-
-/// A window bound, short.
-fn short(v: f32) -> String {
-    if v.abs() >= 1e4 || (v != 0.0 && v.abs() < 1e-2) {
-        format!("{v:.2e}")
-    } else {
-        format!("{v:.4}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
     }
 }
 

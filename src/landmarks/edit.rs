@@ -341,26 +341,22 @@ impl Editor {
     /// As [`Editor::to_sets`], without the pairs that have a proposed point
     /// (what TRE is measured on).
     pub fn confirmed_sets(&self) -> (LandmarkSet, LandmarkSet) {
-        let side = |s: Side| LandmarkSet {
-            columns: PointPair::extra_names(&self.pairs),
-            ..LandmarkSet::new(
-                self.pairs
-                    .iter()
-                    .filter(|p| p.proposed.is_none())
-                    .filter_map(|p| p.get(s).map(|x| p.landmark(x)))
-                    .collect(),
-            )
-        };
-        (side(Side::Fixed), side(Side::Moving))
+        self.sets(|p| p.proposed.is_none())
     }
 
     /// The two sides as landmark sets (in pair order, points present only).
     pub fn to_sets(&self) -> (LandmarkSet, LandmarkSet) {
+        self.sets(|_| true)
+    }
+
+    /// Both sides of the pairs that `keep`, with the pairs' extra columns.
+    fn sets(&self, keep: impl Fn(&PointPair) -> bool) -> (LandmarkSet, LandmarkSet) {
         let side = |s: Side| LandmarkSet {
             columns: PointPair::extra_names(&self.pairs),
             ..LandmarkSet::new(
                 self.pairs
                     .iter()
+                    .filter(|p| keep(p))
                     .filter_map(|p| p.get(s).map(|x| p.landmark(x)))
                     .collect(),
             )
