@@ -25,7 +25,7 @@ fn the_viewer_opens_dicom_folders_and_shows_pet_in_suv() {
     {
         let app = h.state();
         assert!(app.errors().is_empty(), "{:?}", app.errors());
-        let fixed = app.fixed.as_ref().expect("fixed from DICOM");
+        let fixed = app.images.fixed.as_ref().expect("fixed from DICOM");
         assert_eq!(fixed.volume.grid.dims, [98, 116, 94]);
         assert!(fixed.summary.contains("DICOM MR"), "{}", fixed.summary);
         assert_eq!(fixed.preset, WindowPreset::MriBrain);
@@ -33,7 +33,7 @@ fn the_viewer_opens_dicom_folders_and_shows_pet_in_suv() {
     // Two series in one folder: the viewer asks which.
     h.state_mut().open(Role::Moving, data("two_series"));
     settle(&mut h);
-    assert!(h.state().moving.is_none());
+    assert!(h.state().images.moving.is_none());
     h.get_by_label_contains("Open which DICOM series?");
     let pet_button = h.get_by_label_contains("PT 'synthetic PT from MNI'");
     pet_button.click();
@@ -41,7 +41,7 @@ fn the_viewer_opens_dicom_folders_and_shows_pet_in_suv() {
     settle(&mut h);
     let app = h.state();
     assert!(app.series_choice.is_none());
-    let moving = app.moving.as_ref().expect("PET opened");
+    let moving = app.images.moving.as_ref().expect("PET opened");
     assert_eq!(moving.units, "SUV");
     assert_eq!(moving.preset, WindowPreset::PetSuv);
     assert_eq!(moving.style.colormap, ColorMap::Hot);

@@ -4,7 +4,9 @@
 
 mod common;
 
-use warpscope::register::{self, Backend, Inputs, Link, Outcome, Pipeline, Status, make_device};
+use warpscope::register::{
+    self, Backend, Change, Inputs, Link, Outcome, Pipeline, Status, make_device,
+};
 use warpscope::volume::nifti::{ReadOptions, read_file};
 use warpscope::volume::pyramid::downsample2;
 
@@ -241,12 +243,15 @@ fn scheduled_changes_take_effect_at_their_iteration() {
         let (tx, rx) = std::sync::mpsc::channel();
         let link = Link {
             events: Some(tx),
-            schedule: vec![(37, "deformable.diffusion=2".into())],
+            schedule: vec![(
+                37,
+                Change::parse("deformable.diffusion", "2").expect("live"),
+            )],
             ..Default::default()
         };
         let o = register::register(&inputs, pipeline, &device, link).expect("register");
         assert_eq!(o.status, Status::Completed);
-        let applied: Vec<(usize, Vec<String>)> = rx
+        let applied: Vec<(usize, Vec<Change>)> = rx
             .try_iter()
             .filter_map(|e| match e {
                 warpscope::register::Event::Progress(p) => Some(p.applied),
@@ -259,7 +264,10 @@ fn scheduled_changes_take_effect_at_their_iteration() {
         println!("{backend:?}: {applied:?}");
         assert_eq!(
             applied,
-            vec![(37, vec!["deformable.diffusion=2".to_string()])],
+            vec![(
+                37,
+                vec![Change::parse("deformable.diffusion", "2").expect("live")]
+            )],
             "{backend:?}"
         );
         assert_eq!(

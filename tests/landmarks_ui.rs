@@ -45,7 +45,7 @@ fn pairs_placed_by_clicks_sit_where_the_mouse_was_in_both_conventions() {
     h.run_steps(2);
     assert!(h.state().lm.mode, "K turns landmark mode on");
     let centre_x = {
-        let b = h.state().nav.bounds;
+        let b = h.state().view.nav.bounds;
         0.5 * (b.0[0] + b.1[0])
     };
     let mut placed = Vec::new();
@@ -59,13 +59,13 @@ fn pairs_placed_by_clicks_sit_where_the_mouse_was_in_both_conventions() {
             [(0.38, 0.55), (0.60, 0.30), (0.52, 0.70)],
         ),
     ] {
-        h.state_mut().nav.convention = convention;
+        h.state_mut().view.nav.convention = convention;
         h.run_steps(2);
         for (u, v) in spots {
             let rect = h.state().view_rect(Plane::Axial).expect("axial view");
             let size = [f64::from(rect.width()), f64::from(rect.height())];
             // Where the click should land: the axial view's slice stays, so its map is fixed.
-            let want = h.state().nav.view(Plane::Axial).world_at([u, v], size);
+            let want = h.state().view.nav.view(Plane::Axial).world_at([u, v], size);
             let pos = rect.min + egui::vec2(u as f32 * rect.width(), v as f32 * rect.height());
             click(&mut h, pos);
             let app = h.state();
@@ -86,9 +86,9 @@ fn pairs_placed_by_clicks_sit_where_the_mouse_was_in_both_conventions() {
             );
             // The crosshair follows the new point.
             assert!(
-                close(app.nav.cursor_ras, fixed, 1e-9),
+                close(app.view.nav.cursor_ras, fixed, 1e-9),
                 "{:?} vs {fixed:?}",
-                app.nav.cursor_ras
+                app.view.nav.cursor_ras
             );
             placed.push(id);
         }
@@ -99,7 +99,7 @@ fn pairs_placed_by_clicks_sit_where_the_mouse_was_in_both_conventions() {
     // Move the last point by dragging its glyph, then undo and redo (ctrl-Z, ctrl-Y).
     let rect = h.state().view_rect(Plane::Axial).expect("axial view");
     let size = [f64::from(rect.width()), f64::from(rect.height())];
-    let view = h.state().nav.view(Plane::Axial);
+    let view = h.state().view.nav.view(Plane::Axial);
     let before = fixed_of(&h, "6");
     let uv = view.uv_of(before, size);
     let from = rect.min + egui::vec2(uv[0] as f32 * rect.width(), uv[1] as f32 * rect.height());
@@ -218,7 +218,7 @@ fn the_tre_table_equals_what_eval_prints_for_the_same_files() {
         .get(&id)
         .and_then(|p| p.fixed)
         .expect("fixed point");
-    assert!(close(h.state().nav.cursor_ras, p, 1e-9));
+    assert!(close(h.state().view.nav.cursor_ras, p, 1e-9));
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn the_autosave_restores_every_point_after_the_app_is_gone() {
     let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
     settle(&mut h);
     h.state_mut().lm.mode = true;
-    let c = h.state().nav.cursor_ras;
+    let c = h.state().view.nav.cursor_ras;
     for k in 0..4 {
         h.state_mut()
             .place_landmark([c[0] + 7.0 * k as f64, c[1] - 3.0, c[2] + 1.5]);
@@ -258,7 +258,15 @@ fn bad_landmark_files_are_flagged_not_dropped() {
     let (f, m, l) = demo_copy(&dir);
     let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
     settle(&mut h);
-    let grid = h.state().fixed.as_ref().expect("fixed").volume.grid.clone();
+    let grid = h
+        .state()
+        .images
+        .fixed
+        .as_ref()
+        .expect("fixed")
+        .volume
+        .grid
+        .clone();
 
     // Landmarks of another image: the demo's pairs moved 300 mm to the right.
     let text = std::fs::read_to_string(&l).expect("landmarks");
@@ -284,7 +292,7 @@ fn bad_landmark_files_are_flagged_not_dropped() {
     assert_eq!(app.lm.editor.pairs().len(), 120, "kept");
     let report = app.lm.report.as_ref().expect("report");
     assert_eq!(report.count(Status::OutsideFixed), 120, "flagged");
-    let notices: Vec<&str> = app.messages.iter().map(|m| m.text.as_str()).collect();
+    let notices: Vec<&str> = app.notes.messages.iter().map(|m| m.text.as_str()).collect();
     assert!(
         notices
             .iter()
@@ -325,7 +333,12 @@ fn bad_landmark_files_are_flagged_not_dropped() {
         .map(|p| p.id.as_str())
         .collect();
     assert_eq!(with_fixed, vec!["F-1", "F-1#2", "F-2"]);
-    assert!(app.messages.iter().any(|m| m.text.contains("F-1 as F-1#2")));
+    assert!(
+        app.notes
+            .messages
+            .iter()
+            .any(|m| m.text.contains("F-1 as F-1#2"))
+    );
 
     // A header that says RAS over LPS coordinates: points near the back of
     // the head, whose LPS y lies beyond the front of the image.
@@ -358,6 +371,7 @@ fn bad_landmark_files_are_flagged_not_dropped() {
     };
     assert_eq!(fixed_count(app), 2, "kept");
     let last = app
+        .notes
         .messages
         .last()
         .map(|m| m.text.clone())
@@ -469,7 +483,7 @@ fn a_quick_plain_drag_on_a_landmark_moves_it_and_not_the_window() {
     assert_eq!(h.state().lm.editor.pairs().len(), 1);
     let id = h.state().lm.editor.pairs()[0].id.clone();
     let before = fixed_of(&h, &id);
-    let window = h.state().fixed.as_ref().expect("fixed").style.window;
+    let window = h.state().images.fixed.as_ref().expect("fixed").style.window;
     // Press on the glyph, then two large moves and the release.
     let to = from + egui::vec2(40.0, 24.0);
     h.event(egui::Event::PointerMoved(from));
@@ -493,7 +507,7 @@ fn a_quick_plain_drag_on_a_landmark_moves_it_and_not_the_window() {
     });
     h.run_steps(2);
     let size = [f64::from(rect.width()), f64::from(rect.height())];
-    let want = h.state().nav.view(Plane::Axial).world_at(
+    let want = h.state().view.nav.view(Plane::Axial).world_at(
         [
             f64::from((to.x - rect.left()) / rect.width()),
             f64::from((to.y - rect.top()) / rect.height()),
@@ -503,7 +517,7 @@ fn a_quick_plain_drag_on_a_landmark_moves_it_and_not_the_window() {
     let moved = fixed_of(&h, &id);
     assert!(close(moved, want, 0.1), "{moved:?} vs {want:?}");
     assert_eq!(
-        h.state().fixed.as_ref().expect("fixed").style.window,
+        h.state().images.fixed.as_ref().expect("fixed").style.window,
         window,
         "the drag changed window/level"
     );
@@ -576,7 +590,7 @@ fn points_proposed_by_the_field_stay_out_of_tre_until_confirmed() {
     h.key_press(egui::Key::T);
     h.run_steps(2);
     let first = h.state().lm.editor.pairs()[0].clone();
-    let view = h.state().nav.view(Plane::Axial);
+    let view = h.state().view.nav.view(Plane::Axial);
     let size = [f64::from(rect.width()), f64::from(rect.height())];
     let uv = view.uv_of(first.moving.expect("moving point"), size);
     let from = rect.min + egui::vec2(uv[0] as f32 * rect.width(), uv[1] as f32 * rect.height());

@@ -220,7 +220,7 @@ fn a_run_is_started_tuned_paused_resumed_and_stopped_from_the_panel() {
     assert!(m.folds_percent.is_some() && m.sd_log_j.is_some());
     assert!(m.ncc.expect("NCC") > 0.8, "{m:?}");
     // The result is shown: a field, det J read back, the warped image in B.
-    assert!(app.field.is_some() && app.products.jacobian_ready);
+    assert!(app.field.loaded.is_some() && app.field.products.jacobian_ready);
     assert_eq!(app.reg.shown, Some(1));
     // The run's seconds and the engine's stage seconds leave the 2.3 s
     // pause out.
@@ -350,7 +350,7 @@ fn the_engine_runs_on_the_renderers_device_and_previews_from_its_buffers() {
 
     // A run on that device: previews come straight from the engine's buffers.
     h.state_mut().reg.device = DeviceChoice::Gpu;
-    h.state_mut().overlays.jacobian.on = true;
+    h.state_mut().view.overlays.jacobian.on = true;
     h.state_mut().set_pipeline(one_level(400));
     click_button(&mut h, "Run");
     assert!(h.state().reg.running(), "{:?}", h.state().errors());
@@ -366,7 +366,7 @@ fn the_engine_runs_on_the_renderers_device_and_previews_from_its_buffers() {
     // The views show the preview: warped image and (its overlay being on) det J.
     let app = h.state();
     assert!(app.field_grid().is_some());
-    assert!(app.products.warped_ready && app.products.jacobian_ready);
+    assert!(app.field.products.warped_ready && app.field.products.jacobian_ready);
     // Stopping mid-run writes nothing and leaves no worker.
     let tid = h
         .state()
@@ -513,11 +513,11 @@ fn sessions_reproduce_runs_and_results_export_whole() {
     });
     settle(&mut h2);
     let app = h2.state();
-    assert!(app.fixed.is_some() && app.moving.is_some());
+    assert!(app.images.fixed.is_some() && app.images.moving.is_some());
     assert_eq!(app.reg.pipeline, p);
     assert_eq!(app.reg.history, vec![first.clone()]);
     assert_eq!(app.lm.editor.pairs().len(), 120);
-    assert_eq!(app.nav, h.state().nav);
+    assert_eq!(app.view.nav, h.state().view.nav);
 
     // The command line reproduces the run from the session file.
     let cli_out = dir.join("cli");
@@ -607,7 +607,7 @@ fn a_fixed_mask_opened_in_the_viewer_is_used_by_the_run() {
         ..Default::default()
     });
     settle(&mut h);
-    assert!(h.state().mask.is_some(), "{:?}", h.state().errors());
+    assert!(h.state().images.mask.is_some(), "{:?}", h.state().errors());
     assert_shown(&h, "fixed mask fixed_mask.nii.gz");
     h.state_mut().reg.device = DeviceChoice::Cpu;
     let mut p = one_level(3);
@@ -633,7 +633,7 @@ fn a_fixed_mask_opened_in_the_viewer_is_used_by_the_run() {
         Some(true)
     );
     click_button(&mut h, "clear");
-    assert!(h.state().mask.is_none());
+    assert!(h.state().images.mask.is_none());
 }
 
 /// Issue 17: a re-run replays the live changes at the iterations where

@@ -64,6 +64,7 @@ fn a_field_opened_with_its_images_gives_the_warped_image_and_det_j() {
     let app = h.state();
     assert!(app.errors().is_empty(), "{:?}", app.errors());
     let stats = app
+        .field
         .products
         .jacobian_stats
         .clone()
@@ -72,12 +73,13 @@ fn a_field_opened_with_its_images_gives_the_warped_image_and_det_j() {
         (stats.min - 1.331).abs() < 1e-3 && (stats.max - 1.331).abs() < 1e-3,
         "{stats:?}"
     );
-    assert_eq!(app.b, Slot::Warped, "B switches to the warped image");
+    assert_eq!(app.view.b, Slot::Warped, "B switches to the warped image");
     // The GPU's warped image equals the CPU warp through the same field.
-    let warped = app.products.warped.clone().expect("warped read back");
+    let warped = app.field.products.warped.clone().expect("warped read back");
     let moving = nifti::read_file(&m, Default::default()).expect("moving").0;
     let cpu = app
         .field
+        .loaded
         .as_ref()
         .expect("field")
         .mapping
@@ -101,12 +103,12 @@ fn the_warped_image_is_shown_whichever_of_field_and_moving_comes_last() {
     // The field before the moving image (the order loads may finish in).
     let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Field, &u)]));
     settle(&mut h);
-    assert!(h.state().field.is_some() && h.state().moving.is_none());
+    assert!(h.state().field.loaded.is_some() && h.state().images.moving.is_none());
     h.state_mut().open(Role::Moving, m);
     settle(&mut h);
     let app = h.state();
     assert!(app.errors().is_empty(), "{:?}", app.errors());
-    assert_eq!(app.b, Slot::Warped, "B switches to the warped image");
+    assert_eq!(app.view.b, Slot::Warped, "B switches to the warped image");
 }
 
 #[test]
@@ -117,7 +119,13 @@ fn the_views_are_drawn_by_the_shader_inside_the_app() {
     write(&f, &Volume::filled(g, 1, 0.5), "test");
     let mut h = harness(startup(&[(Role::Fixed, &f)]));
     settle(&mut h);
-    h.state_mut().fixed.as_mut().expect("fixed").style.window = (0.0, 1.0);
+    h.state_mut()
+        .images
+        .fixed
+        .as_mut()
+        .expect("fixed")
+        .style
+        .window = (0.0, 1.0);
     h.run_steps(2);
     let rect = h
         .state()
@@ -152,11 +160,11 @@ fn a_file_that_fails_to_load_keeps_the_previous_image_and_says_why() {
     assert!(errors.contains("truncated.nii.gz"), "{errors}");
     assert!(errors.contains("notes.nii"), "{errors}");
     assert_eq!(
-        app.moving.as_ref().map(|i| i.name.as_str()),
+        app.images.moving.as_ref().map(|i| i.name.as_str()),
         Some("moving.nii.gz")
     );
     assert_eq!(
-        app.fixed.as_ref().map(|i| i.name.as_str()),
+        app.images.fixed.as_ref().map(|i| i.name.as_str()),
         Some("fixed.nii.gz")
     );
     // In the banner over the views and in the status bar.
@@ -177,7 +185,7 @@ fn volumes_that_do_not_overlap_in_world_space_are_flagged_on_screen() {
     write(&m, &image(&far, 0.0), "test");
     let mut h = harness(startup(&[(Role::Fixed, &f), (Role::Moving, &m)]));
     settle(&mut h);
-    let gap = h.state().no_overlap_mm.expect("flagged");
+    let gap = h.state().images.no_overlap_mm.expect("flagged");
     assert!((gap - 452.0).abs() < 1e-6, "{gap}");
     h.get_by_label_contains("does not overlap");
 }
@@ -206,10 +214,16 @@ fn a_five_channel_file_gets_a_channel_selector() {
     h.get_by_label_contains("5 channels");
     h.get_by_label("channel");
     h.state_mut().select_channel(Role::Fixed, 3);
-    h.state_mut().fixed.as_mut().expect("fixed").style.window = (0.0, 5.0);
+    h.state_mut()
+        .images
+        .fixed
+        .as_mut()
+        .expect("fixed")
+        .style
+        .window = (0.0, 5.0);
     h.run_steps(3);
     let app = h.state();
-    let img = app.fixed.as_ref().expect("fixed");
+    let img = app.images.fixed.as_ref().expect("fixed");
     assert_eq!(img.channel, 3);
     assert!(img.display.data.iter().all(|&v| v == 3.0));
     let rect = app
@@ -241,7 +255,7 @@ fn a_volume_beyond_the_gpu_texture_limit_is_shown_reduced_with_a_notice() {
     settle(&mut h);
     let app = h.state();
     assert!(app.errors().is_empty(), "{:?}", app.errors());
-    let moving = app.moving.as_ref().expect("moving shown");
+    let moving = app.images.moving.as_ref().expect("moving shown");
     assert_eq!(
         moving.volume.grid.dims[0],
         max + 40,
@@ -288,14 +302,18 @@ fn a_result_folder_brings_its_images_field_and_ic_weights() {
     let app = h.state();
     assert!(app.errors().is_empty(), "{:?}", app.errors());
     assert_eq!(
-        app.fixed.as_ref().map(|i| i.name.as_str()),
+        app.images.fixed.as_ref().map(|i| i.name.as_str()),
         Some("fixed.nii.gz")
     );
     assert_eq!(
-        app.moving.as_ref().map(|i| i.name.as_str()),
+        app.images.moving.as_ref().map(|i| i.name.as_str()),
         Some("moving.nii.gz")
     );
-    assert!(app.field.is_some() && app.ic.is_some() && app.products.warped.is_some());
+    assert!(
+        app.field.loaded.is_some()
+            && app.images.ic.is_some()
+            && app.field.products.warped.is_some()
+    );
 }
 
 #[test]
@@ -314,9 +332,12 @@ fn keys_switch_modes_overlays_and_layout() {
     h.key_press(egui::Key::S);
     h.run_steps(2);
     let app = h.state();
-    assert_eq!(app.composite.mode, Mode::Checkerboard);
-    assert!(app.overlays.grid.on && app.overlays.jacobian.on);
-    assert_eq!(app.nav.enlarged, Some(warpscope::render::Plane::Sagittal));
+    assert_eq!(app.view.composite.mode, Mode::Checkerboard);
+    assert!(app.view.overlays.grid.on && app.view.overlays.jacobian.on);
+    assert_eq!(
+        app.view.nav.enlarged,
+        Some(warpscope::render::Plane::Sagittal)
+    );
     assert!(
         app.view_rect(warpscope::render::Plane::Axial).is_none(),
         "only the enlarged view"
@@ -325,8 +346,8 @@ fn keys_switch_modes_overlays_and_layout() {
     h.key_press(egui::Key::Escape);
     h.run_steps(2);
     let app = h.state();
-    assert_eq!((app.a, app.b), (Slot::Warped, Slot::Fixed));
-    assert_eq!(app.nav.enlarged, None);
+    assert_eq!((app.view.a, app.view.b), (Slot::Warped, Slot::Fixed));
+    assert_eq!(app.view.nav.enlarged, None);
 }
 
 #[test]
@@ -384,13 +405,13 @@ fn a_click_moves_the_crosshair_and_the_other_views_follow() {
     settle(&mut h);
     let axial = warpscope::render::Plane::Axial;
     let rect = h.state().view_rect(axial).expect("axial view");
-    let before = h.state().nav.cursor_ras;
+    let before = h.state().view.nav.cursor_ras;
     let pos = rect.min + egui::vec2(0.3 * rect.width(), 0.65 * rect.height());
     click(&mut h, pos);
     let app = h.state();
     let size = [f64::from(rect.width()), f64::from(rect.height())];
-    let want = app.nav.view(axial).world_at([0.3, 0.65], size);
-    let got = app.nav.cursor_ras;
+    let want = app.view.nav.view(axial).world_at([0.3, 0.65], size);
+    let got = app.view.nav.cursor_ras;
     assert!(
         (got[0] - want[0]).abs() < 0.5 && (got[1] - want[1]).abs() < 0.5,
         "{got:?} vs {want:?}"
@@ -402,11 +423,17 @@ fn a_click_moves_the_crosshair_and_the_other_views_follow() {
     );
     // The coronal and sagittal views now cut through the clicked point.
     assert_eq!(
-        app.nav.view(warpscope::render::Plane::Coronal).position_mm,
+        app.view
+            .nav
+            .view(warpscope::render::Plane::Coronal)
+            .position_mm,
         got[1]
     );
     assert_eq!(
-        app.nav.view(warpscope::render::Plane::Sagittal).position_mm,
+        app.view
+            .nav
+            .view(warpscope::render::Plane::Sagittal)
+            .position_mm,
         got[0]
     );
 }
@@ -424,12 +451,12 @@ fn flicker_alternates_the_two_images_on_its_timer() {
                 .expect("the viewer starts")
         });
     settle(&mut h);
-    h.state_mut().composite.mode = Mode::Flicker;
-    h.state_mut().composite.flicker_period_s = 0.2;
+    h.state_mut().view.composite.mode = Mode::Flicker;
+    h.state_mut().view.composite.flicker_period_s = 0.2;
     let mut phases = Vec::new();
     for _ in 0..24 {
         h.step();
-        phases.push(h.state().flicker_shows_b());
+        phases.push(h.state().view.flicker_shows_b);
     }
     let switches = phases.windows(2).filter(|w| w[0] != w[1]).count();
     // 24 steps of 50 ms = 1.2 s at 0.2 s per image: about 6 switches.
@@ -454,7 +481,7 @@ fn the_legend_follows_what_is_shown_and_overlay_keys_need_their_data() {
     h.key_press(egui::Key::J);
     h.run_steps(2);
     let app = h.state();
-    assert!(!app.overlays.grid.on && !app.overlays.jacobian.on);
+    assert!(!app.view.overlays.grid.on && !app.view.overlays.jacobian.on);
     for key in ["G", "J"] {
         let text = format!("{key} needs a deformation field");
         assert!(
@@ -476,7 +503,7 @@ fn the_legend_follows_what_is_shown_and_overlay_keys_need_their_data() {
     h.key_press(egui::Key::A);
     h.run_steps(2);
     assert_eq!(
-        h.state().nav.enlarged,
+        h.state().view.nav.enlarged,
         Some(warpscope::render::Plane::Axial)
     );
     h.get_by_label_contains("moving (grey)");
@@ -486,7 +513,7 @@ fn the_legend_follows_what_is_shown_and_overlay_keys_need_their_data() {
     write(&ct, &common::head_ct(24), "a head CT in HU");
     let mut h = harness(startup(&[(Role::Fixed, &ct)]));
     settle(&mut h);
-    let fixed = h.state().fixed.as_ref().expect("CT");
+    let fixed = h.state().images.fixed.as_ref().expect("CT");
     assert_eq!(
         fixed.preset,
         warpscope::volume::intensity::WindowPreset::CtBrain

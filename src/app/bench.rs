@@ -114,8 +114,8 @@ impl ViewerApp {
         b.last_frame = Some(now);
         match b.phase {
             Phase::Loading => {
-                if self.fixed.is_some()
-                    && self.moving.is_some()
+                if self.images.fixed.is_some()
+                    && self.images.moving.is_some()
                     && !self.busy()
                     && !self.reg.running()
                 {

@@ -19,7 +19,7 @@ impl ViewerApp {
     /// Distance (in slice steps) of a point from a view's slice.
     fn off_slice(&self, plane: Plane, p: [f64; 3]) -> f64 {
         let n = plane.normal_axis();
-        (p[n] - self.nav.cursor_ras[n]).abs() / self.nav.step_mm.max(1e-9)
+        (p[n] - self.view.nav.cursor_ras[n]).abs() / self.view.nav.step_mm.max(1e-9)
     }
 
     /// The landmark of the shown side under `pos` on this view's slice.
@@ -99,7 +99,7 @@ impl ViewerApp {
                     let w = world(pos);
                     self.place_landmark(w);
                     // The crosshair follows, so the other views show the new point.
-                    self.nav.cursor_ras = w;
+                    self.view.nav.cursor_ras = w;
                 }
             }
             return true;
@@ -152,7 +152,7 @@ impl ViewerApp {
                 continue;
             }
             // Where the partner lands in this space, through the field.
-            if self.field.is_some()
+            if self.field.loaded.is_some()
                 && let Some((forward, back)) = self.lm.mapped.get(&p.id)
             {
                 let other = if side == Side::Fixed { *back } else { *forward };
@@ -382,7 +382,7 @@ impl ViewerApp {
                 }
             }
         });
-        if self.fixed.as_ref().is_some_and(|f| f.path.is_none())
+        if self.images.fixed.as_ref().is_some_and(|f| f.path.is_none())
             && ui
                 .button("demo landmarks")
                 .on_hover_text("The 120 pairs embedded with the demo")
@@ -401,7 +401,7 @@ impl ViewerApp {
             ui.label("open a fixed image to place landmarks");
             return;
         };
-        let with_field = self.field.is_some();
+        let with_field = self.field.loaded.is_some();
         let proposed = self.lm.editor.proposed_ids();
         ui.horizontal_wrapped(|ui| {
             for l in report.summary_lines() {

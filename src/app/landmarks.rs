@@ -124,17 +124,17 @@ pub fn autosave_path(
 impl ViewerApp {
     /// The pairs' TRE through the current field, recomputed when either changed.
     pub(super) fn refresh_landmarks(&mut self) {
-        let key = (self.lm.editor.generation(), self.field_serial);
+        let key = (self.lm.editor.generation(), self.field.serial);
         if self.lm.report_key == Some(key) {
             return;
         }
         self.lm.report_key = Some(key);
-        let Some(fixed) = &self.fixed else {
+        let Some(fixed) = &self.images.fixed else {
             self.lm.report = None;
             return;
         };
         let grid = fixed.volume.grid.clone();
-        let mapping = match &self.field {
+        let mapping = match &self.field.loaded {
             Some(f) => &f.mapping,
             None => {
                 if self.lm.identity.as_ref().is_none_or(|m| m.grid() != &grid) {
@@ -147,7 +147,7 @@ impl ViewerApp {
             }
         };
         let (f, m) = self.lm.editor.to_sets();
-        let moving_grid = self.moving.as_ref().map(|m| (&m.volume.grid, 0.0));
+        let moving_grid = self.images.moving.as_ref().map(|m| (&m.volume.grid, 0.0));
         // A proposed point was put where the field (or the identity) says:
         // its error would measure the field against itself.
         let proposed = self.lm.editor.proposed_ids();
@@ -175,7 +175,7 @@ impl ViewerApp {
     /// landmarks as they are now: runs made before the landmarks were
     /// loaded (or edited) are scored too.
     fn rescore_runs(&mut self) {
-        let Some(moving) = &self.moving else {
+        let Some(moving) = &self.images.moving else {
             return;
         };
         let (f, m) = self.lm.editor.confirmed_sets();
@@ -213,6 +213,7 @@ impl ViewerApp {
             Err(e) => {
                 // Beside the image may be read-only: fall back to the config folder.
                 let name = self
+                    .images
                     .fixed
                     .as_ref()
                     .map(|f| f.name.clone())
@@ -242,7 +243,7 @@ impl ViewerApp {
     /// A new fixed image: landmarks autosave beside it; restore an autosave
     /// when nothing is being edited.
     pub(super) fn landmarks_for_new_fixed(&mut self) {
-        let Some(f) = &self.fixed else { return };
+        let Some(f) = &self.images.fixed else { return };
         let path = autosave_path(f.path.as_deref(), &f.name, self.files.config_dir());
         self.lm.autosave = path.clone();
         self.lm.report_key = None;
@@ -384,7 +385,7 @@ impl ViewerApp {
                 self.notice(n);
             }
         }
-        self.status = format!(
+        self.notes.status = format!(
             "{} landmark pair(s) from {source}",
             self.lm.editor.pairs().len(),
         );
@@ -420,8 +421,8 @@ impl ViewerApp {
     /// The full-resolution grid of the image a side's landmarks belong to.
     fn side_grid(&self, side: Side) -> Option<crate::volume::Grid> {
         match side {
-            Side::Fixed => self.fixed.as_ref(),
-            Side::Moving => self.moving.as_ref(),
+            Side::Fixed => self.images.fixed.as_ref(),
+            Side::Moving => self.images.moving.as_ref(),
         }
         .map(|i| i.volume.grid.clone())
     }
@@ -450,7 +451,7 @@ impl ViewerApp {
             Side::Fixed
         };
         if let Some(x) = p.get(side).or(p.fixed).or(p.moving) {
-            self.nav.cursor_ras = x;
+            self.view.nav.cursor_ras = x;
         }
         self.lm.selected = Some(id.to_string());
         self.lm.rename = id.to_string();
@@ -460,7 +461,9 @@ impl ViewerApp {
     pub fn snap_selected_to_crosshair(&mut self) {
         if let Some(id) = self.lm.selected.clone() {
             let side = self.landmark_side();
-            self.lm.editor.set_point(&id, side, self.nav.cursor_ras);
+            self.lm
+                .editor
+                .set_point(&id, side, self.view.nav.cursor_ras);
         }
     }
 
@@ -469,7 +472,7 @@ impl ViewerApp {
     pub fn landmark_side(&self) -> Side {
         if self.lm.mode {
             self.lm.side
-        } else if self.a == crate::render::Slot::Moving {
+        } else if self.view.a == crate::render::Slot::Moving {
             Side::Moving
         } else {
             Side::Fixed
@@ -482,7 +485,7 @@ impl ViewerApp {
     /// selected pair's moving point, or a new pair mapped back.
     pub fn place_landmark(&mut self, ras_mm: [f64; 3]) -> String {
         let side = self.landmark_side();
-        let mapping = self.field.as_ref().map(|f| &f.mapping);
+        let mapping = self.field.loaded.as_ref().map(|f| &f.mapping);
         let id = match side {
             Side::Fixed => {
                 let partner = mapping.and_then(|m| m.map_point(ras_mm)).unwrap_or(ras_mm);

@@ -77,10 +77,10 @@ impl ViewerApp {
                 Side::Fixed => Slot::Fixed,
                 Side::Moving => Slot::Moving,
             }
-        } else if self.composite.mode == Mode::Flicker && self.flicker_shows_b {
-            self.b
+        } else if self.view.composite.mode == Mode::Flicker && self.view.flicker_shows_b {
+            self.view.b
         } else {
-            self.a
+            self.view.a
         }
     }
 
@@ -89,28 +89,32 @@ impl ViewerApp {
             let shown = self.legend_slot();
             if let Some((_, style)) = self.slot_image(shown) {
                 let (lo, hi) = style.window;
-                let difference = self.composite.mode == Mode::Difference && !self.lm.mode;
+                let difference = self.view.composite.mode == Mode::Difference && !self.lm.mode;
                 let title = if difference {
-                    format!("|{} − {}| (windowed)", self.a.name(), self.b.name())
+                    format!(
+                        "|{} − {}| (windowed)",
+                        self.view.a.name(),
+                        self.view.b.name()
+                    )
                 } else {
                     format!("{} ({})", shown.name(), style.colormap.name())
                 };
                 let ticks = if difference {
-                    let g = self.composite.difference_gain.max(1e-6);
+                    let g = self.view.composite.difference_gain.max(1e-6);
                     vec![(0.0, "0".into()), (1.0, fmt(1.0 / g))]
                 } else {
                     vec![(0.0, fmt(lo)), (0.5, fmt(0.5 * (lo + hi))), (1.0, fmt(hi))]
                 };
                 colour_bar(ui, &title, style.colormap, &ticks);
             }
-            if self.composite.mode == Mode::GreenMagenta && !self.lm.mode {
+            if self.view.composite.mode == Mode::GreenMagenta && !self.lm.mode {
                 ui.label(format!(
                     "green: {}, magenta: {}, grey where they agree",
-                    self.a.name(),
-                    self.b.name()
+                    self.view.a.name(),
+                    self.view.b.name()
                 ));
             }
-            let j = &self.overlays.jacobian;
+            let j = &self.view.overlays.jacobian;
             if j.on && self.field_grid().is_some() {
                 let r = j.range.max(1.0001);
                 match j.style {
@@ -138,7 +142,7 @@ impl ViewerApp {
                     ),
                 }
             }
-            if let Some(s) = &self.products.jacobian_stats {
+            if let Some(s) = &self.field.products.jacobian_stats {
                 ui.label(format!(
                     "det J: min {:.3}, max {:.3}, ≤ 0 at {} voxels ({:.3} %)",
                     s.min,
@@ -147,18 +151,18 @@ impl ViewerApp {
                     s.fold_percent()
                 ));
             }
-            if self.overlays.ic.on
-                && let Some(ic) = &self.ic
+            if self.view.overlays.ic.on
+                && let Some(ic) = &self.images.ic
             {
                 let (lo, hi) = ic.style.window;
                 colour_bar(
                     ui,
                     "IC weight (clear at the highest weight)",
-                    self.overlays.ic.colormap,
+                    self.view.overlays.ic.colormap,
                     &[(0.0, fmt(hi)), (0.5, fmt(0.5 * (lo + hi))), (1.0, fmt(lo))],
                 );
             }
-            if let Some(f) = &self.field {
+            if let Some(f) = &self.field.loaded {
                 ui.label(format!("field: {} ({})", f.name, f.kind.name()));
             } else if let Some(run) = &self.reg.run
                 && let Some((stage, level, iter)) = &run.preview_at
@@ -171,23 +175,16 @@ impl ViewerApp {
             }
             ui.separator();
             let mut dismiss = None;
-            for (i, m) in self
-                .messages
-                .iter()
-                .enumerate()
-                .rev()
-                .filter(|(_, m)| !m.error)
-                .take(8)
-            {
+            for (i, text) in self.notes.latest_notices(8) {
                 ui.horizontal_wrapped(|ui| {
-                    ui.label(&m.text);
+                    ui.label(text);
                     if ui.small_button("×").on_hover_text("Dismiss").clicked() {
                         dismiss = Some(i);
                     }
                 });
             }
             if let Some(i) = dismiss {
-                self.messages.remove(i);
+                self.notes.dismiss(i);
             }
         });
     }

@@ -67,7 +67,7 @@ pub struct Job {
     pub display: Grid,
     pub sources: results::RunSources,
     /// Live changes to replay at their iterations (a re-run).
-    pub schedule: Vec<(usize, String)>,
+    pub schedule: Vec<(usize, crate::register::Change)>,
 }
 
 /// A finished run, measured and ready to show.
@@ -397,7 +397,7 @@ impl RunProgress {
         }
         self.elapsed_s = p.elapsed_s;
         for change in &p.applied {
-            self.markers.push((step, change.clone()));
+            self.markers.push((step, change.to_string()));
         }
         self.loss.push(LossPoint {
             step,
@@ -461,7 +461,7 @@ mod tests {
             total: 0.503,
             elapsed_s: t,
             applied: if iter == 3 {
-                vec!["deformable.diffusion=1".into()]
+                vec![crate::register::Change::parse("deformable.diffusion", "1").expect("live")]
             } else {
                 Vec::new()
             },

@@ -12,17 +12,21 @@
 pub mod bench;
 mod callback;
 pub mod data;
+pub mod field_state;
 mod files;
+pub mod images;
 mod landmark_ui;
 pub mod landmarks;
 mod legend;
 pub mod live;
 pub mod navigation;
+pub mod notices;
 mod panels;
 pub mod registration;
 mod registration_ui;
 mod screenshot;
 pub mod session;
+pub mod view_state;
 pub mod viewer;
 mod views;
 
@@ -34,13 +38,14 @@ use eframe::egui_wgpu;
 pub use data::Role;
 pub use files::config_dir;
 pub use landmarks::{LandmarkFile, SortBy};
+pub use notices::Message;
 pub use screenshot::utc_stamp;
-pub use viewer::{Message, Source, Startup, ViewerApp};
+pub use viewer::{Source, Startup, ViewerApp};
 
 use files::{DropGuess, Pick, guess_role};
 use screenshot::ShotTarget;
 
-use crate::render::{Mode, Plane};
+use view_state::{Drawable, ViewKeys};
 
 /// eframe options that create the wgpu device with the adapter's full
 /// features and limits, so that compute work can share it.
@@ -84,110 +89,43 @@ impl ViewerApp {
         if ctx.egui_wants_keyboard_input() {
             return;
         }
-        let target = self
-            .hovered_plane
-            .or(self.nav.enlarged)
-            .unwrap_or(Plane::Axial);
-        let keys = ctx.input(|i| {
+        let (keys, (shot, shift)) = ctx.input(|i| {
             let k = |key| i.key_pressed(key);
-            (
-                [k(egui::Key::A), k(egui::Key::C), k(egui::Key::S)],
-                k(egui::Key::V) || k(egui::Key::Escape),
-                (k(egui::Key::PageUp) || k(egui::Key::ArrowUp)) as i32
-                    - (k(egui::Key::PageDown) || k(egui::Key::ArrowDown)) as i32,
-                [
-                    egui::Key::Num1,
-                    egui::Key::Num2,
-                    egui::Key::Num3,
-                    egui::Key::Num4,
-                    egui::Key::Num5,
-                    egui::Key::Num6,
-                    egui::Key::Num7,
+            use egui::Key;
+            let keys = ViewKeys {
+                enlarge: [k(Key::A), k(Key::C), k(Key::S)],
+                three: k(Key::V) || k(Key::Escape),
+                slice: (k(Key::PageUp) || k(Key::ArrowUp)) as i32
+                    - (k(Key::PageDown) || k(Key::ArrowDown)) as i32,
+                mode: [
+                    Key::Num1,
+                    Key::Num2,
+                    Key::Num3,
+                    Key::Num4,
+                    Key::Num5,
+                    Key::Num6,
+                    Key::Num7,
                 ]
                 .iter()
                 .position(|&key| k(key)),
-                [
-                    k(egui::Key::G),
-                    k(egui::Key::M),
-                    k(egui::Key::J),
-                    k(egui::Key::I),
-                    k(egui::Key::L),
-                ],
-                k(egui::Key::X),
-                k(egui::Key::R),
-                (k(egui::Key::F12), i.modifiers.shift),
-            )
+                overlay: [k(Key::G), k(Key::M), k(Key::J), k(Key::I), k(Key::L)],
+                swap: k(Key::X),
+                reset: k(Key::R),
+            };
+            (keys, (k(Key::F12), i.modifiers.shift))
         });
-        let (planes, three, slice, mode, toggles, swap, reset, (shot, shift)) = keys;
-        for (i, pressed) in planes.iter().enumerate() {
-            if *pressed {
-                self.toggle_enlarged(Plane::ALL[i]);
-            }
-        }
-        if three {
-            self.nav.enlarged = None;
-        }
-        if slice != 0 {
-            self.nav.step_slice(target, f64::from(slice));
-        }
-        if let Some(m) = mode {
-            self.composite.mode = Mode::ALL[m];
-        }
-        // An overlay key does nothing without what it draws: say so instead
-        // of ticking a greyed-out box.
-        let (field, ic, labels) = (
-            self.field_grid().is_some(),
-            self.ic.is_some(),
-            self.labels.is_some(),
-        );
-        let mut missing = Vec::new();
-        let o = &mut self.overlays;
-        for (on, pressed, have, key, needs) in [
-            (
-                &mut o.grid.on,
-                toggles[0],
-                field,
-                "G",
-                "a deformation field",
-            ),
-            (
-                &mut o.vectors.on,
-                toggles[1],
-                field,
-                "M",
-                "a deformation field",
-            ),
-            (
-                &mut o.jacobian.on,
-                toggles[2],
-                field,
-                "J",
-                "a deformation field",
-            ),
-            (&mut o.ic.on, toggles[3], ic, "I", "IC weights"),
-            (&mut o.labels.on, toggles[4], labels, "L", "a label map"),
-        ] {
-            if pressed {
-                if have {
-                    *on = !*on;
-                } else {
-                    missing.push(format!("{key} needs {needs}: none is loaded"));
-                }
-            }
-        }
-        for m in missing {
+        let have = Drawable {
+            field: self.field_grid().is_some(),
+            ic: self.images.ic.is_some(),
+            labels: self.images.labels.is_some(),
+        };
+        for m in self.view.apply_keys(&keys, have) {
             self.notice(m);
         }
-        if swap {
-            std::mem::swap(&mut self.a, &mut self.b);
-        }
-        if reset {
-            self.nav.reset();
-        }
         if shot {
-            match (shift, self.hovered_plane) {
+            match (shift, self.view.hovered) {
                 (true, Some(p)) => {
-                    let rect = self.view_rects[p.index()];
+                    let rect = self.view.rects[p.index()];
                     self.screenshots.request(ctx, ShotTarget::View(p), rect);
                 }
                 _ => self.screenshots.request(ctx, ShotTarget::Window, None),
@@ -213,10 +151,10 @@ impl ViewerApp {
                 Some(DropGuess::Landmarks(what)) => self.open_landmarks(what, &p),
                 Some(DropGuess::LandmarksOneSide) => self.files.dropped.push(p),
                 Some(DropGuess::Role(r)) => self.open(r, p),
-                None if self.fixed.is_none() && !self.loader.pending_role(Role::Fixed) => {
+                None if self.images.fixed.is_none() && !self.loader.pending_role(Role::Fixed) => {
                     self.open(Role::Fixed, p)
                 }
-                None if self.moving.is_none() && !self.loader.pending_role(Role::Moving) => {
+                None if self.images.moving.is_none() && !self.loader.pending_role(Role::Moving) => {
                     self.open(Role::Moving, p)
                 }
                 None => self.files.dropped.push(p),
@@ -342,17 +280,9 @@ impl ViewerApp {
     }
 
     fn flicker(&mut self, ctx: &egui::Context) {
-        if self.composite.mode != Mode::Flicker {
-            return;
+        if let Some(left) = self.view.flicker(ctx.input(|i| i.time)) {
+            ctx.request_repaint_after(std::time::Duration::from_secs_f64(left));
         }
-        let now = ctx.input(|i| i.time);
-        let period = f64::from(self.composite.flicker_period_s.max(0.05));
-        if now - self.flicker_since >= period {
-            self.flicker_shows_b = !self.flicker_shows_b;
-            self.flicker_since = now;
-        }
-        let left = (period - (now - self.flicker_since)).max(0.0);
-        ctx.request_repaint_after(std::time::Duration::from_secs_f64(left));
     }
 
     fn save_screenshots(&mut self) {
@@ -370,7 +300,7 @@ impl ViewerApp {
 
     fn error_banner(&mut self, ui: &mut egui::Ui) {
         let mut dismiss = false;
-        if let Some(e) = self.messages.iter().rev().find(|m| m.error) {
+        if let Some(e) = self.notes.latest_error() {
             ui.horizontal_wrapped(|ui| {
                 ui.colored_label(egui::Color32::from_rgb(255, 110, 90), &e.text);
                 if ui.small_button("×").on_hover_text("Dismiss").clicked() {
@@ -378,8 +308,8 @@ impl ViewerApp {
                 }
             });
         }
-        if dismiss && let Some(i) = self.messages.iter().rposition(|m| m.error) {
-            self.messages.remove(i);
+        if dismiss {
+            self.notes.dismiss_latest_error();
         }
     }
 }
@@ -387,13 +317,7 @@ impl ViewerApp {
 impl ViewerApp {
     /// The window's title: the program and the files shown.
     fn window_title(&mut self, ctx: &egui::Context) {
-        let mut title = "Warpscope".to_string();
-        match (&self.fixed, &self.moving) {
-            (Some(f), Some(m)) => title += &format!(" — {} ← {}", f.name, m.name),
-            (Some(f), None) => title += &format!(" — {}", f.name),
-            (None, Some(m)) => title += &format!(" — moving {}", m.name),
-            (None, None) => {}
-        }
+        let title = self.images.title();
         if title != self.title {
             ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
             self.title = title;
@@ -449,8 +373,8 @@ impl eframe::App for ViewerApp {
         if self.busy() || self.files.dialog_open || self.screenshots.pending > 0 {
             ctx.request_repaint_after(std::time::Duration::from_millis(50));
         }
-        self.hovered_plane = None;
-        self.view_rects = [None; 3];
+        self.view.hovered = None;
+        self.view.rects = [None; 3];
         egui::Panel::top("menu").show(ui, |ui| self.menu_bar(ui));
         self.window_title(&ctx);
         let readout = self.status_readout(&ctx);
@@ -466,10 +390,10 @@ impl eframe::App for ViewerApp {
                         );
                     }
                     ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
-                        ui.label(if self.status.is_empty() {
+                        ui.label(if self.notes.status.is_empty() {
                             "Move the mouse over a view to read coordinates and values"
                         } else {
-                            &self.status
+                            &self.notes.status
                         });
                     });
                 });

@@ -79,7 +79,7 @@ impl ViewerApp {
                         ui.close();
                     }
                     for plane in Plane::ALL {
-                        if let Some(rect) = self.view_rects[plane.index()]
+                        if let Some(rect) = self.view.rects[plane.index()]
                             && ui.button(format!("{} view", plane.name())).clicked()
                         {
                             self.screenshots
@@ -100,24 +100,24 @@ impl ViewerApp {
             });
             ui.menu_button("View", |ui| {
                 if ui.button("Three views (V)").clicked() {
-                    self.nav.enlarged = None;
+                    self.view.nav.enlarged = None;
                     ui.close();
                 }
                 for plane in Plane::ALL {
                     let key = plane.name()[..1].to_uppercase();
                     if ui.button(format!("Enlarge {} ({key})", plane.name())).clicked() {
-                        self.nav.enlarged = Some(plane);
+                        self.view.nav.enlarged = Some(plane);
                         ui.close();
                     }
                 }
                 ui.separator();
-                ui.radio_value(&mut self.nav.convention, Convention::Radiological, "Radiological")
+                ui.radio_value(&mut self.view.nav.convention, Convention::Radiological, "Radiological")
                     .on_hover_text("Patient's right on the screen's left (ITK-SNAP's default)");
-                ui.radio_value(&mut self.nav.convention, Convention::Neurological, "Neurological")
+                ui.radio_value(&mut self.view.nav.convention, Convention::Neurological, "Neurological")
                     .on_hover_text("Patient's right on the screen's right");
                 ui.separator();
                 if ui.button("Reset view (R)").clicked() {
-                    self.nav.reset();
+                    self.view.nav.reset();
                     ui.close();
                 }
             });
@@ -155,11 +155,11 @@ impl ViewerApp {
         let limits_notice;
         {
             let img: Option<&mut LoadedImage> = match role {
-                Role::Fixed => self.fixed.as_mut(),
-                Role::Moving => self.moving.as_mut(),
-                Role::IcWeights => self.ic.as_mut(),
-                Role::Labels => self.labels.as_mut(),
-                Role::Mask => self.mask.as_mut(),
+                Role::Fixed => self.images.fixed.as_mut(),
+                Role::Moving => self.images.moving.as_mut(),
+                Role::IcWeights => self.images.ic.as_mut(),
+                Role::Labels => self.images.labels.as_mut(),
+                Role::Mask => self.images.mask.as_mut(),
                 Role::Field => None,
             };
             ui.horizontal(|ui| {
@@ -303,7 +303,7 @@ impl ViewerApp {
                     .labelled_by(label.id);
             };
         let have = |slot: Slot| self.slot_image(slot).is_some();
-        let (mut a, mut b) = (self.a, self.b);
+        let (mut a, mut b) = (self.view.a, self.view.b);
         ui.horizontal(|ui| {
             slot_combo(ui, "A", &mut a, &have);
             slot_combo(ui, "B", &mut b, &have);
@@ -315,13 +315,13 @@ impl ViewerApp {
                 std::mem::swap(&mut a, &mut b);
             }
         });
-        self.a = a;
-        self.b = b;
+        self.view.a = a;
+        self.view.b = b;
         for (i, m) in Mode::ALL.into_iter().enumerate() {
-            ui.radio_value(&mut self.composite.mode, m, m.name())
+            ui.radio_value(&mut self.view.composite.mode, m, m.name())
                 .on_hover_text(format!("key {}", i + 1));
         }
-        let c = &mut self.composite;
+        let c = &mut self.view.composite;
         match c.mode {
             Mode::Checkerboard => {
                 ui.add(
@@ -359,10 +359,10 @@ impl ViewerApp {
         ui.heading("Field");
         ui.horizontal(|ui| {
             egui::ComboBox::new("field kind", "kind")
-                .selected_text(field_kind_name(self.field_kind))
+                .selected_text(field_kind_name(self.field.kind))
                 .show_ui(ui, |ui| {
                     for k in FIELD_KINDS {
-                        ui.selectable_value(&mut self.field_kind, k, field_kind_name(k));
+                        ui.selectable_value(&mut self.field.kind, k, field_kind_name(k));
                     }
                 })
                 .response
@@ -371,7 +371,7 @@ impl ViewerApp {
                 self.files.pick(Pick::Open(Role::Field), None);
             }
         });
-        match &self.field {
+        match &self.field.loaded {
             Some(f) => {
                 ui.label(format!("{} ({})", f.name, f.kind.name()));
                 if let Some(n) = &f.notice {
@@ -383,7 +383,7 @@ impl ViewerApp {
             }
         }
         let has_field = self.field_grid().is_some();
-        let o = &mut self.overlays;
+        let o = &mut self.view.overlays;
         ui.add_enabled_ui(has_field, |ui| {
             ui.checkbox(&mut o.grid.on, "deformation grid (G)");
             if o.grid.on {
@@ -450,8 +450,8 @@ impl ViewerApp {
         });
         ui.separator();
         self.image_controls_compact(ui, Role::IcWeights);
-        if let Some(ic) = &mut self.ic {
-            let o = &mut self.overlays.ic;
+        if let Some(ic) = &mut self.images.ic {
+            let o = &mut self.view.overlays.ic;
             ui.checkbox(&mut o.on, "IC weight map (I)");
             ui.horizontal(|ui| {
                 let (lo, hi) = &mut ic.style.window;
@@ -466,13 +466,16 @@ impl ViewerApp {
         self.image_controls_compact(ui, Role::Mask);
         ui.small("registration compares only voxels inside the fixed mask");
         self.image_controls_compact(ui, Role::Labels);
-        if self.labels.is_some() {
-            ui.checkbox(&mut self.overlays.labels.on, "label outlines (L)");
-            ui.add(egui::Slider::new(&mut self.overlays.labels.opacity, 0.0..=1.0).text("opacity"));
+        if self.images.labels.is_some() {
+            ui.checkbox(&mut self.view.overlays.labels.on, "label outlines (L)");
+            ui.add(
+                egui::Slider::new(&mut self.view.overlays.labels.opacity, 0.0..=1.0)
+                    .text("opacity"),
+            );
             ui.add_enabled(
-                self.field.is_some(),
+                self.field.loaded.is_some(),
                 egui::Checkbox::new(
-                    &mut self.labels_in_moving,
+                    &mut self.images.labels_in_moving,
                     "labels of the moving image (drawn through the field)",
                 ),
             );
@@ -487,9 +490,9 @@ impl ViewerApp {
             }
         });
         let img = match role {
-            Role::IcWeights => &self.ic,
-            Role::Mask => &self.mask,
-            _ => &self.labels,
+            Role::IcWeights => &self.images.ic,
+            Role::Mask => &self.images.mask,
+            _ => &self.images.labels,
         };
         let mut clear = false;
         match img {
@@ -504,7 +507,7 @@ impl ViewerApp {
             }
         }
         if clear {
-            self.mask = None;
+            self.images.mask = None;
         }
     }
 }

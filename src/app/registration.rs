@@ -17,7 +17,8 @@ use super::live::{DeviceChoice, Finished, Job, RunProgress, Worker};
 use super::viewer::ViewerApp;
 use crate::gpu::TensorBuffer;
 use crate::metrics::{FieldKind, Mapping};
-use crate::register::{Control, Event, Inputs, Pipeline, Snapshot, SnapshotField, Status};
+use crate::register::change::is_live_key;
+use crate::register::{Change, Control, Event, Inputs, Pipeline, Snapshot, SnapshotField, Status};
 use crate::render::{GpuVolume, LevelPlacement, LevelSource, Map, Slot};
 use crate::results::{self, Products, RunSources};
 use crate::session_file::{self, RunRecord};
@@ -68,7 +69,7 @@ pub struct ActiveRun {
     pub device_previews: usize,
     pub preview_at: Option<(String, usize, usize)>,
     /// Changes sent and not yet confirmed by a progress report.
-    pub pending: Vec<String>,
+    pub pending: Vec<Change>,
 }
 
 impl ActiveRun {
@@ -79,12 +80,9 @@ impl ActiveRun {
     }
 
     /// Send a parameter change to the engine; pending until it reports it applied.
-    fn send_change(&mut self, key: &str, value: &str) {
-        self.worker.send(Control::Set {
-            key: key.into(),
-            value: value.into(),
-        });
-        self.pending.push(format!("{key}={value}"));
+    fn send_change(&mut self, change: Change) {
+        self.worker.send(Control::Set(change.clone()));
+        self.pending.push(change);
     }
 }
 
@@ -296,14 +294,14 @@ impl ViewerApp {
         self.start_run_with(Vec::new());
     }
 
-    /// Start a run that applies `schedule`'s changes (`key=value`) at
-    /// their iterations, as the engine applies live ones.
-    fn start_run_with(&mut self, schedule: Vec<(usize, String)>) {
+    /// Start a run that applies `schedule`'s changes at their iterations,
+    /// as the engine applies live ones.
+    fn start_run_with(&mut self, schedule: Vec<(usize, Change)>) {
         if self.reg.running() {
             self.error("a registration is already running: stop it first");
             return;
         }
-        let (Some(fixed), Some(moving)) = (&self.fixed, &self.moving) else {
+        let (Some(fixed), Some(moving)) = (&self.images.fixed, &self.images.moving) else {
             self.error("open a fixed and a moving image before registering");
             return;
         };
@@ -314,7 +312,7 @@ impl ViewerApp {
         let inputs = Inputs {
             fixed: fixed.volume.clone(),
             moving: moving.volume.clone(),
-            fixed_mask: self.mask.as_ref().map(|m| m.volume.clone()),
+            fixed_mask: self.images.mask.as_ref().map(|m| m.volume.clone()),
         };
         let display = fixed.display.grid.clone();
         let sources = RunSources {
@@ -329,6 +327,7 @@ impl ViewerApp {
                     .unwrap_or_else(|| moving.name.clone()),
             ],
             fixed_mask: self
+                .images
                 .mask
                 .as_ref()
                 .map(|m| m.source_name(None).unwrap_or_else(|| m.name.clone())),
@@ -363,7 +362,7 @@ impl ViewerApp {
         };
         let id = self.reg.take_id();
         // The run's result will be the field: the previous one leaves the views.
-        self.field = None;
+        self.field.loaded = None;
         self.clear_field_products();
         self.reg.shown = None;
         self.reg.side_by_side = false;
@@ -429,21 +428,28 @@ impl ViewerApp {
     /// (applied at its next iteration); other keys wait for the next run.
     pub fn edit_parameter(&mut self, key: &str, value: &str) -> Edit {
         let value = value.trim();
-        if key == "iterations_left" {
-            let Some(run) = &mut self.reg.run else {
-                return self.refuse(
-                    key,
-                    "no run is going: iterations left applies to a running level".into(),
-                );
+        if key == "iterations_left" && self.reg.run.is_none() {
+            return self.refuse(
+                key,
+                "no run is going: iterations left applies to a running level".into(),
+            );
+        }
+        let live = key == "iterations_left" || is_live_key(key);
+        if live && self.reg.run.is_some() {
+            // Parsed and checked once, here; the engine and the run's
+            // pipeline take it typed.
+            let parsed = Change::parse(key, value)
+                .and_then(|c| c.applied_to(&self.reg.pipeline).map(|p| (c, p)));
+            let (change, next) = match parsed {
+                Ok(x) => x,
+                Err(e) => return self.refuse(key, e.to_string()),
             };
-            if value.parse::<usize>().is_err() {
-                return self.refuse(
-                    key,
-                    format!("iterations_left={value}: expected a whole number"),
-                );
-            }
-            run.send_change(key, value);
+            self.reg.pipeline = next;
             self.reg.refused.remove(key);
+            self.reg.texts.remove(key);
+            if let Some(run) = &mut self.reg.run {
+                run.send_change(change);
+            }
             return Edit::Live;
         }
         let mut next = self.reg.pipeline.clone();
@@ -453,21 +459,13 @@ impl ViewerApp {
         self.reg.pipeline = next;
         self.reg.refused.remove(key);
         self.reg.texts.remove(key);
-        let live = crate::register::params::is_live_key(key);
-        match &mut self.reg.run {
-            Some(run) if live => {
-                run.send_change(key, value);
-                Edit::Live
-            }
-            Some(_) => {
-                self.notice(format!(
-                    "{key}={value} applies to the next run (only weights, learning rates and \
-                     iterations left change during a run)"
-                ));
-                Edit::NextRun
-            }
-            None => Edit::NextRun,
+        if self.reg.run.is_some() {
+            self.notice(format!(
+                "{key}={value} applies to the next run (only weights, learning rates and \
+                 iterations left change during a run)"
+            ));
         }
+        Edit::NextRun
     }
 
     fn refuse(&mut self, key: &str, why: String) -> Edit {
@@ -537,7 +535,7 @@ impl ViewerApp {
             Event::Progress(p) => {
                 if let Some(run) = &mut self.reg.run {
                     for change in &p.applied {
-                        apply_change(&mut run.pipeline, change);
+                        change.apply(&mut run.pipeline);
                         run.pending.retain(|c| c != change);
                     }
                     run.progress.update(&p);
@@ -545,7 +543,7 @@ impl ViewerApp {
             }
             Event::Notice(n) => {
                 if let Some(run) = &mut self.reg.run {
-                    run.pending.retain(|c| !n.contains(c.as_str()));
+                    run.pending.retain(|c| !n.contains(&c.to_string()));
                 }
                 self.error(n);
             }
@@ -584,7 +582,9 @@ impl ViewerApp {
     /// the engine's own buffer when the device is shared), then det J and
     /// the warped image from it.
     fn apply_snapshot(&mut self, s: Snapshot) {
-        let Some(fixed) = &self.fixed else { return };
+        let Some(fixed) = &self.images.fixed else {
+            return;
+        };
         let display = fixed.display.grid.clone();
         let Some(place) = LevelPlacement::new(&s.grid, &fixed.volume.grid, &display, &s.affine_vox)
         else {
@@ -648,14 +648,14 @@ impl ViewerApp {
             self.error(format!("live preview: {e}"));
             return;
         }
-        self.preview_grid = Some(display);
+        self.field.preview_grid = Some(display);
         if let Some(run) = &mut self.reg.run {
             run.previews += 1;
             run.device_previews += usize::from(in_place);
             run.preview_at = Some((s.stage.clone(), s.level, s.iter));
         }
-        if self.b == Slot::Moving && self.products.warped_ready {
-            self.b = Slot::Warped;
+        if self.view.b == Slot::Moving && self.field.products.warped_ready {
+            self.view.b = Slot::Warped;
         }
     }
 
@@ -665,22 +665,23 @@ impl ViewerApp {
     /// rasteriser they run on this thread). Nothing is read back.
     fn show_field_texture(&mut self, field: GpuVolume) -> Result<(), String> {
         let (device, queue) = (self.rs.device.clone(), self.rs.queue.clone());
-        let jac = if self.overlays.jacobian.on {
+        let jac = if self.view.overlays.jacobian.on {
             Some(self.compute.jacobian(&device, &queue, &field)?)
         } else {
             None
         };
-        let wants_warped =
-            self.a == Slot::Warped || self.b == Slot::Warped || self.b == Slot::Moving;
-        let warped = match &self.fixed {
+        let wants_warped = self.view.a == Slot::Warped
+            || self.view.b == Slot::Warped
+            || self.view.b == Slot::Moving;
+        let warped = match &self.images.fixed {
             Some(fixed) if wants_warped => {
                 let grid = fixed.display.grid.clone();
                 self.warp_moving(Some(&field), &grid)?
             }
             _ => None,
         };
-        self.products.jacobian_ready = jac.is_some();
-        self.products.warped_ready = warped.is_some();
+        self.field.products.jacobian_ready = jac.is_some();
+        self.field.products.warped_ready = warped.is_some();
         self.scene(|s| {
             s.set_map(Map::Field, Some(field));
             s.set_map(Map::Jacobian, jac);
@@ -693,7 +694,7 @@ impl ViewerApp {
         let Some(run) = self.reg.run.take() else {
             return;
         };
-        self.preview_grid = None;
+        self.field.preview_grid = None;
         if !run.progress.loss.is_empty() {
             self.reg.curves.insert(run.id, run.progress.clone());
         }
@@ -783,7 +784,17 @@ impl ViewerApp {
         // The pipeline as it started, and its live changes replayed at the
         // iterations where they took effect: the same run again.
         self.set_pipeline(rec.pipeline.clone());
-        self.start_run_with(rec.changes.clone());
+        let mut schedule = Vec::new();
+        for (step, written) in &rec.changes {
+            match Change::parse_written(written) {
+                Ok(c) => schedule.push((*step, c)),
+                Err(e) => {
+                    self.error(format!("run {id} cannot be repeated exactly: {e}"));
+                    return;
+                }
+            }
+        }
+        self.start_run_with(schedule);
     }
 
     /// Write a kept run's result files into `dir` on a helper thread.
@@ -894,8 +905,8 @@ impl ViewerApp {
             Ok(()) => {
                 self.reg.compare_pick = vec![a, b];
                 self.reg.side_by_side = true;
-                if self.b == Slot::Moving {
-                    self.b = Slot::Warped;
+                if self.view.b == Slot::Moving {
+                    self.view.b = Slot::Warped;
                 }
             }
             Err(e) => self.error(format!("run {b} cannot be shown: {e}")),
@@ -948,17 +959,6 @@ impl ViewerApp {
         s.set_map(Map::IcWeights, ic);
         s.set_map(Map::Labels, labels);
         Ok(())
-    }
-}
-
-/// A live change as the engine reported it (`key=value`) applied to a
-/// pipeline; `iterations_left` concerns the running level only. The engine
-/// validated it before applying it.
-fn apply_change(p: &mut Pipeline, change: &str) {
-    if let Some((k, v)) = change.split_once('=')
-        && k != "iterations_left"
-    {
-        let _ = p.set(k, v);
     }
 }
 

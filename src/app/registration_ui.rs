@@ -10,7 +10,8 @@ use super::live::{DeviceChoice, LossPoint, RunProgress};
 use super::registration::Edit;
 use super::viewer::ViewerApp;
 use crate::register::Pipeline;
-use crate::register::params::{FieldUnits, PRESETS, is_live_key};
+use crate::register::change::is_live_key;
+use crate::register::params::{FieldUnits, PRESETS};
 
 const REFUSED: egui::Color32 = egui::Color32::from_rgb(255, 110, 90);
 const LIVE: egui::Color32 = egui::Color32::from_rgb(120, 200, 255);
@@ -213,7 +214,7 @@ impl ViewerApp {
     fn run_controls(&mut self, ui: &mut egui::Ui) {
         let running = self.reg.running();
         let paused = self.reg.run.as_ref().is_some_and(|r| r.paused);
-        let ready = self.fixed.is_some() && self.moving.is_some();
+        let ready = self.images.fixed.is_some() && self.images.moving.is_some();
         ui.horizontal(|ui| {
             if ui
                 .add_enabled(!running && ready, egui::Button::new("Run"))
@@ -325,7 +326,11 @@ impl ViewerApp {
                 LIVE,
                 format!(
                     "sent, waiting for the next iteration: {}",
-                    run.pending.join(", ")
+                    run.pending
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
         }

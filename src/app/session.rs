@@ -16,7 +16,7 @@ use crate::session_file::{ImageSource, Images, SessionFile};
 
 /// What the views looked like.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ViewState {
+pub struct SavedView {
     pub navigation: Navigation,
     pub composite: Composite,
     pub overlays: Overlays,
@@ -27,15 +27,15 @@ pub struct ViewState {
 }
 
 impl ViewerApp {
-    fn view_state(&self) -> ViewState {
-        ViewState {
-            navigation: self.nav.clone(),
-            composite: self.composite.clone(),
-            overlays: self.overlays.clone(),
-            a: self.a,
-            b: self.b,
-            fixed_window: self.fixed.as_ref().map(|i| i.style.window),
-            moving_window: self.moving.as_ref().map(|i| i.style.window),
+    fn saved_view(&self) -> SavedView {
+        SavedView {
+            navigation: self.view.nav.clone(),
+            composite: self.view.composite.clone(),
+            overlays: self.view.overlays.clone(),
+            a: self.view.a,
+            b: self.view.b,
+            fixed_window: self.images.fixed.as_ref().map(|i| i.style.window),
+            moving_window: self.images.moving.as_ref().map(|i| i.style.window),
         }
     }
 
@@ -49,26 +49,26 @@ impl ViewerApp {
                 )
             })
         };
-        let (Some(fixed), Some(moving)) = (&self.fixed, &self.moving) else {
+        let (Some(fixed), Some(moving)) = (&self.images.fixed, &self.images.moving) else {
             return Err("open a fixed and a moving image before saving a session".into());
         };
         let images = Images {
             fixed: vec![name(fixed)?],
             moving: vec![name(moving)?],
-            fixed_mask: match &self.mask {
+            fixed_mask: match &self.images.mask {
                 Some(m) => Some(name(m)?),
                 None => None,
             },
-            labels: match &self.labels {
+            labels: match &self.images.labels {
                 Some(l) => Some(name(l)?),
                 None => None,
             },
-            labels_in_moving: self.labels_in_moving,
+            labels_in_moving: self.images.labels_in_moving,
         };
         let mut s = SessionFile::new(images, self.reg.pipeline.clone());
         s.landmarks = self.lm.editor.pairs().to_vec();
         s.device = self.reg.device.name().into();
-        s.view = serde_json::to_value(self.view_state()).unwrap_or_default();
+        s.view = serde_json::to_value(self.saved_view()).unwrap_or_default();
         s.runs = self.reg.history.clone();
         Ok(s)
     }
@@ -130,11 +130,11 @@ impl ViewerApp {
         if let Some(l) = &s.images.labels {
             open(self, Role::Labels, l);
         }
-        self.mask = None;
+        self.images.mask = None;
         if let Some(m) = &s.images.fixed_mask {
             open(self, Role::Mask, m);
         }
-        self.labels_in_moving = s.images.labels_in_moving;
+        self.images.labels_in_moving = s.images.labels_in_moving;
         self.set_pipeline(s.pipeline.clone());
         self.reg.device = DeviceChoice::parse(&s.device).unwrap_or_default();
         self.reg.history = s.runs.clone();
@@ -154,23 +154,23 @@ impl ViewerApp {
 
     /// Restore a session's view once its images have loaded.
     pub(super) fn apply_pending_view(&mut self) {
-        if self.pending_view.is_none() || self.fixed.is_none() || self.loader.pending() > 0 {
+        if self.pending_view.is_none() || self.images.fixed.is_none() || self.loader.pending() > 0 {
             return;
         }
         let Some(v) = self.pending_view.take() else {
             return;
         };
-        match serde_json::from_value::<ViewState>(v) {
+        match serde_json::from_value::<SavedView>(v) {
             Ok(vs) => {
-                self.nav = vs.navigation;
-                self.composite = vs.composite;
-                self.overlays = vs.overlays;
-                self.a = vs.a;
-                self.b = vs.b;
-                if let (Some(f), Some(w)) = (&mut self.fixed, vs.fixed_window) {
+                self.view.nav = vs.navigation;
+                self.view.composite = vs.composite;
+                self.view.overlays = vs.overlays;
+                self.view.a = vs.a;
+                self.view.b = vs.b;
+                if let (Some(f), Some(w)) = (&mut self.images.fixed, vs.fixed_window) {
                     f.style.window = w;
                 }
-                if let (Some(m), Some(w)) = (&mut self.moving, vs.moving_window) {
+                if let (Some(m), Some(w)) = (&mut self.images.moving, vs.moving_window) {
                     m.style.window = w;
                 }
             }

@@ -13,17 +13,17 @@ use eframe::egui;
 use eframe::egui_wgpu;
 
 use super::data::{Limits, Loaded, LoadedField, LoadedImage, Loader, Role, display_name};
+use super::field_state::FieldState;
 use super::files::Files;
+use super::images::Images;
 use super::landmarks::{LandmarkFile, LandmarkUi};
-use super::navigation::Navigation;
+use super::notices::Notices;
 use super::screenshot::Screenshots;
+use super::view_state::ViewState;
 use crate::metrics::FieldKind;
-use crate::render::{
-    Composite, FieldCompute, GpuScene, GpuVolume, ImageStyle, Map, Mode, Overlays, Present,
-    Readback, Slot,
-};
+use crate::render::{FieldCompute, GpuScene, GpuVolume, ImageStyle, Map, Present, Readback, Slot};
 use crate::volume::affine;
-use crate::volume::{Grid, Volume, range_of};
+use crate::volume::{Grid, Volume};
 
 /// Where an image comes from at start-up.
 pub enum Source {
@@ -56,106 +56,31 @@ pub struct Startup {
     pub bench: Option<super::bench::LiveBench>,
 }
 
-/// A line shown to the user: errors stay until dismissed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Message {
-    pub text: String,
-    pub error: bool,
-}
-
-/// det J statistics over the field's grid (from the GPU's map).
-#[derive(Clone, Debug, PartialEq)]
-pub struct JacobianStats {
-    pub min: f32,
-    pub max: f32,
-    pub folds: usize,
-    pub voxels: usize,
-}
-
-impl JacobianStats {
-    pub fn from_values(v: &[f32]) -> Self {
-        let (min, max) = range_of(v).unwrap_or((f32::NAN, f32::NAN));
-        Self {
-            min,
-            max,
-            folds: v.iter().filter(|&&x| x <= 0.0).count(),
-            voxels: v.len(),
-        }
-    }
-
-    pub fn fold_percent(&self) -> f64 {
-        100.0 * self.folds as f64 / self.voxels.max(1) as f64
-    }
-}
-
-/// The GPU-computed products of the field, as far as they have arrived.
-#[derive(Default)]
-pub struct Products {
-    pub warped_ready: bool,
-    /// CPU copy of the warped image (on the field's grid), for read-outs.
-    pub warped: Option<Volume>,
-    warped_rb: Option<Readback>,
-    pub jacobian_ready: bool,
-    pub jacobian: Option<Volume>,
-    pub jacobian_stats: Option<JacobianStats>,
-    jacobian_rb: Option<Readback>,
-}
-
 pub struct ViewerApp {
     pub(super) rs: egui_wgpu::RenderState,
     pub(super) compute: FieldCompute,
     pub(super) limits: Limits,
-    pub fixed: Option<LoadedImage>,
-    pub moving: Option<LoadedImage>,
-    pub field: Option<LoadedField>,
-    pub ic: Option<LoadedImage>,
-    pub labels: Option<LoadedImage>,
-    /// The fixed image's mask, for registration.
-    pub mask: Option<LoadedImage>,
-    /// Labels drawn in moving space (through the field) instead of fixed space.
-    pub labels_in_moving: bool,
-    pub products: Products,
-    pub nav: Navigation,
-    pub a: Slot,
-    pub b: Slot,
-    pub composite: Composite,
-    pub overlays: Overlays,
-    pub(super) flicker_shows_b: bool,
-    pub(super) flicker_since: f64,
-    pub messages: Vec<Message>,
-    pub status: String,
-    /// Set when fixed and moving do not overlap in world space: the gap (mm).
-    pub no_overlap_mm: Option<f64>,
-    /// A pair was shown in a comparison once: the first pair opens in the
-    /// checkerboard, later ones keep the mode the user chose.
-    pair_compared: bool,
+    /// The images in their roles.
+    pub images: Images,
+    /// The field shown and its products.
+    pub field: FieldState,
+    /// How the views show them: navigation, slots, mode, overlays.
+    pub view: ViewState,
+    /// The status line, notices and errors.
+    pub notes: Notices,
     /// The window title last sent.
     pub(super) title: String,
     /// A DICOM folder of several series waiting for the user's pick.
     pub series_choice: Option<SeriesChoice>,
     pub(super) loader: Loader,
-    /// Fields waiting for the fixed image (they are resampled onto its grid).
-    deferred_fields: Vec<(PathBuf, Option<FieldKind>)>,
-    /// The kind chosen for the next field opened ("auto" = from the header).
-    pub field_kind: Option<FieldKind>,
     pub(super) files: Files,
     pub(super) screenshots: Screenshots,
-    pub(super) dragging_divider: bool,
-    /// Each plane's image rectangle this frame (screenshots of a view crop to it).
-    pub(super) view_rects: [Option<egui::Rect>; 3],
-    /// The view under the mouse (keys act on it).
-    pub(super) hovered_plane: Option<crate::render::Plane>,
     /// Landmarks: editor, mode, TRE table, autosave.
     pub lm: LandmarkUi,
-    /// Bumped whenever the field changes (TRE is recomputed on it).
-    pub field_serial: u64,
     /// Landmark files named at start-up, opened once the images have loaded.
     pending_landmarks: Vec<(LandmarkFile, PathBuf)>,
     /// Registration: pipeline, the run, its previews, history, exports.
     pub reg: super::registration::Registration,
-    /// The grid of the live preview's field while a run draws it (the field
-    /// textures hold a preview, not a loaded field).
-    pub preview_grid: Option<Grid>,
     /// The session file last opened or saved.
     pub session_path: Option<PathBuf>,
     /// A session's view state, applied once its fixed image has loaded.
@@ -196,45 +121,22 @@ impl ViewerApp {
         }
         let limits = Limits(rs.device.limits());
         let compute = FieldCompute::new(&rs.device);
-        let placeholder = Grid::new([1, 1, 1], affine::IDENTITY);
         let mut app = Self {
             rs,
             compute,
             limits,
-            fixed: None,
-            moving: None,
-            field: None,
-            ic: None,
-            labels: None,
-            mask: None,
-            labels_in_moving: startup.labels_in_moving,
-            products: Products::default(),
-            nav: Navigation::framing(&placeholder),
-            a: Slot::Fixed,
-            b: Slot::Moving,
-            composite: Composite::default(),
-            overlays: Overlays::default(),
-            flicker_shows_b: false,
-            flicker_since: 0.0,
-            messages: Vec::new(),
-            status: String::new(),
-            no_overlap_mm: None,
-            pair_compared: false,
+            images: Images::new(startup.labels_in_moving),
+            field: FieldState::new(startup.field_kind),
+            view: ViewState::default(),
+            notes: Notices::default(),
             title: String::new(),
             series_choice: None,
             loader: Loader::default(),
-            deferred_fields: Vec::new(),
-            field_kind: startup.field_kind,
             files: Files::load(startup.config_dir.clone()),
             screenshots: Screenshots::default(),
-            dragging_divider: false,
-            view_rects: [None; 3],
-            hovered_plane: None,
             lm: LandmarkUi::default(),
-            field_serial: 0,
             pending_landmarks: startup.landmarks,
             reg: Default::default(),
-            preview_grid: None,
             session_path: None,
             pending_view: None,
             bench: startup.bench.map(super::bench::BenchState::new),
@@ -270,21 +172,17 @@ impl ViewerApp {
     }
 
     pub fn error(&mut self, text: impl Into<String>) {
-        let text = printable(text.into());
-        self.status = text.clone();
-        self.messages.push(Message { text, error: true });
+        self.notes.error(text);
     }
 
     /// Drop the notices (not the errors): they spoke of the result that
     /// was shown, and another one takes its place.
     pub fn clear_notices(&mut self) {
-        self.messages.retain(|m| m.error);
+        self.notes.clear();
     }
 
     pub fn notice(&mut self, text: impl Into<String>) {
-        let text = printable(text.into());
-        self.status = text.clone();
-        self.messages.push(Message { text, error: false });
+        self.notes.notice(text);
     }
 
     /// The wgpu device, queue and renderer the viewer draws with (and the
@@ -295,17 +193,12 @@ impl ViewerApp {
 
     /// A plane's image rectangle in the last frame (`None` when not shown).
     pub fn view_rect(&self, plane: crate::render::Plane) -> Option<egui::Rect> {
-        self.view_rects[plane.index()]
-    }
-
-    /// Whether flicker shows image B now.
-    pub fn flicker_shows_b(&self) -> bool {
-        self.flicker_shows_b
+        self.view.rects[plane.index()]
     }
 
     /// The view under the mouse in the last frame.
     pub fn hovered_view(&self) -> Option<crate::render::Plane> {
-        self.hovered_plane
+        self.view.hovered
     }
 
     /// What the screenshots asked for so far name ("Window" or a plane).
@@ -328,27 +221,23 @@ impl ViewerApp {
     }
 
     pub fn errors(&self) -> Vec<&str> {
-        self.messages
-            .iter()
-            .filter(|m| m.error)
-            .map(|m| m.text.as_str())
-            .collect()
+        self.notes.errors()
     }
 
     /// Open a file in a role (read on a worker thread; applied when it arrives).
     pub fn open(&mut self, role: Role, path: PathBuf) {
         self.files.remember(role, &path);
         match role {
-            Role::Field => match &self.fixed {
+            Role::Field => match &self.images.fixed {
                 Some(f) => self
                     .loader
-                    .field(path, self.field_kind, f.display.grid.clone()),
+                    .field(path, self.field.kind, f.display.grid.clone()),
                 None => {
                     self.notice(format!(
                         "{}: waiting for the fixed image (a field lives on its grid)",
                         display_name(&path)
                     ));
-                    self.deferred_fields.push((path, self.field_kind));
+                    self.field.deferred.push((path, self.field.kind));
                 }
             },
             _ => self.loader.image(role, path, None, self.limits.clone()),
@@ -397,11 +286,11 @@ impl ViewerApp {
 
     /// Block until the field products have been read back.
     pub fn wait_for_products(&mut self) {
-        if let Some(rb) = self.products.jacobian_rb.take() {
+        if let Some(rb) = self.field.products.jacobian_rb.take() {
             let r = rb.wait(&self.rs.device);
             self.accept_jacobian(r);
         }
-        if let Some(rb) = self.products.warped_rb.take() {
+        if let Some(rb) = self.field.products.warped_rb.take() {
             let r = rb.wait(&self.rs.device);
             self.accept_warped(r);
         }
@@ -450,16 +339,16 @@ impl ViewerApp {
         self.start_deferred_fields();
         self.open_pending_landmarks();
         self.apply_pending_view();
-        if let Some(rb) = &self.products.jacobian_rb
+        if let Some(rb) = &self.field.products.jacobian_rb
             && let Some(r) = rb.try_take(&self.rs.device)
         {
-            self.products.jacobian_rb = None;
+            self.field.products.jacobian_rb = None;
             self.accept_jacobian(r);
         }
-        if let Some(rb) = &self.products.warped_rb
+        if let Some(rb) = &self.field.products.warped_rb
             && let Some(r) = rb.try_take(&self.rs.device)
         {
-            self.products.warped_rb = None;
+            self.field.products.warped_rb = None;
             self.accept_warped(r);
         }
     }
@@ -467,8 +356,8 @@ impl ViewerApp {
     pub fn busy(&self) -> bool {
         self.loader.pending() > 0
             || !self.reg.exports.is_empty()
-            || self.products.jacobian_rb.is_some()
-            || self.products.warped_rb.is_some()
+            || self.field.products.jacobian_rb.is_some()
+            || self.field.products.warped_rb.is_some()
     }
 
     fn apply_job(&mut self, job: super::data::Job) {
@@ -487,9 +376,9 @@ impl ViewerApp {
                 notice,
             }) => {
                 // The fixed image may have changed while the field was read.
-                let current = self.fixed.as_ref().map(|f| f.display.grid.clone());
+                let current = self.images.fixed.as_ref().map(|f| f.display.grid.clone());
                 if current.as_ref() != Some(&disp_vox.grid) {
-                    self.deferred_fields.push((path, Some(kind)));
+                    self.field.deferred.push((path, Some(kind)));
                     return;
                 }
                 let field = LoadedField {
@@ -525,9 +414,9 @@ impl ViewerApp {
                 }
                 for p in kinds {
                     // The fixed image named in run.json is still loading: wait for it.
-                    let kind = self.field_kind;
+                    let kind = self.field.kind;
                     self.files.remember(Role::Field, &p);
-                    self.deferred_fields.push((p, kind));
+                    self.field.deferred.push((p, kind));
                 }
                 self.start_deferred_fields();
             }
@@ -535,14 +424,14 @@ impl ViewerApp {
     }
 
     fn start_deferred_fields(&mut self) {
-        if self.deferred_fields.is_empty() {
+        if self.field.deferred.is_empty() {
             return;
         }
-        if let Some(f) = &self.fixed
+        if let Some(f) = &self.images.fixed
             && !self.loader.pending_role(Role::Fixed)
         {
             let grid = f.display.grid.clone();
-            for (p, k) in std::mem::take(&mut self.deferred_fields) {
+            for (p, k) in std::mem::take(&mut self.field.deferred) {
                 self.loader.field(p, k, grid.clone());
             }
         }
@@ -594,20 +483,23 @@ impl ViewerApp {
         }
         let name = img.name.clone();
         self.set_texture(role, texture);
+        if role == Role::Fixed {
+            self.view.nav.reframe(&img.display.grid);
+        }
+        let placed = self.images.place(role, img);
+        if let Some(n) = placed.notice {
+            self.notice(n);
+        }
         match role {
             Role::Fixed => {
-                let grid_changed = self
-                    .fixed
-                    .as_ref()
-                    .is_none_or(|f| f.display.grid != img.display.grid);
-                self.nav.reframe(&img.display.grid);
-                self.fixed = Some(img);
                 self.landmarks_for_new_fixed();
-                if grid_changed && let Some(f) = self.field.take() {
+                if placed.fixed_grid_changed
+                    && let Some(f) = self.field.loaded.take()
+                {
                     // The field lives on the fixed grid: read it again onto the new one.
                     self.clear_field_products();
                     match f.path {
-                        Some(p) => self.deferred_fields.push((p, Some(f.kind))),
+                        Some(p) => self.field.deferred.push((p, Some(f.kind))),
                         None => self.notice(
                             "the field was closed: it belonged to the previous fixed image",
                         ),
@@ -615,66 +507,26 @@ impl ViewerApp {
                 }
             }
             Role::Moving => {
-                self.moving = Some(img);
                 self.recompute_warped();
                 // As when a field arrives after its images: B shows the
                 // warped image, whichever of the two came last.
-                if self.field.is_some() && self.products.warped_ready {
-                    self.b = Slot::Warped;
+                if self.field.loaded.is_some() && self.field.products.warped_ready {
+                    self.view.b = Slot::Warped;
                 }
             }
-            Role::IcWeights => {
-                self.ic = Some(img);
-                self.overlays.ic.on = true;
-            }
-            Role::Labels => {
-                // Labels on the moving grid (and not the fixed one) are drawn through the field.
-                let on = |other: &Option<LoadedImage>| {
-                    other
-                        .as_ref()
-                        .is_some_and(|o| o.volume.grid.same_as(&img.volume.grid))
-                };
-                match (on(&self.fixed), on(&self.moving)) {
-                    (false, true) => self.labels_in_moving = true,
-                    (true, false) => self.labels_in_moving = false,
-                    _ => {}
-                }
-                self.labels = Some(img);
-                self.overlays.labels.on = true;
-            }
-            Role::Mask => {
-                let inside = img.volume.data.iter().filter(|&&v| v > 0.5).count();
-                self.notice(format!(
-                    "fixed mask {}: registration compares only the {inside} voxels inside it",
-                    img.name
-                ));
-                self.mask = Some(img);
-            }
-            Role::Field => {}
+            Role::IcWeights => self.view.overlays.ic.on = true,
+            Role::Labels => self.view.overlays.labels.on = true,
+            Role::Mask | Role::Field => {}
         }
-        self.check_overlap();
-        if self.fixed.is_some() && self.moving.is_some() && !self.pair_compared {
-            // What a clinician looks at first: fixed and moving together.
-            self.pair_compared = true;
-            if self.composite.mode == Mode::Single {
-                self.composite.mode = Mode::Checkerboard;
-            }
+        if self.images.pair() {
+            self.view.pair_loaded();
         }
-        self.status = format!("opened {} as the {}", name, role.name());
+        self.notes.status = format!("opened {} as the {}", name, role.name());
         Ok(())
     }
 
-    fn check_overlap(&mut self) {
-        self.no_overlap_mm = match (&self.fixed, &self.moving) {
-            (Some(f), Some(m)) => crate::volume::world_gap_mm(&f.volume.grid, &m.volume.grid),
-            _ => None,
-        };
-    }
-
     pub(super) fn clear_field_products(&mut self) {
-        self.preview_grid = None;
-        self.products = Products::default();
-        self.field_serial += 1;
+        self.field.clear_products();
         self.scene(|s| {
             s.set_map(Map::Field, None);
             s.set_map(Map::Jacobian, None);
@@ -700,36 +552,31 @@ impl ViewerApp {
         if let Some(n) = &field.notice {
             self.notice(format!("{}: {n}", field.name));
         }
-        self.status = format!("opened {} as the field ({})", field.name, field.kind.name());
-        self.preview_grid = None;
+        self.notes.status = format!("opened {} as the field ({})", field.name, field.kind.name());
         self.reg.shown = None;
-        self.products = Products::default();
-        self.products.jacobian_rb = Some(rb);
-        self.products.jacobian_ready = true;
         self.scene(|s| {
             s.set_map(Map::Field, Some(texture));
             s.set_map(Map::Jacobian, Some(jac));
         });
-        self.field = Some(field);
-        self.field_serial += 1;
+        self.field.take(field, rb);
         self.recompute_warped();
-        if self.products.warped_ready {
-            self.b = Slot::Warped;
+        if self.field.products.warped_ready {
+            self.view.b = Slot::Warped;
         }
         Ok(())
     }
 
     /// Warp the moving image through the field on the GPU (when both exist).
     fn recompute_warped(&mut self) {
-        let Some(grid) = self.field.as_ref().map(|f| f.disp_vox.grid.clone()) else {
+        let Some(grid) = self.field.loaded.as_ref().map(|f| f.disp_vox.grid.clone()) else {
             return;
         };
         match self.warp_moving(None, &grid) {
             Ok(Some(warped)) => match Readback::start(&self.rs.device, &self.rs.queue, &warped) {
                 Ok(rb) => {
-                    self.products.warped_rb = Some(rb);
-                    self.products.warped = None;
-                    self.products.warped_ready = true;
+                    self.field.products.warped_rb = Some(rb);
+                    self.field.products.warped = None;
+                    self.field.products.warped_ready = true;
                     self.scene(|s| s.set_image(Slot::Warped, Some(warped)));
                 }
                 Err(e) => self.error(e),
@@ -747,7 +594,7 @@ impl ViewerApp {
         field: Option<&GpuVolume>,
         grid: &Grid,
     ) -> Result<Option<GpuVolume>, String> {
-        let Some(moving) = &self.moving else {
+        let Some(moving) = &self.images.moving else {
             return Ok(None);
         };
         let inv = affine::inverse(&moving.display.grid.affine)
@@ -764,33 +611,17 @@ impl ViewerApp {
     }
 
     fn accept_jacobian(&mut self, r: Result<Vec<f32>, String>) {
-        let grid = self.field.as_ref().map(|f| f.disp_vox.grid.clone());
-        match (r, grid) {
-            (Ok(values), Some(grid)) => {
-                let stats = JacobianStats::from_values(&values);
-                if stats.folds > 0 {
-                    self.notice(format!(
-                        "det J ≤ 0 at {} voxels ({:.3} %): the field folds",
-                        stats.folds,
-                        stats.fold_percent()
-                    ));
-                }
-                self.products.jacobian_stats = Some(stats);
-                self.products.jacobian = Volume::from_data(grid, 1, values).ok();
-            }
-            (Err(e), _) => self.error(e),
-            (Ok(_), None) => {}
+        match r.map(|values| self.field.accept_jacobian(values)) {
+            Ok(Some(n)) => self.notice(n),
+            Ok(None) => {}
+            Err(e) => self.error(e),
         }
     }
 
     fn accept_warped(&mut self, r: Result<Vec<f32>, String>) {
-        let grid = self.field.as_ref().map(|f| f.disp_vox.grid.clone());
-        match (r, grid) {
-            (Ok(values), Some(grid)) => {
-                self.products.warped = Volume::from_data(grid, 1, values).ok()
-            }
-            (Err(e), _) => self.error(e),
-            (Ok(_), None) => {}
+        match r {
+            Ok(values) => self.field.accept_warped(values),
+            Err(e) => self.error(e),
         }
     }
 
@@ -798,7 +629,7 @@ impl ViewerApp {
     pub fn select_channel(&mut self, role: Role, c: usize) {
         let limits = self.limits.clone();
         let labels = matches!(role, Role::Labels | Role::Mask);
-        let Some(img) = slot_mut(self, role) else {
+        let Some(img) = self.images.get_mut(role) else {
             return;
         };
         let previous = img.channel;
@@ -806,7 +637,7 @@ impl ViewerApp {
             self.error(e);
             return;
         }
-        let result = match slot_ref(self, role) {
+        let result = match self.images.get(role) {
             Some(img) => self.upload(img),
             None => return,
         };
@@ -818,7 +649,7 @@ impl ViewerApp {
                 }
             }
             Err(e) => {
-                if let Some(img) = slot_mut(self, role) {
+                if let Some(img) = self.images.get_mut(role) {
                     let _ = img.select_channel(previous, &limits, labels);
                 }
                 self.error(e);
@@ -829,19 +660,24 @@ impl ViewerApp {
     /// The grid of the field in the scene: a loaded field's, or the live
     /// preview's while a run draws it.
     pub fn field_grid(&self) -> Option<&Grid> {
-        self.field
-            .as_ref()
-            .map(|f| &f.disp_vox.grid)
-            .or(self.preview_grid.as_ref())
+        self.field.grid()
     }
 
     /// The image in a slot, its grid and style (warped: the field's grid, the moving style).
     pub fn slot_image(&self, slot: Slot) -> Option<(&Grid, ImageStyle)> {
         match slot {
-            Slot::Fixed => self.fixed.as_ref().map(|i| (&i.display.grid, i.style)),
-            Slot::Moving => self.moving.as_ref().map(|i| (&i.display.grid, i.style)),
-            Slot::Warped => match (self.field_grid(), &self.moving) {
-                (Some(g), Some(m)) if self.products.warped_ready => Some((g, m.style)),
+            Slot::Fixed => self
+                .images
+                .fixed
+                .as_ref()
+                .map(|i| (&i.display.grid, i.style)),
+            Slot::Moving => self
+                .images
+                .moving
+                .as_ref()
+                .map(|i| (&i.display.grid, i.style)),
+            Slot::Warped => match (self.field_grid(), &self.images.moving) {
+                (Some(g), Some(m)) if self.field.products.warped_ready => Some((g, m.style)),
                 _ => None,
             },
         }
@@ -850,16 +686,21 @@ impl ViewerApp {
     /// Which textures and grids the views draw this frame.
     pub fn present(&self) -> Present<'_> {
         Present {
-            a: self.slot_image(self.a),
-            b: self.slot_image(self.b),
+            a: self.slot_image(self.view.a),
+            b: self.slot_image(self.view.b),
             field: self.field_grid(),
-            jacobian: self.products.jacobian_ready,
-            ic: self.ic.as_ref().map(|i| (&i.display.grid, i.style.window)),
+            jacobian: self.field.products.jacobian_ready,
+            ic: self
+                .images
+                .ic
+                .as_ref()
+                .map(|i| (&i.display.grid, i.style.window)),
             labels: self
+                .images
                 .labels
                 .as_ref()
-                .map(|l| (&l.display.grid, self.labels_in_moving)),
-            flicker_shows_b: self.flicker_shows_b,
+                .map(|l| (&l.display.grid, self.images.labels_in_moving)),
+            flicker_shows_b: self.view.flicker_shows_b,
         }
     }
 
@@ -878,77 +719,20 @@ impl ViewerApp {
         };
         serde_json::json!({
             "software": format!("warpscope {}", env!("CARGO_PKG_VERSION")),
-            "a": self.a.name(),
-            "b": if self.composite.mode.uses_b() { Some(self.b.name()) } else { None },
-            "composite": self.composite,
-            "overlays": self.overlays,
-            "navigation": self.nav,
-            "fixed": img(&self.fixed),
-            "moving": img(&self.moving),
-            "field": self.field.as_ref().map(|f| serde_json::json!({
+            "a": self.view.a.name(),
+            "b": if self.view.composite.mode.uses_b() { Some(self.view.b.name()) } else { None },
+            "composite": self.view.composite,
+            "overlays": self.view.overlays,
+            "navigation": self.view.nav,
+            "fixed": img(&self.images.fixed),
+            "moving": img(&self.images.moving),
+            "field": self.field.loaded.as_ref().map(|f| serde_json::json!({
                 "name": f.name,
                 "path": f.path.as_ref().map(|p| p.display().to_string()),
                 "kind": f.kind.name(),
             })),
-            "ic_weights": img(&self.ic),
-            "labels": img(&self.labels),
+            "ic_weights": img(&self.images.ic),
+            "labels": img(&self.images.labels),
         })
-    }
-}
-
-/// Messages from other libraries (a shader compiler's report, say) may
-/// draw boxes with characters the UI font lacks: they become ASCII.
-fn printable(text: String) -> String {
-    if !text.chars().any(|c| ('\u{2500}'..='\u{257F}').contains(&c)) {
-        return text;
-    }
-    const VERTICAL: &str = "│┃┆┇┊┋╎╏║╵╷╹╻╽╿";
-    const HORIZONTAL: &str = "─━┄┅┈┉╌╍═╴╶╸╺╼╾";
-    text.chars()
-        .map(|c| match c {
-            '\u{2500}'..='\u{257F}' if VERTICAL.contains(c) => '|',
-            '\u{2500}'..='\u{257F}' if HORIZONTAL.contains(c) => '-',
-            '\u{2500}'..='\u{257F}' => '+',
-            other => other,
-        })
-        .collect()
-}
-
-fn slot_ref(app: &ViewerApp, role: Role) -> Option<&LoadedImage> {
-    match role {
-        Role::Fixed => app.fixed.as_ref(),
-        Role::Moving => app.moving.as_ref(),
-        Role::IcWeights => app.ic.as_ref(),
-        Role::Labels => app.labels.as_ref(),
-        Role::Mask => app.mask.as_ref(),
-        Role::Field => None,
-    }
-}
-
-fn slot_mut(app: &mut ViewerApp, role: Role) -> Option<&mut LoadedImage> {
-    match role {
-        Role::Fixed => app.fixed.as_mut(),
-        Role::Moving => app.moving.as_mut(),
-        Role::IcWeights => app.ic.as_mut(),
-        Role::Labels => app.labels.as_mut(),
-        Role::Mask => app.mask.as_mut(),
-        Role::Field => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::printable;
-
-    #[test]
-    fn box_drawing_becomes_ascii() {
-        let naga =
-            "   ┌─ kernel:56:11\n   │\n56 │ let v = u64(32);\n   │         ^^^^^^^\n   ╰── here";
-        let p = printable(naga.to_string());
-        assert_eq!(
-            p,
-            "   +- kernel:56:11\n   |\n56 | let v = u64(32);\n   |         ^^^^^^^\n   +-- here"
-        );
-        assert_eq!(printable("det J ≥ 0 · 1–7".into()), "det J ≥ 0 · 1–7");
     }
 }

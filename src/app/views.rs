@@ -48,7 +48,7 @@ enum Column {
 impl ViewerApp {
     /// The central area: banners, then the views.
     pub(super) fn view_area(&mut self, ui: &mut egui::Ui) {
-        if let Some(gap) = self.no_overlap_mm {
+        if let Some(gap) = self.images.no_overlap_mm {
             ui.colored_label(
                 egui::Color32::from_rgb(255, 120, 90),
                 format!(
@@ -58,7 +58,7 @@ impl ViewerApp {
                 ),
             );
         }
-        if self.fixed.is_none() && self.moving.is_none() {
+        if self.images.fixed.is_none() && self.images.moving.is_none() {
             ui.centered_and_justified(|ui| {
                 ui.label(if self.loader.pending() > 0 {
                     "Loading…"
@@ -71,7 +71,7 @@ impl ViewerApp {
         let mut area = ui.available_rect_before_wrap();
         // One view enlarged, or two runs side by side: the colour bars go
         // in a column on the right (in the 2×2 layout, the fourth tile).
-        if (self.nav.enlarged.is_some() || self.compared_runs().is_some())
+        if (self.view.nav.enlarged.is_some() || self.compared_runs().is_some())
             && area.width() > 1.8 * LEGEND_W
         {
             let legend =
@@ -82,7 +82,7 @@ impl ViewerApp {
         }
         if let Some((a, b)) = self.compared_runs() {
             // Two runs side by side: each plane in a row, run a left, run b right.
-            let planes: Vec<Plane> = match self.nav.enlarged {
+            let planes: Vec<Plane> = match self.view.nav.enlarged {
                 Some(p) => vec![p],
                 None => Plane::ALL.to_vec(),
             };
@@ -105,7 +105,7 @@ impl ViewerApp {
             }
             return;
         }
-        match self.nav.enlarged {
+        match self.view.nav.enlarged {
             Some(plane) => self.view_tile(ui, plane, area, Column::Main(None)),
             None => {
                 let w = (area.width() - GAP) / 2.0;
@@ -142,7 +142,7 @@ impl ViewerApp {
         }
         let compare = matches!(column, Column::Compare(_));
         if !compare {
-            self.view_rects[plane.index()] = Some(rect);
+            self.view.rects[plane.index()] = Some(rect);
         }
         self.caption(ui, plane, caption, column);
 
@@ -150,7 +150,7 @@ impl ViewerApp {
         let response = ui.interact(rect, id, egui::Sense::click_and_drag());
         self.interact(ui, &response, plane, rect);
 
-        let view = self.nav.view(plane);
+        let view = self.view.nav.view(plane);
         let size = [f64::from(rect.width()), f64::from(rect.height())];
         // Landmark mode shows the side's image alone; the field overlays
         // live in fixed space and are kept off the moving image.
@@ -161,16 +161,20 @@ impl ViewerApp {
             };
             let single = Composite {
                 mode: Mode::Single,
-                ..self.composite.clone()
+                ..self.view.composite.clone()
             };
             let overlays = if slot == Slot::Fixed {
-                self.overlays.clone()
+                self.view.overlays.clone()
             } else {
                 Overlays::default()
             };
             (slot, single, overlays)
         } else {
-            (self.a, self.composite.clone(), self.overlays.clone())
+            (
+                self.view.a,
+                self.view.composite.clone(),
+                self.view.overlays.clone(),
+            )
         };
         let mut present = self.present();
         present.a = self.slot_image(a);
@@ -181,7 +185,7 @@ impl ViewerApp {
                 ViewCallback {
                     id: plane.index() as u64 + if compare { 16 } else { 0 },
                     a,
-                    b: self.b,
+                    b: self.view.b,
                     uniform,
                     compare,
                 },
@@ -201,16 +205,16 @@ impl ViewerApp {
         self.draw_landmarks(&painter, plane, &view, rect);
         draw_orientation_letters(&painter, &view, rect);
         self.draw_names(&painter, a, composite.mode, rect);
-        if self.composite.mode == Mode::Swipe {
-            let x = rect.left() + self.composite.swipe * rect.width();
+        if self.view.composite.mode == Mode::Swipe {
+            let x = rect.left() + self.view.composite.swipe * rect.width();
             painter.line_segment(
                 [egui::pos2(x, rect.top()), egui::pos2(x, rect.bottom())],
                 egui::Stroke::new(2.0, egui::Color32::from_rgb(255, 255, 255)),
             );
         }
         if let Some(pos) = response.hover_pos() {
-            self.hovered_plane = Some(plane);
-            self.status = self.readout(&view, rect, pos);
+            self.view.hovered = Some(plane);
+            self.notes.status = self.readout(&view, rect, pos);
         }
     }
 
@@ -226,8 +230,8 @@ impl ViewerApp {
             ui.colored_label(egui::Color32::from_rgb(120, 200, 255), format!("run {run}"));
         }
         let n = plane.normal_axis();
-        let (lo, hi) = self.nav.slice_range(plane);
-        let mut pos = self.nav.cursor_ras[n];
+        let (lo, hi) = self.view.nav.slice_range(plane);
+        let mut pos = self.view.nav.cursor_ras[n];
         let label = if matches!(column, Column::Main(None)) {
             0.0
         } else {
@@ -238,7 +242,7 @@ impl ViewerApp {
         if ui
             .add(
                 egui::Slider::new(&mut pos, lo..=hi)
-                    .step_by(self.nav.step_mm)
+                    .step_by(self.view.nav.step_mm)
                     .fixed_decimals(1)
                     .suffix(" mm")
                     // Round only what the user edits: the crosshair set by a
@@ -250,15 +254,15 @@ impl ViewerApp {
             ))
             .changed()
         {
-            self.nav.cursor_ras[n] = pos;
+            self.view.nav.cursor_ras[n] = pos;
         }
-        let (label, tip) = if self.nav.enlarged == Some(plane) {
+        let (label, tip) = if self.view.nav.enlarged == Some(plane) {
             ("back", "Back to three views (V or Esc)")
         } else {
             ("enlarge", "Enlarge this view (A / C / S, or double-click)")
         };
         if ui.small_button(label).on_hover_text(tip).clicked() {
-            self.toggle_enlarged(plane);
+            self.view.toggle_enlarged(plane);
         }
     }
 
@@ -267,16 +271,16 @@ impl ViewerApp {
     fn draw_names(&self, painter: &egui::Painter, a: Slot, mode: Mode, rect: egui::Rect) {
         let name = |slot: Slot| -> Option<String> {
             let n = match slot {
-                Slot::Fixed => self.fixed.as_ref()?.name.clone(),
-                Slot::Moving => self.moving.as_ref()?.name.clone(),
-                Slot::Warped => format!("{} warped", self.moving.as_ref()?.name),
+                Slot::Fixed => self.images.fixed.as_ref()?.name.clone(),
+                Slot::Moving => self.images.moving.as_ref()?.name.clone(),
+                Slot::Warped => format!("{} warped", self.images.moving.as_ref()?.name),
             };
             Some(format!("{}: {n}", slot.name()))
         };
         let lines: Vec<String> = if mode == Mode::Single {
             name(a).into_iter().collect()
         } else {
-            [("A", a), ("B", self.b)]
+            [("A", a), ("B", self.view.b)]
                 .into_iter()
                 .filter_map(|(k, s)| name(s).map(|n| format!("{k} {n}")))
                 .collect()
@@ -295,14 +299,6 @@ impl ViewerApp {
         }
     }
 
-    pub(super) fn toggle_enlarged(&mut self, plane: Plane) {
-        self.nav.enlarged = if self.nav.enlarged == Some(plane) {
-            None
-        } else {
-            Some(plane)
-        };
-    }
-
     fn interact(
         &mut self,
         ui: &egui::Ui,
@@ -310,7 +306,7 @@ impl ViewerApp {
         plane: Plane,
         rect: egui::Rect,
     ) {
-        let view = self.nav.view(plane);
+        let view = self.view.nav.view(plane);
         let size = [f64::from(rect.width()), f64::from(rect.height())];
         if response.hovered() {
             let (zoom, ctrl, steps) = ui.input(|i| {
@@ -334,33 +330,33 @@ impl ViewerApp {
             if ctrl {
                 // ctrl-wheel: zoom (egui reports it as a zoom delta).
                 if zoom != 1.0 {
-                    self.nav.zoom_by(plane, f64::from(zoom));
+                    self.view.nav.zoom_by(plane, f64::from(zoom));
                 } else if steps != 0.0 {
-                    self.nav.zoom_by(plane, (0.15 * steps).exp());
+                    self.view.nav.zoom_by(plane, (0.15 * steps).exp());
                 }
             } else if steps != 0.0 {
                 // One slice per wheel notch, like ITK-SNAP.
-                self.nav.step_slice(plane, steps);
+                self.view.nav.step_slice(plane, steps);
             }
         }
         if self.landmark_mouse(response, plane, &view, rect) {
             return;
         }
         if response.double_clicked() {
-            self.toggle_enlarged(plane);
+            self.view.toggle_enlarged(plane);
         } else if response.clicked()
             && let Some(p) = response.interact_pointer_pos()
         {
             // Left click moves the crosshair; the other views follow.
             let w = world_under(&view, rect, p);
             let (h, v) = plane.in_plane_axes();
-            self.nav.cursor_ras[h] = w[h];
-            self.nav.cursor_ras[v] = w[v];
+            self.view.nav.cursor_ras[h] = w[h];
+            self.view.nav.cursor_ras[v] = w[v];
         }
         if response.drag_started_by(egui::PointerButton::Primary) {
-            self.dragging_divider = self.composite.mode == Mode::Swipe
+            self.view.dragging_divider = self.view.composite.mode == Mode::Swipe
                 && response.interact_pointer_pos().is_some_and(|p| {
-                    (p.x - (rect.left() + self.composite.swipe * rect.width())).abs() < 8.0
+                    (p.x - (rect.left() + self.view.composite.swipe * rect.width())).abs() < 8.0
                 });
         }
         let d = response.drag_delta();
@@ -368,22 +364,23 @@ impl ViewerApp {
             return;
         }
         if response.dragged_by(egui::PointerButton::Primary) {
-            if self.dragging_divider {
+            if self.view.dragging_divider {
                 if let Some(p) = response.interact_pointer_pos() {
-                    self.composite.swipe = ((p.x - rect.left()) / rect.width()).clamp(0.0, 1.0);
+                    self.view.composite.swipe =
+                        ((p.x - rect.left()) / rect.width()).clamp(0.0, 1.0);
                 }
             } else {
                 // Window/level of image A (B with shift): horizontal = width, vertical = level.
                 let b = ui.input(|i| i.modifiers.shift);
-                self.drag_window(if b { self.b } else { self.a }, d);
+                self.drag_window(if b { self.view.b } else { self.view.a }, d);
             }
         } else if response.dragged_by(egui::PointerButton::Secondary) {
-            self.nav.zoom_by(plane, (-f64::from(d.y) * 0.01).exp());
+            self.view.nav.zoom_by(plane, (-f64::from(d.y) * 0.01).exp());
         } else if response.dragged_by(egui::PointerButton::Middle) {
             let a = view.world_at([0.0, 0.0], size);
             let b = view.world_at([f64::from(d.x) / size[0], f64::from(d.y) / size[1]], size);
             let (h, v) = plane.in_plane_axes();
-            let pan = &mut self.nav.pan_mm[plane.index()];
+            let pan = &mut self.view.nav.pan_mm[plane.index()];
             pan[0] -= b[h] - a[h];
             pan[1] -= b[v] - a[v];
         }
@@ -391,9 +388,9 @@ impl ViewerApp {
 
     fn drag_window(&mut self, slot: crate::render::Slot, d: egui::Vec2) {
         let img = match slot {
-            crate::render::Slot::Fixed => self.fixed.as_mut(),
+            crate::render::Slot::Fixed => self.images.fixed.as_mut(),
             // The warped image shares the moving image's window.
-            _ => self.moving.as_mut(),
+            _ => self.images.moving.as_mut(),
         };
         if let Some(img) = img {
             let (lo, hi) = img.style.window;
@@ -405,7 +402,7 @@ impl ViewerApp {
     }
 
     fn draw_crosshair(&self, painter: &egui::Painter, view: &SliceView, rect: egui::Rect) {
-        let egui::Pos2 { x, y } = screen_of(view, rect, self.nav.cursor_ras);
+        let egui::Pos2 { x, y } = screen_of(view, rect, self.view.nav.cursor_ras);
         let stroke = egui::Stroke::new(
             1.0,
             egui::Color32::from_rgba_unmultiplied(80, 200, 255, 150),
@@ -443,17 +440,24 @@ impl ViewerApp {
         fn image(i: &LoadedImage) -> (&crate::volume::Volume, usize, &str) {
             (&i.volume, i.channel, i.units)
         }
-        add("fixed", self.fixed.as_ref().map(image));
-        add("moving", self.moving.as_ref().map(image));
-        let moving_units = self.moving.as_ref().map_or("", |m| m.units);
+        add("fixed", self.images.fixed.as_ref().map(image));
+        add("moving", self.images.moving.as_ref().map(image));
+        let moving_units = self.images.moving.as_ref().map_or("", |m| m.units);
         add(
             "warped",
-            self.products.warped.as_ref().map(|v| (v, 0, moving_units)),
+            self.field
+                .products
+                .warped
+                .as_ref()
+                .map(|v| (v, 0, moving_units)),
         );
-        add("det J", self.products.jacobian.as_ref().map(|v| (v, 0, "")));
-        add("IC", self.ic.as_ref().map(image));
-        add("label", self.labels.as_ref().map(image));
-        if let Some(f) = &self.field
+        add(
+            "det J",
+            self.field.products.jacobian.as_ref().map(|v| (v, 0, "")),
+        );
+        add("IC", self.images.ic.as_ref().map(image));
+        add("label", self.images.labels.as_ref().map(image));
+        if let Some(f) = &self.field.loaded
             && let Some(m) = f.mapping.map_point(w)
         {
             let d = [m[0] - w[0], m[1] - w[1], m[2] - w[2]];

@@ -10,6 +10,7 @@
 //! point of the moving image.
 
 pub mod adam;
+pub mod change;
 pub mod device;
 pub mod field;
 pub mod fused;
@@ -24,6 +25,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use burn::tensor::{Device, Tensor};
 
+pub use change::Change;
 pub use device::{Backend, make_device};
 pub use params::{ParamError, Pipeline};
 pub use session::{Control, Event, Link, Progress, Snapshot, SnapshotField, Status};

@@ -744,18 +744,6 @@ const KEYS: [&str; 35] = [
     "ic.sigma",
 ];
 
-/// Parameters that may change while a run is going (weights and learning
-/// rates); they take effect at the next iteration. Structural ones (levels,
-/// units, SVF, window) need a new run.
-pub fn is_live_key(key: &str) -> bool {
-    let (stage, name) = key.split_once('.').unwrap_or(("", key));
-    matches!(stage, "affine" | "deformable")
-        && matches!(
-            name,
-            "mse" | "ncc" | "lncc" | "mi" | "diffusion" | "jacobian" | "inverse_consistency" | "lr"
-        )
-}
-
 fn is_similarity_key(s: &str) -> bool {
     matches!(s, "mse" | "ncc" | "lncc" | "mi" | "window" | "mi_bins")
 }

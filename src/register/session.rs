@@ -8,6 +8,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor};
 
 use super::adam::Adam;
+use super::change::Change;
 use super::params::Pipeline;
 use super::smoothing::{self, Smoothing};
 use crate::volume::affine::{self, Mat4};
@@ -19,12 +20,9 @@ pub enum Control {
     Pause,
     Resume,
     Stop,
-    /// A `key=value` override (see [`Pipeline::set`]), or
-    /// `iterations_left=N` for the running level.
-    Set {
-        key: String,
-        value: String,
-    },
+    /// A weight, a learning rate or the running level's iterations,
+    /// parsed where it was typed.
+    Set(Change),
     /// Send a [`Snapshot`] of the current field after the next iteration.
     Snapshot,
 }
@@ -46,7 +44,7 @@ pub struct Progress {
     pub total: f64,
     pub elapsed_s: f64,
     /// Parameter changes that took effect at this iteration.
-    pub applied: Vec<String>,
+    pub applied: Vec<Change>,
 }
 
 /// Where a snapshot's field lives.
@@ -127,10 +125,10 @@ pub struct Link {
     /// Snapshots of a GPU run stay on the device ([`SnapshotField::Device`]):
     /// set by a viewer that shares the engine's wgpu device.
     pub device_snapshots: bool,
-    /// Parameter changes (`key=value`) to apply as if sent live, each
-    /// before the iteration (1-based, counted over the whole run) at which
-    /// it took effect in an earlier run: a re-run replays them exactly.
-    pub schedule: Vec<(usize, String)>,
+    /// Parameter changes to apply as if sent live, each before the
+    /// iteration (1-based, counted over the whole run) at which it took
+    /// effect in an earlier run: a re-run replays them exactly.
+    pub schedule: Vec<(usize, Change)>,
 }
 
 /// A check a live change must pass (see [`Runner::live_guard`]).
@@ -149,7 +147,7 @@ pub struct Runner {
     snapshot_wanted: bool,
     /// `Link::schedule`, soonest first, and the run's iteration count when
     /// the current level began.
-    schedule: std::collections::VecDeque<(usize, String)>,
+    schedule: std::collections::VecDeque<(usize, Change)>,
     level_first: usize,
     /// Final term values of the last level run, for the report.
     pub last_terms: Vec<(String, f64)>,
@@ -246,7 +244,7 @@ impl Runner {
     }
 
     /// Apply pending controls; blocks while paused. Returns the changes applied.
-    fn poll(&mut self, iters: &mut usize, done: usize) -> Result<Vec<String>, Halt> {
+    fn poll(&mut self, iters: &mut usize, done: usize) -> Result<Vec<Change>, Halt> {
         self.poll_with(iters, done, &mut |_| {})
     }
 
@@ -257,7 +255,7 @@ impl Runner {
         iters: &mut usize,
         done: usize,
         before_pause: &mut dyn FnMut(&mut Runner),
-    ) -> Result<Vec<String>, Halt> {
+    ) -> Result<Vec<Change>, Halt> {
         let mut applied = Vec::new();
         if done == 0 {
             self.level_first = self.iterations_done;
@@ -268,12 +266,7 @@ impl Runner {
             let Some((_, change)) = self.schedule.pop_front() else {
                 break;
             };
-            match change.split_once('=') {
-                Some((key, value)) => self.apply_set(key, value, iters, done, &mut applied),
-                None => self.send(Event::Notice(format!(
-                    "refused {change}: not a key=value change"
-                ))),
-            }
+            self.apply_change(change, iters, done, &mut applied);
         }
         let mut paused = false;
         let mut flushed = false;
@@ -305,52 +298,34 @@ impl Runner {
                 Control::Resume => paused = false,
                 Control::Stop => return Err(Halt::Stopped),
                 Control::Snapshot => self.snapshot_wanted = true,
-                Control::Set { key, value } => {
-                    self.apply_set(&key, &value, iters, done, &mut applied);
-                }
+                Control::Set(change) => self.apply_change(change, iters, done, &mut applied),
             }
         }
     }
 
     /// One parameter change, live or scheduled: applied (and listed in
-    /// `applied`) or refused with a notice.
-    fn apply_set(
+    /// `applied`) or refused with a notice. It was parsed where it was
+    /// typed; here it is only checked against the running pipeline.
+    fn apply_change(
         &mut self,
-        key: &str,
-        value: &str,
+        change: Change,
         iters: &mut usize,
         done: usize,
-        applied: &mut Vec<String>,
+        applied: &mut Vec<Change>,
     ) {
-        let change = format!("{key}={value}");
-        if key == "iterations_left" {
-            match value.trim().parse::<usize>() {
-                Ok(left) => {
-                    *iters = done + left;
-                    applied.push(change);
-                }
-                Err(_) => self.send(Event::Notice(format!(
-                    "refused {change}: expected a whole number"
-                ))),
-            }
+        if let Change::IterationsLeft(left) = change {
+            *iters = done + left;
+            applied.push(change);
             return;
         }
-        if !super::params::is_live_key(key) {
-            self.send(Event::Notice(format!(
-                "refused {change}: only weights, learning rates and iterations_left \
-                 can change during a run"
-            )));
-            return;
-        }
-        let mut next = self.pipeline.clone();
-        match next.set(key, value).and_then(|_| next.validate()) {
-            Ok(()) if self.live_guard.as_ref().is_some_and(|ok| !ok(&next)) => {
+        match change.applied_to(&self.pipeline) {
+            Ok(next) if self.live_guard.as_ref().is_some_and(|ok| !ok(&next)) => {
                 self.send(Event::Notice(format!(
                     "refused {change}: the running optimiser does not compute this \
                      term; it can be switched on for the next run"
                 )))
             }
-            Ok(()) => {
+            Ok(next) => {
                 self.pipeline = next;
                 applied.push(change);
             }
@@ -424,7 +399,7 @@ impl Runner {
         iters: usize,
         terms: Vec<(String, f64)>,
         total: f64,
-        applied: Vec<String>,
+        applied: Vec<Change>,
     ) {
         self.iterations_done += 1;
         self.last_total = total;

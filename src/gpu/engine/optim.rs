@@ -1275,7 +1275,7 @@ impl Optim {
         let mut iters = iters;
         let mut done = 0usize;
         let mut pending: VecDeque<Pending> = VecDeque::new();
-        let mut applied: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut applied: BTreeMap<usize, Vec<crate::register::Change>> = BTreeMap::new();
         let mut batch = 1usize;
         let start = Instant::now();
         let mut delivered = 0usize;
@@ -1381,7 +1381,7 @@ impl Optim {
         pending: &mut VecDeque<Pending>,
         iters: usize,
         base: usize,
-        applied: &mut BTreeMap<usize, Vec<String>>,
+        applied: &mut BTreeMap<usize, Vec<crate::register::Change>>,
     ) -> Result<(), Halt> {
         while let Some(p) = pending.pop_front() {
             let (first, count) = (p.first, p.count);
@@ -1400,7 +1400,7 @@ impl Optim {
         values: &[f32],
         iters: usize,
         base: usize,
-        applied: &mut BTreeMap<usize, Vec<String>>,
+        applied: &mut BTreeMap<usize, Vec<crate::register::Change>>,
     ) -> Result<(), Halt> {
         let live = self.live_now;
         for (k, row) in values.chunks_exact(ROW).take(count).enumerate() {
