@@ -590,6 +590,30 @@ fn runs_are_rescored_when_landmarks_arrive_and_edits_are_labelled() {
     assert!(tre < before, "{tre} vs {before}");
     h.run_steps(2);
     assert_shown(&h, "fast (edited)");
+
+    // A second run with another smoothness weight: with both runs picked,
+    // the panel lists what differs between them.
+    assert_eq!(
+        h.state_mut().edit_parameter("deformable.diffusion", "0.5"),
+        warpscope::app::registration::Edit::NextRun
+    );
+    click_button(&mut h, "Run");
+    step_until(&mut h, Duration::from_secs(120), "run 2 to end", |a| {
+        !a.reg.running() && a.reg.history.len() == 2
+    });
+    h.state_mut().reg.compare_pick = vec![1, 2];
+    h.run_steps(3);
+    assert_shown(&h, "Parameters: run 1 against run 2");
+    let before = h.state().reg.history[0]
+        .pipeline
+        .value_of("deformable.diffusion")
+        .expect("a key");
+    assert_shown(&h, &format!("deformable.diffusion: {before} → 0.5"));
+    assert_eq!(
+        h.query_all_by_label_contains(" → ").count(),
+        1,
+        "one difference"
+    );
 }
 
 /// Issue 17: the viewer takes a fixed mask (as `register --fixed-mask`

@@ -71,6 +71,12 @@ pub struct LoadedImage {
     /// What the values are in ("SUV", "HU", "Bq/ml"; "" when unknown),
     /// shown with the value under the cursor.
     pub units: &'static str,
+    /// Each channel's name (its file's, for a sequence added from a file
+    /// of its own).
+    pub channel_names: Vec<String>,
+    /// The files of the sequences added after the first (one file per
+    /// sequence, stacked as channels in that order).
+    pub added: Vec<PathBuf>,
 }
 
 /// The GPU limits a display copy must respect (taken from the device).
@@ -116,7 +122,13 @@ impl LoadedImage {
             None => {}
         }
         let (display, notice) = display_channel(&volume, 0, &name, limits, labels)?;
+        let channel_names = match volume.channels {
+            1 => vec![name.clone()],
+            n => (1..=n).map(|c| format!("{name} [{c}]")).collect(),
+        };
         let mut img = Self {
+            channel_names,
+            added: Vec::new(),
             name,
             path,
             display,
@@ -191,6 +203,48 @@ impl LoadedImage {
         }
     }
 
+    /// Stack `other` (a sequence read from its own file) as further
+    /// channels: it must lie on this image's grid, as `register --fixed a
+    /// --fixed b` requires. The channel shown stays.
+    pub fn add_sequence(&mut self, other: LoadedImage) -> Result<(), String> {
+        if !other.volume.grid.same_as(&self.volume.grid) {
+            let (a, b) = (&self.volume.grid, &other.volume.grid);
+            return Err(format!(
+                "{} cannot be a sequence of {}: it lies on another grid ({}×{}×{} at {:.2} mm \
+                 against {}×{}×{} at {:.2} mm, or another position); resample it onto the \
+                 image's grid first",
+                other.name,
+                self.name,
+                b.dims[0],
+                b.dims[1],
+                b.dims[2],
+                b.spacing_mm()[0],
+                a.dims[0],
+                a.dims[1],
+                a.dims[2],
+                a.spacing_mm()[0],
+            ));
+        }
+        let path = other
+            .path
+            .clone()
+            .ok_or("a sequence is added from a file")?;
+        let volume = Volume::stack(&[self.volume.clone(), other.volume])
+            .map_err(|e| format!("{}: {e}", other.name))?;
+        let count = |n: usize| format!(" · {n} channels");
+        let before = count(self.volume.channels);
+        self.summary = match self.summary.find(&before) {
+            Some(_) => self.summary.replace(&before, &count(volume.channels)),
+            None => self
+                .summary
+                .replacen(" · ", &format!("{} · ", count(volume.channels)), 1),
+        };
+        self.volume = volume;
+        self.channel_names.extend(other.channel_names);
+        self.added.push(path);
+        Ok(())
+    }
+
     /// What a session or a run report names this image by: its path
     /// (relative to `dir` where it lies under it), or the embedded image's
     /// name; `None` for an image with neither.
@@ -201,6 +255,19 @@ impl LoadedImage {
             (None, Some(e), _) => Some(e.to_string()),
             (None, None, _) => None,
         }
+    }
+
+    /// The names of every sequence's file, the first first (see
+    /// [`LoadedImage::source_name`]); `None` when the first has no file.
+    pub fn source_names(&self, dir: Option<&Path>) -> Option<Vec<String>> {
+        let mut names = vec![self.source_name(dir)?];
+        for p in &self.added {
+            names.push(match dir {
+                Some(d) => crate::session_file::relative_name(p, d),
+                None => p.display().to_string(),
+            });
+        }
+        Some(names)
     }
 
     /// The full-resolution value at a world point (nearest voxel), if inside.
@@ -255,7 +322,12 @@ pub struct LoadedField {
 /// The result of a job on the loader thread.
 pub enum Loaded {
     /// An image, already prepared for display (channel, fitting, window).
-    Image { role: Role, image: LoadedImage },
+    Image {
+        role: Role,
+        image: LoadedImage,
+        /// A further sequence of the role's image, to stack on it.
+        sequence: bool,
+    },
     Field {
         path: PathBuf,
         kind: FieldKind,
@@ -353,6 +425,23 @@ impl Loader {
     /// `limits`. A folder of several series and no choice comes back as
     /// [`Loaded::SeriesChoice`].
     pub fn image(&mut self, role: Role, path: PathBuf, series: Option<String>, limits: Limits) {
+        self.read_image(role, path, series, limits, false);
+    }
+
+    /// Read a further sequence of the `role`'s image (comes back as
+    /// [`Loaded::Image`] with `sequence` set).
+    pub fn sequence(&mut self, role: Role, path: PathBuf, limits: Limits) {
+        self.read_image(role, path, None, limits, true);
+    }
+
+    fn read_image(
+        &mut self,
+        role: Role,
+        path: PathBuf,
+        series: Option<String>,
+        limits: Limits,
+        sequence: bool,
+    ) {
         let label = format!("{}: {}", role.name(), display_name(&path));
         self.spawn(Some(role), label, move || {
             let (volume, info) = if crate::volume::open::is_dicom(&path) {
@@ -361,6 +450,13 @@ impl Loader {
                 let shown = path.display().to_string();
                 let mut list = dicom::list_series(&path).map_err(|e| e.to_string())?;
                 let chosen = match &series {
+                    None if list.len() > 1 && sequence => {
+                        return Err(format!(
+                            "{shown} holds {} series: a sequence is one series; open the \
+                             series' own folder or file",
+                            list.len()
+                        ));
+                    }
                     None if list.len() > 1 => {
                         return Ok(Loaded::SeriesChoice {
                             role,
@@ -385,7 +481,11 @@ impl Loader {
             }
             let image =
                 LoadedImage::for_role(role, name, Some(path), volume, Some(&info), &limits)?;
-            Ok(Loaded::Image { role, image })
+            Ok(Loaded::Image {
+                role,
+                image,
+                sequence,
+            })
         });
     }
 

@@ -16,6 +16,8 @@ use crate::volume::nifti;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pick {
     Open(Role),
+    /// A further sequence of the fixed or moving image.
+    AddSequence(Role),
     ResultFolder,
     ScreenshotFolder,
     OpenLandmarks(LandmarkFile),
@@ -60,6 +62,8 @@ pub struct Files {
     /// The "open a path" field (for desktops without a dialog service).
     pub typed_path: String,
     pub typed_role: Role,
+    /// The typed path is a further sequence of the role's image.
+    pub typed_sequence: bool,
     config: Option<PathBuf>,
 }
 
@@ -92,6 +96,7 @@ impl Files {
             dropped: Vec::new(),
             typed_path: String::new(),
             typed_role: Role::Fixed,
+            typed_sequence: false,
             config,
         }
     }
@@ -140,6 +145,11 @@ impl Files {
                 let answer = match what {
                     Pick::Open(role) => d
                         .set_title(format!("Open the {}", role.name()))
+                        .add_filter("NIfTI", &["nii", "gz"])
+                        .add_filter("all files", &["*"])
+                        .pick_file(),
+                    Pick::AddSequence(role) => d
+                        .set_title(format!("Add a sequence to the {}", role.name()))
                         .add_filter("NIfTI", &["nii", "gz"])
                         .add_filter("all files", &["*"])
                         .pick_file(),

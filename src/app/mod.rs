@@ -168,6 +168,7 @@ impl ViewerApp {
             return;
         }
         let mut chosen = None;
+        let mut sequence = None;
         let mut cancel = false;
         egui::Window::new("Open dropped file as")
             .collapsible(false)
@@ -179,6 +180,19 @@ impl ViewerApp {
                         for r in Role::ALL {
                             if ui.button(r.name()).clicked() {
                                 chosen = Some((Some(r), None, p.clone()));
+                            }
+                        }
+                        for r in [Role::Fixed, Role::Moving] {
+                            if self.images.get(r).is_some()
+                                && ui
+                                    .button(format!("another {} sequence", r.name()))
+                                    .on_hover_text(
+                                        "Stacked as a channel and registered with the others \
+                                         (one file per sequence, on the same grid)",
+                                    )
+                                    .clicked()
+                            {
+                                sequence = Some((r, p.clone()));
                             }
                         }
                         for (label, side) in [
@@ -195,7 +209,10 @@ impl ViewerApp {
                     });
                 }
             });
-        if let Some((role, landmarks, p)) = chosen {
+        if let Some((role, p)) = sequence {
+            self.files.dropped.remove(0);
+            self.add_sequence(role, p);
+        } else if let Some((role, landmarks, p)) = chosen {
             self.files.dropped.remove(0);
             match (role, landmarks) {
                 (Some(r), _) => self.open(r, p),
@@ -260,6 +277,7 @@ impl ViewerApp {
             };
             match answer.pick {
                 Pick::Open(role) => self.open(role, p),
+                Pick::AddSequence(role) => self.add_sequence(role, p),
                 Pick::ResultFolder => self.open_result_folder(p),
                 Pick::ScreenshotFolder => self.screenshots.folder = p,
                 Pick::OpenLandmarks(what) => {

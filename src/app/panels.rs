@@ -151,6 +151,7 @@ impl ViewerApp {
 
     fn image_controls(&mut self, ui: &mut egui::Ui, role: Role) {
         let mut open = false;
+        let mut add_sequence = false;
         let mut channel = None;
         let limits_notice;
         {
@@ -162,10 +163,23 @@ impl ViewerApp {
                 Role::Mask => self.images.mask.as_mut(),
                 Role::Field => None,
             };
+            let has_image = img.is_some();
             ui.horizontal(|ui| {
                 ui.strong(role.name());
                 if ui.small_button("Open…").clicked() {
                     open = true;
+                }
+                if has_image
+                    && matches!(role, Role::Fixed | Role::Moving)
+                    && ui
+                        .small_button("+ sequence…")
+                        .on_hover_text(
+                            "Add a sequence from a file of its own (T2, FLAIR…, on the same \
+                             grid): stacked as a channel and registered with the others",
+                        )
+                        .clicked()
+                {
+                    add_sequence = true;
                 }
             });
             let Some(img) = img else {
@@ -185,13 +199,20 @@ impl ViewerApp {
             limits_notice = img.notice.clone();
             if img.volume.channels > 1 {
                 let mut c = img.channel;
+                let name = |k: usize| {
+                    let n = img.channel_names.get(k).map_or("", String::as_str);
+                    format!("{} · {n}", k + 1)
+                };
                 egui::ComboBox::new((role.name(), "channel"), "channel")
-                    .selected_text(format!("{} of {}", c + 1, img.volume.channels))
+                    .selected_text(name(c))
                     .show_ui(ui, |ui| {
                         for k in 0..img.volume.channels {
-                            ui.selectable_value(&mut c, k, format!("{}", k + 1));
+                            ui.selectable_value(&mut c, k, name(k));
                         }
                     });
+                if matches!(role, Role::Fixed | Role::Moving) {
+                    ui.small("every channel is registered");
+                }
                 if c != img.channel {
                     channel = Some(c);
                 }
@@ -251,15 +272,20 @@ impl ViewerApp {
         if open {
             self.files.pick(Pick::Open(role), None);
         }
+        if add_sequence {
+            self.files.pick(Pick::AddSequence(role), None);
+        }
     }
 
     /// A typed path, for desktops without a dialog service.
     fn open_path(&mut self, ui: &mut egui::Ui) {
         ui.collapsing("Open a path", |ui| {
+            let label = ui.label("path");
             ui.add(
                 egui::TextEdit::singleline(&mut self.files.typed_path)
                     .hint_text("/path/to/image.nii.gz"),
-            );
+            )
+            .labelled_by(label.id);
             ui.horizontal(|ui| {
                 egui::ComboBox::new("typed role", "as")
                     .selected_text(self.files.typed_role.name())
@@ -268,6 +294,11 @@ impl ViewerApp {
                             ui.selectable_value(&mut self.files.typed_role, r, r.name());
                         }
                     });
+                ui.checkbox(&mut self.files.typed_sequence, "as another sequence")
+                    .on_hover_text(
+                        "Stack it as a channel of the fixed or moving image (one file per \
+                         sequence, on the same grid)",
+                    );
                 if ui.button("Open").clicked() && !self.files.typed_path.trim().is_empty() {
                     let p = std::path::PathBuf::from(self.files.typed_path.trim());
                     if p.is_dir() {
@@ -277,6 +308,8 @@ impl ViewerApp {
                         .ends_with(crate::session_file::EXTENSION)
                     {
                         self.open_session(&p);
+                    } else if self.files.typed_sequence {
+                        self.add_sequence(self.files.typed_role, p);
                     } else {
                         self.open(self.files.typed_role, p);
                     }

@@ -316,16 +316,12 @@ impl ViewerApp {
         };
         let display = fixed.display.grid.clone();
         let sources = RunSources {
-            fixed: vec![
-                fixed
-                    .source_name(None)
-                    .unwrap_or_else(|| fixed.name.clone()),
-            ],
-            moving: vec![
-                moving
-                    .source_name(None)
-                    .unwrap_or_else(|| moving.name.clone()),
-            ],
+            fixed: fixed
+                .source_names(None)
+                .unwrap_or_else(|| vec![fixed.name.clone()]),
+            moving: moving
+                .source_names(None)
+                .unwrap_or_else(|| vec![moving.name.clone()]),
             fixed_mask: self
                 .images
                 .mask

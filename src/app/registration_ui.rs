@@ -12,6 +12,7 @@ use super::viewer::ViewerApp;
 use crate::register::Pipeline;
 use crate::register::change::is_live_key;
 use crate::register::params::{FieldUnits, PRESETS};
+use crate::session_file::RunRecord;
 
 const REFUSED: egui::Color32 = egui::Color32::from_rgb(255, 110, 90);
 const LIVE: egui::Color32 = egui::Color32::from_rgb(120, 200, 255);
@@ -647,6 +648,27 @@ impl ViewerApp {
         }
     }
 
+    /// What differs between two runs' parameters as they started, and the
+    /// changes each made while it ran.
+    fn parameter_diff(&self, ui: &mut egui::Ui, a: u32, b: u32) {
+        let find = |id| self.reg.history.iter().find(|r| r.id == id);
+        let (Some(ra), Some(rb)) = (find(a), find(b)) else {
+            return;
+        };
+        let lines = run_differences(ra, rb);
+        egui::CollapsingHeader::new(format!("Parameters: run {a} against run {b}"))
+            .id_salt("run diff")
+            .default_open(true)
+            .show(ui, |ui| {
+                if lines.is_empty() {
+                    ui.small("The same parameters, and no change during either run.");
+                }
+                for l in lines {
+                    ui.small(l);
+                }
+            });
+    }
+
     fn history_table(&mut self, ui: &mut egui::Ui) {
         if self.reg.history.is_empty() {
             ui.small("Finished runs are listed here with their figures.");
@@ -681,6 +703,9 @@ impl ViewerApp {
                 }
             }
         });
+        if let Some((a, b)) = pair {
+            self.parameter_diff(ui, a, b);
+        }
         ui.horizontal(|ui| {
             let label = ui.label("export to");
             ui.add(
@@ -825,4 +850,26 @@ enum RunAction {
 fn typed(s: &str) -> Option<std::path::PathBuf> {
     let t = s.trim();
     (!t.is_empty()).then(|| std::path::PathBuf::from(t))
+}
+
+/// The lines of a parameter diff between runs `a` and `b`: each key whose
+/// starting value differs (`key: a's → b's`), the presets when their names
+/// differ, and each run's live changes with the iteration they took effect.
+pub fn run_differences(a: &RunRecord, b: &RunRecord) -> Vec<String> {
+    let mut lines = Vec::new();
+    if a.pipeline.preset != b.pipeline.preset {
+        lines.push(format!(
+            "preset: {} → {}",
+            a.pipeline.preset, b.pipeline.preset
+        ));
+    }
+    for (k, va, vb) in a.pipeline.differences(&b.pipeline) {
+        lines.push(format!("{k}: {va} → {vb}"));
+    }
+    for r in [a, b] {
+        for (step, change) in &r.changes {
+            lines.push(format!("run {}: {change} at iteration {step}", r.id));
+        }
+    }
+    lines
 }

@@ -52,9 +52,14 @@ impl ViewerApp {
         let (Some(fixed), Some(moving)) = (&self.images.fixed, &self.images.moving) else {
             return Err("open a fixed and a moving image before saving a session".into());
         };
+        let names = |img: &LoadedImage| {
+            let mut all = vec![name(img)?];
+            all.extend(img.source_names(Some(dir)).into_iter().flatten().skip(1));
+            Ok::<_, String>(all)
+        };
         let images = Images {
-            fixed: vec![name(fixed)?],
-            moving: vec![name(moving)?],
+            fixed: names(fixed)?,
+            moving: names(moving)?,
             fixed_mask: match &self.images.mask {
                 Some(m) => Some(name(m)?),
                 None => None,
@@ -100,14 +105,6 @@ impl ViewerApp {
                 return;
             }
         };
-        if s.images.fixed.len() > 1 {
-            self.notice(format!(
-                "{}: the viewer registers the first of {} sequences (the command line, \
-                 warpscope register --session, uses them all)",
-                path.display(),
-                s.images.fixed.len()
-            ));
-        }
         let open = |app: &mut Self, role: Role, name: &str| match SessionFile::resolve(path, name) {
             ImageSource::Path(p) if p.is_file() => app.open(role, p),
             ImageSource::Path(p) => app.error(format!(
@@ -125,8 +122,19 @@ impl ViewerApp {
             Ok(e) => self.lm.editor = e,
             Err(e) => self.error(format!("{}: {e}", path.display())),
         }
-        open(self, Role::Fixed, &s.images.fixed[0]);
-        open(self, Role::Moving, &s.images.moving[0]);
+        for (role, names) in [
+            (Role::Fixed, &s.images.fixed),
+            (Role::Moving, &s.images.moving),
+        ] {
+            for (k, name) in names.iter().enumerate() {
+                match (k, SessionFile::resolve(path, name)) {
+                    (0, _) => open(self, role, name),
+                    // Further sequences: files of their own, stacked as channels.
+                    (_, ImageSource::Path(p)) if p.is_file() => self.add_sequence(role, p),
+                    _ => open(self, role, name),
+                }
+            }
+        }
         if let Some(l) = &s.images.labels {
             open(self, Role::Labels, l);
         }

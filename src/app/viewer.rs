@@ -79,6 +79,9 @@ pub struct ViewerApp {
     pub lm: LandmarkUi,
     /// Landmark files named at start-up, opened once the images have loaded.
     pending_landmarks: Vec<(LandmarkFile, PathBuf)>,
+    /// Further sequences of the fixed or moving image, read one at a time
+    /// (in order) once the image itself has loaded.
+    pending_sequences: Vec<(Role, PathBuf)>,
     /// Registration: pipeline, the run, its previews, history, exports.
     pub reg: super::registration::Registration,
     /// The session file last opened or saved.
@@ -136,6 +139,7 @@ impl ViewerApp {
             screenshots: Screenshots::default(),
             lm: LandmarkUi::default(),
             pending_landmarks: startup.landmarks,
+            pending_sequences: Vec::new(),
             reg: Default::default(),
             session_path: None,
             pending_view: None,
@@ -144,9 +148,15 @@ impl ViewerApp {
             last_ui_ms: 0.0,
             window_size: [0.0; 2],
         };
+        let mut seen = Vec::new();
         for (role, source) in startup.images {
             match source {
-                Source::Path(p) => app.open(role, p),
+                // A role named again (`--fixed t1 --fixed flair`): a sequence.
+                Source::Path(p) if seen.contains(&role) => app.add_sequence(role, p),
+                Source::Path(p) => {
+                    seen.push(role);
+                    app.open(role, p)
+                }
                 Source::Volume { name, volume } => {
                     let prepared =
                         LoadedImage::for_role(role, name, None, volume, None, &app.limits);
@@ -244,6 +254,64 @@ impl ViewerApp {
         }
     }
 
+    /// Add a further sequence (a file of its own, on the same grid) to the
+    /// fixed or moving image: stacked as a channel, registered with the
+    /// others. Read once the image itself has loaded; several in order.
+    pub fn add_sequence(&mut self, role: Role, path: PathBuf) {
+        if !matches!(role, Role::Fixed | Role::Moving) {
+            self.error(format!(
+                "{}: only the fixed and moving images take further sequences",
+                display_name(&path)
+            ));
+            return;
+        }
+        self.files.remember(role, &path);
+        self.pending_sequences.push((role, path));
+        self.start_pending_sequences();
+    }
+
+    /// The next waiting sequence of each role, once its image is there and
+    /// nothing else for the role is loading.
+    fn start_pending_sequences(&mut self) {
+        for role in [Role::Fixed, Role::Moving] {
+            if self.loader.pending_role(role) {
+                continue;
+            }
+            let Some(i) = self.pending_sequences.iter().position(|(r, _)| *r == role) else {
+                continue;
+            };
+            if self.images.get(role).is_none() {
+                continue;
+            }
+            let (_, path) = self.pending_sequences.remove(i);
+            self.loader.sequence(role, path, self.limits.clone());
+        }
+    }
+
+    /// Stack a sequence that arrived onto its image (a run going with the
+    /// image stops: it registers what it started with).
+    fn accept_sequence(&mut self, role: Role, seq: LoadedImage) -> Result<(), String> {
+        let name = seq.name.clone();
+        let img = self
+            .images
+            .get_mut(role)
+            .ok_or_else(|| format!("{name}: the {} was closed", role.name()))?;
+        img.add_sequence(seq)?;
+        let channels = img.volume.channels;
+        if self.reg.running() {
+            self.stop_run();
+            self.notice(format!(
+                "the {} changed: the running registration was stopped",
+                role.name()
+            ));
+        }
+        self.notes.status = format!(
+            "{name} added to the {}: {channels} sequences, registered together",
+            role.name()
+        );
+        Ok(())
+    }
+
     /// Open one series of a DICOM folder (the user's pick among several).
     pub fn open_series(&mut self, role: Role, path: PathBuf, series: String) {
         self.files.remember(role, &path);
@@ -266,6 +334,7 @@ impl ViewerApp {
                 None => break,
             }
             self.start_deferred_fields();
+            self.start_pending_sequences();
         }
         self.wait_for_products();
         self.open_pending_landmarks();
@@ -337,6 +406,7 @@ impl ViewerApp {
             self.apply_job(job);
         }
         self.start_deferred_fields();
+        self.start_pending_sequences();
         self.open_pending_landmarks();
         self.apply_pending_view();
         if let Some(rb) = &self.field.products.jacobian_rb
@@ -363,8 +433,17 @@ impl ViewerApp {
     fn apply_job(&mut self, job: super::data::Job) {
         match job.result {
             Err(e) => self.error(format!("could not open {}: {e}", job.label)),
-            Ok(Loaded::Image { role, image }) => {
-                if let Err(e) = self.accept_image(role, image) {
+            Ok(Loaded::Image {
+                role,
+                image,
+                sequence,
+            }) => {
+                let accepted = if sequence {
+                    self.accept_sequence(role, image)
+                } else {
+                    self.accept_image(role, image)
+                };
+                if let Err(e) = accepted {
                     self.error(e);
                 }
             }

@@ -27,12 +27,14 @@ pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Fixed (reference) image to open in the viewer; default: the embedded demo pair.
+    /// Fixed (reference) image to open in the viewer; default: the embedded
+    /// demo pair. Repeat it for a multi-sequence image (one file per
+    /// sequence, same grid): the sequences are registered together.
     #[arg(long)]
-    pub fixed: Option<PathBuf>,
-    /// Moving image to open beside the fixed one.
+    pub fixed: Vec<PathBuf>,
+    /// Moving image to open beside the fixed one (repeat it as --fixed).
     #[arg(long)]
-    pub moving: Option<PathBuf>,
+    pub moving: Vec<PathBuf>,
     /// Displacement field to show (warped image, grid, det J): `field_vox.nii.gz`
     /// of `warpscope register`, an ANTs/ITK warp, or any kind named by --field-kind.
     #[arg(long)]
@@ -129,8 +131,8 @@ fn gui(args: Args) -> CliResult {
         config_dir: crate::app::config_dir(),
         ..Default::default()
     };
-    let opened_any = args.fixed.is_some()
-        || args.moving.is_some()
+    let opened_any = !args.fixed.is_empty()
+        || !args.moving.is_empty()
         || args.result.is_some()
         || args.session.is_some();
     if !opened_any {
@@ -146,14 +148,16 @@ fn gui(args: Args) -> CliResult {
         }
         startup.session = Some(p.clone());
     }
-    for (role, path) in [
-        (Role::Fixed, args.fixed),
-        (Role::Moving, args.moving),
-        (Role::Field, args.field),
-        (Role::Labels, args.labels),
-        (Role::IcWeights, args.ic_weights),
-        (Role::Mask, args.fixed_mask),
-    ] {
+    let sequences = |role, paths: Vec<PathBuf>| paths.into_iter().map(move |p| (role, Some(p)));
+    for (role, path) in sequences(Role::Fixed, args.fixed)
+        .chain(sequences(Role::Moving, args.moving))
+        .chain([
+            (Role::Field, args.field),
+            (Role::Labels, args.labels),
+            (Role::IcWeights, args.ic_weights),
+            (Role::Mask, args.fixed_mask),
+        ])
+    {
         if let Some(p) = path {
             if !p.exists() {
                 return Err(format!("{}: no such file", p.display()).into());

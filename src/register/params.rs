@@ -547,10 +547,20 @@ impl Pipeline {
         let Ok(base) = Pipeline::preset(&self.preset) else {
             return Vec::new();
         };
+        base.differences(self)
+            .into_iter()
+            .map(|(k, a, b)| format!("{k}: {a} → {b}"))
+            .collect()
+    }
+
+    /// Every parameter whose value differs between `self` and `other`:
+    /// (key, self's value, other's value), in the order of `--set` keys
+    /// (the preset's name is not a parameter).
+    pub fn differences(&self, other: &Pipeline) -> Vec<(&'static str, String, String)> {
         KEYS.iter()
-            .filter_map(|k| {
-                let (a, b) = (base.value_of(k)?, self.value_of(k)?);
-                (a != b).then(|| format!("{k}: {a} → {b}"))
+            .filter_map(|&k| {
+                let (a, b) = (self.value_of(k)?, other.value_of(k)?);
+                (a != b).then_some((k, a, b))
             })
             .collect()
     }
@@ -877,12 +887,20 @@ mod tests {
         let fast = Pipeline::preset("fast").expect("fast");
         assert!(fast.changes_from_preset().is_empty());
         let edited = fast
+            .clone()
             .with_overrides(&["deformable.lncc=0.5".into(), "ic.power=1".into()])
             .expect("set");
         assert_eq!(
             edited.changes_from_preset(),
             ["deformable.lncc: 1 → 0.5", "ic.power: 2 → 1"]
         );
+        // Two presets differ in their values, not in their names.
+        let lumir = Pipeline::preset("lumir").expect("lumir");
+        let d = fast.differences(&lumir);
+        assert!(!d.is_empty());
+        assert!(d.iter().all(|(k, a, b)| a != b && *k != "preset"), "{d:?}");
+        assert_eq!(lumir.differences(&fast).len(), d.len());
+        assert!(fast.differences(&fast.clone()).is_empty());
     }
 
     /// Values of a disabled stage are checked as strictly as an enabled
