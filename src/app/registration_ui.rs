@@ -726,7 +726,7 @@ impl ViewerApp {
             let (done, total, name) = &ex.progress;
             ui.add(
                 egui::ProgressBar::new(*done as f32 / (*total).max(1) as f32).text(format!(
-                    "run {} → {}: {name}",
+                    "run {} -> {}: {name}",
                     ex.run,
                     ex.dir.display()
                 )),
@@ -859,12 +859,12 @@ pub fn run_differences(a: &RunRecord, b: &RunRecord) -> Vec<String> {
     let mut lines = Vec::new();
     if a.pipeline.preset != b.pipeline.preset {
         lines.push(format!(
-            "preset: {} → {}",
+            "preset: {} -> {}",
             a.pipeline.preset, b.pipeline.preset
         ));
     }
     for (k, va, vb) in a.pipeline.differences(&b.pipeline) {
-        lines.push(format!("{k}: {va} → {vb}"));
+        lines.push(format!("{k}: {va} -> {vb}"));
     }
     for r in [a, b] {
         for (step, change) in &r.changes {

@@ -549,7 +549,7 @@ impl Pipeline {
         };
         base.differences(self)
             .into_iter()
-            .map(|(k, a, b)| format!("{k}: {a} → {b}"))
+            .map(|(k, a, b)| format!("{k}: {a} -> {b}"))
             .collect()
     }
 
@@ -892,7 +892,7 @@ mod tests {
             .expect("set");
         assert_eq!(
             edited.changes_from_preset(),
-            ["deformable.lncc: 1 → 0.5", "ic.power: 2 → 1"]
+            ["deformable.lncc: 1 -> 0.5", "ic.power: 2 -> 1"]
         );
         // Two presets differ in their values, not in their names.
         let lumir = Pipeline::preset("lumir").expect("lumir");
