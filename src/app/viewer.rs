@@ -298,13 +298,7 @@ impl ViewerApp {
             .ok_or_else(|| format!("{name}: the {} was closed", role.name()))?;
         img.add_sequence(seq)?;
         let channels = img.volume.channels;
-        if self.reg.running() {
-            self.stop_run();
-            self.notice(format!(
-                "the {} changed: the running registration was stopped",
-                role.name()
-            ));
-        }
+        self.stop_run_for_changed(role);
         self.notes.status = format!(
             "{name} added to the {}: {channels} sequences, registered together",
             role.name()
@@ -542,6 +536,18 @@ impl ViewerApp {
         )
     }
 
+    /// A run registers the images it started with: when the fixed or
+    /// moving image changes, a running registration stops, and says why.
+    fn stop_run_for_changed(&mut self, role: Role) {
+        if matches!(role, Role::Fixed | Role::Moving) && self.reg.running() {
+            self.stop_run();
+            self.notice(format!(
+                "the {} changed: the running registration was stopped",
+                role.name()
+            ));
+        }
+    }
+
     /// Take a prepared image into a role: uploaded, then swapped in; the
     /// previous one is replaced only if the upload succeeds.
     pub fn accept_image(&mut self, role: Role, img: LoadedImage) -> Result<(), String> {
@@ -549,14 +555,7 @@ impl ViewerApp {
             return Err("a field is read through Loader::field".into());
         }
         let texture = self.upload(&img)?;
-        if matches!(role, Role::Fixed | Role::Moving) && self.reg.running() {
-            // The run registers the images it started with: stop it.
-            self.stop_run();
-            self.notice(format!(
-                "the {} changed: the running registration was stopped",
-                role.name()
-            ));
-        }
+        self.stop_run_for_changed(role);
         if let Some(n) = &img.notice {
             self.notice(n.clone());
         }

@@ -171,31 +171,21 @@ impl Change {
             return;
         };
         let first = values.first().copied().unwrap_or(0.0);
-        match stage {
-            LiveStage::Affine => {
-                let a = &mut p.affine;
-                match term {
-                    LiveTerm::Mse => a.sim.mse = first,
-                    LiveTerm::Ncc => a.sim.ncc = first,
-                    LiveTerm::Lncc => a.sim.lncc = first,
-                    LiveTerm::Mi => a.sim.mi = first,
-                    LiveTerm::Lr => a.lr = first,
-                    LiveTerm::Diffusion | LiveTerm::Jacobian | LiveTerm::InverseConsistency => {}
-                }
-            }
-            LiveStage::Deformable => {
-                let d = &mut p.deformable;
-                match term {
-                    LiveTerm::Mse => d.sim.mse = first,
-                    LiveTerm::Ncc => d.sim.ncc = first,
-                    LiveTerm::Lncc => d.sim.lncc = first,
-                    LiveTerm::Mi => d.sim.mi = first,
-                    LiveTerm::Diffusion => d.diffusion = values.clone(),
-                    LiveTerm::Jacobian => d.jacobian = first,
-                    LiveTerm::InverseConsistency => d.inverse_consistency = first,
-                    LiveTerm::Lr => d.lr = values.clone(),
-                }
-            }
+        let sim = match stage {
+            LiveStage::Affine => &mut p.affine.sim,
+            LiveStage::Deformable => &mut p.deformable.sim,
+        };
+        // `parse` gives the affine stage only its similarity weights and lr.
+        match (term, stage) {
+            (LiveTerm::Mse, _) => sim.mse = first,
+            (LiveTerm::Ncc, _) => sim.ncc = first,
+            (LiveTerm::Lncc, _) => sim.lncc = first,
+            (LiveTerm::Mi, _) => sim.mi = first,
+            (LiveTerm::Lr, LiveStage::Affine) => p.affine.lr = first,
+            (LiveTerm::Lr, LiveStage::Deformable) => p.deformable.lr = values.clone(),
+            (LiveTerm::Diffusion, _) => p.deformable.diffusion = values.clone(),
+            (LiveTerm::Jacobian, _) => p.deformable.jacobian = first,
+            (LiveTerm::InverseConsistency, _) => p.deformable.inverse_consistency = first,
         }
     }
 }
