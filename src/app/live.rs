@@ -295,45 +295,10 @@ impl LevelRow {
 
 /// The stages and levels a pipeline will run, in order.
 pub fn plan(p: &Pipeline) -> Vec<LevelRow> {
-    let mut rows = Vec::new();
-    if p.affine.enabled {
-        for i in 0..p.affine.levels {
-            rows.push(LevelRow::new(
-                "affine",
-                i,
-                p.affine.levels,
-                p.affine.coarsest.saturating_sub(i),
-                p.affine.iterations,
-            ));
-        }
-    }
-    if p.deformable.enabled
-        && p.initial.enabled
-        && let Ok(init) = p.initial_pipeline()
-    {
-        let nl = init.deformable.levels;
-        for li in 0..nl {
-            let iters = init.deformable.iterations.get(li).copied().unwrap_or(0);
-            rows.push(LevelRow::new("initial", li, nl, nl - 1 - li, iters));
-        }
-    }
-    if p.deformable.enabled {
-        let nl = p.deformable.levels;
-        for li in 0..nl {
-            let iters = p.deformable.iterations.get(li).copied().unwrap_or(0);
-            rows.push(LevelRow::new("deformable", li, nl, nl - 1 - li, iters));
-        }
-    }
-    if p.ic.enabled {
-        for (stage, iters) in [
-            ("ic-forward", p.ic.iterations),
-            ("ic-backward", p.ic.iterations),
-            ("ic-final", p.ic.final_iterations),
-        ] {
-            rows.push(LevelRow::new(stage, 0, 1, 0, iters));
-        }
-    }
-    rows
+    register::stages::schedule(p)
+        .into_iter()
+        .map(|l| LevelRow::new(l.stage, l.level, l.levels, l.pyramid, l.iterations))
+        .collect()
 }
 
 /// One iteration's losses in the history.

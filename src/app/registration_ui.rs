@@ -11,147 +11,12 @@ use super::registration::Edit;
 use super::viewer::ViewerApp;
 use crate::register::Pipeline;
 use crate::register::change::is_live_key;
-use crate::register::params::{FieldUnits, PRESETS};
+use crate::register::params::PRESETS;
+use crate::register::stages::{Row, STAGES};
 use crate::session_file::RunRecord;
 
 const REFUSED: egui::Color32 = egui::Color32::from_rgb(255, 110, 90);
 const LIVE: egui::Color32 = egui::Color32::from_rgb(120, 200, 255);
-
-/// A parameter row: key (as `--set` takes it), label, tooltip.
-type Row = (&'static str, &'static str, &'static str);
-
-const AFFINE: [Row; 4] = [
-    (
-        "affine.coarsest",
-        "coarsest level",
-        "Coarsest pyramid level (0 = full resolution)",
-    ),
-    (
-        "affine.levels",
-        "affine levels",
-        "Levels from the coarsest towards full resolution",
-    ),
-    (
-        "affine.iterations",
-        "affine iterations",
-        "Adam iterations per level",
-    ),
-    (
-        "affine.lr",
-        "affine lr",
-        "Learning rate at the coarsest level, halved per finer level",
-    ),
-];
-
-const DEFORMABLE: [Row; 5] = [
-    (
-        "deformable.levels",
-        "deformable levels",
-        "Pyramid levels, coarsest first",
-    ),
-    (
-        "deformable.iterations",
-        "iterations per level",
-        "Comma-separated, coarse to fine",
-    ),
-    (
-        "deformable.lr",
-        "deformable lr",
-        "Learning rate: one value, or one per level",
-    ),
-    (
-        "deformable.diffusion",
-        "diffusion",
-        "Diffusive regulariser weight: one value, or one per level",
-    ),
-    (
-        "deformable.jacobian",
-        "jacobian",
-        "Weight of mean(max(0, −det J))",
-    ),
-];
-
-const IC: [Row; 4] = [
-    (
-        "ic.iterations",
-        "iterations each way",
-        "Iterations of each direction's run",
-    ),
-    (
-        "ic.final_iterations",
-        "final iterations",
-        "Iterations of the weighted run",
-    ),
-    (
-        "ic.power",
-        "power p",
-        "Power applied to the normalised IC error",
-    ),
-    (
-        "ic.sigma",
-        "sigma s",
-        "Gaussian sigma of the weight map (voxels)",
-    ),
-];
-
-/// Similarity rows of each stage (labels name the stage: they are unique).
-const AFFINE_SIMILARITY: [Row; 6] = [
-    ("affine.mse", "affine mse", "Weight of mean squared error"),
-    ("affine.ncc", "affine ncc", "Weight of global NCC (1 − NCC)"),
-    (
-        "affine.lncc",
-        "affine lncc",
-        "Weight of local NCC (1 − LNCC)",
-    ),
-    (
-        "affine.mi",
-        "affine mi",
-        "Weight of Parzen mutual information (−MI)",
-    ),
-    (
-        "affine.window",
-        "affine window",
-        "Local NCC window edge in voxels (odd, 1–31)",
-    ),
-    (
-        "affine.mi_bins",
-        "affine mi bins",
-        "Mutual-information histogram bins (4–256)",
-    ),
-];
-
-const DEFORMABLE_SIMILARITY: [Row; 6] = [
-    (
-        "deformable.mse",
-        "deformable mse",
-        "Weight of mean squared error",
-    ),
-    (
-        "deformable.ncc",
-        "deformable ncc",
-        "Weight of global NCC (1 − NCC)",
-    ),
-    (
-        "deformable.lncc",
-        "deformable lncc",
-        "Weight of local NCC (1 − LNCC)",
-    ),
-    (
-        "deformable.mi",
-        "deformable mi",
-        "Weight of Parzen mutual information (−MI)",
-    ),
-    (
-        "deformable.window",
-        "deformable window",
-        "Local NCC window edge in voxels (odd, 1–31)",
-    ),
-    (
-        "deformable.mi_bins",
-        "deformable mi bins",
-        "Mutual-information histogram bins (4–256)",
-    ),
-];
 
 /// Line colours of the loss plot: the total, then the terms.
 const CURVES: [egui::Color32; 5] = [
@@ -524,61 +389,20 @@ impl ViewerApp {
             .show(ui, |ui| self.stage_editor(ui));
     }
 
+    /// Every stage's parameters, as the stages describe them: a stage's
+    /// `enabled` box, and its rows while it runs (or another stage reads
+    /// them).
     fn stage_editor(&mut self, ui: &mut egui::Ui) {
-        let running = self.reg.running();
         self.flag(ui, "normalize", "normalise intensities (0.5–99.5 %)");
         self.flag(ui, "fused", "fused kernels (CPU and GPU)");
-        ui.separator();
-        self.flag(ui, "affine.enabled", "affine stage");
-        if self.reg.pipeline.affine.enabled {
-            self.params(ui, "affine", &AFFINE);
-            ui.label("similarity");
-            self.params(ui, "affine similarity", &AFFINE_SIMILARITY);
-        }
-        ui.separator();
-        self.flag(ui, "deformable.enabled", "deformable stage");
-        let d = &self.reg.pipeline.deformable;
-        if d.enabled || self.reg.pipeline.ic.enabled {
-            let mut rows = DEFORMABLE.to_vec();
-            if d.svf {
-                rows.push((
-                    "deformable.svf_steps",
-                    "squarings",
-                    "Scaling-and-squaring steps (≤ 12)",
-                ));
+        for stage in STAGES {
+            ui.separator();
+            let key = stage.key();
+            self.flag(ui, &format!("{key}.enabled"), stage.title());
+            if stage.shown(&self.reg.pipeline) {
+                let rows = stage.rows(&self.reg.pipeline);
+                self.params(ui, key, &rows);
             }
-            if d.symmetric {
-                rows.push((
-                    "deformable.inverse_consistency",
-                    "inverse consistency",
-                    "Weight of the inverse-consistency loss",
-                ));
-            }
-            self.params(ui, "deformable", &rows);
-            let mut units = self.reg.pipeline.deformable.units;
-            ui.horizontal(|ui| {
-                ui.label("field units");
-                ui.add_enabled_ui(!running, |ui| {
-                    ui.radio_value(&mut units, FieldUnits::Voxel, "voxel");
-                    ui.radio_value(&mut units, FieldUnits::Normalized, "normalised");
-                });
-            });
-            if units != self.reg.pipeline.deformable.units {
-                let v = match units {
-                    FieldUnits::Voxel => "voxel",
-                    FieldUnits::Normalized => "normalized",
-                };
-                self.edit_parameter("deformable.units", v);
-            }
-            self.flag(ui, "deformable.svf", "stationary velocity field");
-            self.flag(ui, "deformable.symmetric", "both directions");
-            ui.label("similarity");
-            self.params(ui, "deformable similarity", &DEFORMABLE_SIMILARITY);
-        }
-        ui.separator();
-        self.flag(ui, "ic.enabled", "inverse-consistency weighting");
-        if self.reg.pipeline.ic.enabled {
-            self.params(ui, "ic", &IC);
         }
     }
 
@@ -604,12 +428,38 @@ impl ViewerApp {
     /// Typed parameters in a grid: each committed when its field loses
     /// focus (Enter or a click elsewhere); a refused one shows why and reverts.
     fn params(&mut self, ui: &mut egui::Ui, id: &str, rows: &[Row]) {
+        let running = self.reg.running();
+        let (flags, rest): (Vec<&Row>, Vec<&Row>) = rows
+            .iter()
+            .partition(|r| crate::register::keys::is_flag(&self.reg.pipeline, &r.key));
+        let (choices, typed): (Vec<&Row>, Vec<&Row>) =
+            rest.into_iter().partition(|r| !r.choices.is_empty());
+        for row in choices {
+            let current = self.reg.pipeline.value_of(&row.key).unwrap_or_default();
+            let mut picked = current.clone();
+            ui.horizontal(|ui| {
+                ui.label(row.label.as_str()).on_hover_text(row.help);
+                ui.add_enabled_ui(!running, |ui| {
+                    for &c in row.choices {
+                        ui.radio_value(&mut picked, c.to_string(), c);
+                    }
+                });
+            });
+            if picked != current {
+                self.edit_parameter(&row.key, &picked);
+            }
+            self.refusal(ui, &row.key);
+        }
+        for row in flags {
+            self.flag(ui, &row.key, &row.label);
+        }
         let mut commits = Vec::new();
         egui::Grid::new(("params", id))
             .num_columns(3)
             .spacing([8.0, 4.0])
             .show(ui, |ui| {
-                for &(key, label, tip) in rows {
+                for row in &typed {
+                    let key = row.key.as_str();
                     let current = self.reg.pipeline.value_of(key).unwrap_or_default();
                     let mut text = self
                         .reg
@@ -617,18 +467,18 @@ impl ViewerApp {
                         .get(key)
                         .cloned()
                         .unwrap_or_else(|| current.clone());
-                    let l = ui.label(label);
+                    let l = ui.label(row.label.as_str());
                     let r = ui
                         .add_sized([110.0, 18.0], egui::TextEdit::singleline(&mut text))
                         .labelled_by(l.id)
-                        .on_hover_text(format!("{tip}\n--set {key}=…"));
+                        .on_hover_text(format!("{}\n--set {key}=…", row.help));
                     if r.changed() {
                         self.reg.texts.insert(key.to_string(), text.clone());
                     }
                     if r.lost_focus() && text.trim() != current {
-                        commits.push((key, text));
+                        commits.push((key.to_string(), text));
                     }
-                    if self.reg.running() && is_live_key(key) {
+                    if running && is_live_key(key) {
                         ui.colored_label(LIVE, "live");
                     } else {
                         ui.label("");
@@ -642,7 +492,7 @@ impl ViewerApp {
                 }
             });
         for (key, text) in commits {
-            if self.edit_parameter(key, &text) == Edit::NextRun && self.reg.running() {
+            if self.edit_parameter(&key, &text) == Edit::NextRun && self.reg.running() {
                 ui.small(format!("{key}: applies to the next run"));
             }
         }

@@ -14,6 +14,7 @@ pub mod change;
 pub mod device;
 pub mod field;
 pub mod fused;
+pub mod keys;
 pub mod loss;
 pub mod params;
 pub mod regularize;
@@ -34,7 +35,7 @@ use crate::metrics::mapping::{FieldKind, Mapping};
 use crate::volume::affine::{self, Mat4};
 use crate::volume::intensity::normalize_percentile;
 use crate::volume::pyramid::{DEFAULT_SIGMA_VOX, gaussian_pyramid};
-use crate::volume::resample::{Border, Interp, mask_on, resample, resample_index_map};
+use crate::volume::resample::{Border, Interp, mask_on, resample};
 use crate::volume::{Grid, Volume};
 use session::{Halt, Runner};
 
@@ -328,7 +329,7 @@ pub fn levels(
 
 /// Pyramid levels a pipeline uses (the input counts as one).
 pub fn pyramid_depth(p: &Pipeline, shift: usize) -> usize {
-    shift + stage_depth(p)
+    shift + stages::depth(p)
 }
 
 /// Pyramid levels skipped at the fine end (`Pipeline::finest_mm`): the
@@ -365,20 +366,6 @@ pub fn deformable_order(p: &Pipeline, shift: usize, available: usize) -> Vec<usi
     (lowest..lowest + count).rev().collect()
 }
 
-fn stage_depth(p: &Pipeline) -> usize {
-    let affine = if p.affine.enabled {
-        p.affine.coarsest + 1
-    } else {
-        1
-    };
-    let deformable = if p.deformable.enabled {
-        p.deformable.levels
-    } else {
-        1
-    };
-    affine.max(deformable)
-}
-
 /// Smoothing-and-halving pyramid with `count` levels (0 = input).
 pub fn pyramid(v: &Volume, count: usize) -> Vec<Volume> {
     gaussian_pyramid(v, count, DEFAULT_SIGMA_VOX)
@@ -413,16 +400,16 @@ pub fn register(
         device: device::describe(device),
     };
     let kernels = gpu_kernels(&pipeline, device, &runner);
-    let result = catch_unwind(AssertUnwindSafe(|| match kernels {
-        Some(gpu) => crate::gpu::engine::run::run_stages(
-            gpu,
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut ctx = stages::Context::new(
             &mut runner,
             &fixed,
             &moving,
             mask.as_ref(),
             &mut outcome,
-        ),
-        None => run_stages(&mut runner, &fixed, &moving, mask.as_ref(), &mut outcome),
+            kernels,
+        );
+        stages::run_all(&mut ctx)
     }));
     outcome.status = match result {
         Ok(Ok(())) => Status::Completed,
@@ -513,86 +500,6 @@ pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     } else {
         "unknown error".into()
     }
-}
-
-fn run_stages(
-    runner: &mut Runner,
-    fixed: &Volume,
-    moving: &Volume,
-    mask: Option<&Volume>,
-    outcome: &mut Outcome,
-) -> Result<(), Halt> {
-    let p = runner.pipeline.clone();
-    let depth = pyramid_depth(&p, level_shift(&p, &fixed.grid));
-    let fixed_pyr = pyramid(fixed, depth);
-    let mask_pyr = mask.map(|m| pyramid(m, depth));
-    if p.affine.enabled {
-        let t = runner.active_s();
-        let moving_pyr = pyramid(moving, depth);
-        let lv = levels(&fixed_pyr, &moving_pyr, mask_pyr.as_deref(), &runner.device);
-        let result = stages::affine::run(runner, &lv);
-        if let Some(a) = result.matrix {
-            outcome.affine_vox = a;
-        }
-        stage_done(runner, outcome, "affine", t);
-        result.halt.map_or(Ok(()), Err)?;
-    }
-    if !(p.deformable.enabled || p.ic.enabled) {
-        return Ok(());
-    }
-    // The deformable stages see the moving image through the affine.
-    runner.affine_vox = outcome.affine_vox;
-    let moving_a = resample_index_map(
-        moving,
-        &fixed.grid,
-        &outcome.affine_vox,
-        Interp::Linear,
-        Border::Constant(0.0),
-    );
-    let moving_pyr = pyramid(&moving_a, depth);
-    let lv = levels(&fixed_pyr, &moving_pyr, mask_pyr.as_deref(), &runner.device);
-    // methods.md §1 step 3: an initial field from another preset's
-    // deformable stage (the stand-in for a network's prediction).
-    let mut start = None;
-    if p.deformable.enabled && p.initial.enabled {
-        let t = runner.active_s();
-        let stage = p.initial_stage().map_err(|e| Halt::Failed(e.0))?;
-        let main = std::mem::replace(&mut runner.pipeline, stage);
-        let result = stages::deformable::run(runner, &lv, None, "initial");
-        runner.pipeline = main;
-        if let Some(u) = &result.field {
-            outcome.field_vox = tensor_to_volume(u.clone(), &fixed.grid).ok();
-        }
-        start = result.field;
-        stage_done(runner, outcome, "initial", t);
-        result.halt.map_or(Ok(()), Err)?;
-    }
-    if p.deformable.enabled {
-        let t = runner.active_s();
-        let result = stages::deformable::run(runner, &lv, start, "deformable");
-        if let Some(u) = &result.field {
-            outcome.field_vox = tensor_to_volume(u.clone(), &fixed.grid).ok();
-        }
-        stage_done(runner, outcome, "deformable", t);
-        result.halt.map_or(Ok(()), Err)?;
-    }
-    if p.ic.enabled {
-        let t = runner.active_s();
-        let start = outcome
-            .field_vox
-            .as_ref()
-            .map(|v| volume_to_tensor(v, &runner.device))
-            .unwrap_or_else(|| Tensor::zeros([3, fixed.voxels()], &runner.device));
-        let foreground = stages::ic::foreground(fixed, mask);
-        let result = stages::ic::run(runner, &lv[0], start, &foreground);
-        if let Some(u) = result.field {
-            outcome.field_vox = tensor_to_volume(u, &fixed.grid).ok();
-        }
-        outcome.ic_weights = result.weights;
-        stage_done(runner, outcome, "ic-weighting", t);
-        result.halt.map_or(Ok(()), Err)?;
-    }
-    Ok(())
 }
 
 /// A stage's end: its seconds since `t0` (the runner's [`Runner::active_s`]

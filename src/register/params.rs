@@ -55,6 +55,7 @@ impl SimilarityWeights {
 #[serde(rename_all = "lowercase")]
 pub enum FieldUnits {
     Voxel,
+    #[serde(alias = "normalised")]
     Normalized,
 }
 
@@ -174,6 +175,9 @@ pub struct Pipeline {
     #[serde(default)]
     pub initial: InitialParams,
     pub deformable: DeformableParams,
+    /// The deep-image-prior stage (methods.md §4), after the deformable one.
+    #[serde(default)]
+    pub dip: super::stages::dip::DipParams,
     pub ic: IcParams,
 }
 
@@ -266,6 +270,7 @@ impl Pipeline {
                     smooth_warp_vox: vec![1.0],
                     ..deformable_base()
                 },
+                dip: Default::default(),
                 ic: ic_off(),
             },
             // methods.md §3: L = 1·NCC + 6·‖∇u‖². LUMIR's baselines take the
@@ -285,6 +290,7 @@ impl Pipeline {
                     diffusion: vec![6.0 / 9.0],
                     ..deformable_base()
                 },
+                dip: Default::default(),
                 ic: ic_off(),
             },
             // methods.md §1: affine, nonrigid IO from a good field, then IC
@@ -333,6 +339,7 @@ impl Pipeline {
                     symmetric: true,
                     ..deformable_base()
                 },
+                dip: Default::default(),
                 ic: ic_off(),
             },
             // methods.md §5 (balanced): both directions, MSE (α = 1),
@@ -352,6 +359,7 @@ impl Pipeline {
                     inverse_consistency: 10.0,
                     ..deformable_base()
                 },
+                dip: Default::default(),
                 ic: ic_off(),
             },
             other => {
@@ -369,108 +377,14 @@ impl Pipeline {
         values.get(l).or(values.last()).copied().unwrap_or(0.0)
     }
 
-    /// Apply one `key=value` override.
+    /// Apply one `key=value` override (see `register::keys`), then let
+    /// the stage owning the key keep its section consistent.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ParamError> {
-        let bad = |what: &str| ParamError(format!("{key}={value}: {what}"));
-        let f = || -> Result<f64, ParamError> {
-            let v: f64 = value.trim().parse().map_err(|_| bad("expected a number"))?;
-            if v.is_finite() {
-                Ok(v)
-            } else {
-                Err(bad("must be finite"))
-            }
-        };
-        let u = || -> Result<usize, ParamError> {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| bad("expected a whole number"))
-        };
-        let b = || -> Result<bool, ParamError> {
-            match value.trim() {
-                "true" | "1" | "on" | "yes" => Ok(true),
-                "false" | "0" | "off" | "no" => Ok(false),
-                _ => Err(bad("expected true or false")),
-            }
-        };
-        let fl = || -> Result<Vec<f64>, ParamError> {
-            value
-                .split(',')
-                .map(|s| {
-                    s.trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|v| v.is_finite())
-                        .ok_or_else(|| bad("expected finite numbers separated by commas"))
-                })
-                .collect()
-        };
-        let ul = || -> Result<Vec<usize>, ParamError> {
-            value
-                .split(',')
-                .map(|s| {
-                    s.trim()
-                        .parse::<usize>()
-                        .map_err(|_| bad("expected whole numbers separated by commas"))
-                })
-                .collect()
-        };
-        let (stage, name) = key.split_once('.').unwrap_or(("", key));
-        match (stage, name) {
-            ("", "normalize") => self.normalize = b()?,
-            ("", "fused") => self.fused = b()?,
-            ("", "finest_mm") => self.finest_mm = f()?,
-            ("affine", "enabled") => self.affine.enabled = b()?,
-            ("affine", "coarsest") => self.affine.coarsest = u()?,
-            ("affine", "levels") => self.affine.levels = u()?,
-            ("affine", "iterations") => self.affine.iterations = u()?,
-            ("affine", "lr") => self.affine.lr = f()?,
-            ("affine", s) if is_similarity_key(s) => {
-                set_similarity(&mut self.affine.sim, s, value)?;
-            }
-            ("deformable", "enabled") => self.deformable.enabled = b()?,
-            ("deformable", "levels") => {
-                let l = u()?;
-                let d = &mut self.deformable;
-                d.levels = l;
-                // Keep the per-level list consistent: repeat the last value.
-                let last = d.iterations.last().copied().unwrap_or(20);
-                d.iterations.resize(l, last);
-            }
-            ("deformable", "iterations") => self.deformable.iterations = ul()?,
-            ("deformable", "lr") => self.deformable.lr = fl()?,
-            ("deformable", "diffusion") => self.deformable.diffusion = fl()?,
-            ("deformable", "jacobian") => self.deformable.jacobian = f()?,
-            ("deformable", "units") => {
-                self.deformable.units = match value.trim() {
-                    "voxel" => FieldUnits::Voxel,
-                    "normalized" | "normalised" => FieldUnits::Normalized,
-                    _ => return Err(bad("expected voxel or normalized")),
-                }
-            }
-            ("deformable", "svf") => self.deformable.svf = b()?,
-            ("deformable", "svf_steps") => self.deformable.svf_steps = u()?,
-            ("deformable", "symmetric") => self.deformable.symmetric = b()?,
-            ("deformable", "inverse_consistency") => self.deformable.inverse_consistency = f()?,
-            ("deformable", "smooth_grad_mm") => self.deformable.smooth_grad_mm = fl()?,
-            ("deformable", "smooth_warp_vox") => self.deformable.smooth_warp_vox = fl()?,
-            ("deformable", s) if is_similarity_key(s) => {
-                set_similarity(&mut self.deformable.sim, s, value)?;
-            }
-            ("initial", "enabled") => self.initial.enabled = b()?,
-            ("initial", "preset") => self.initial.preset = value.trim().to_string(),
-            ("ic", "enabled") => self.ic.enabled = b()?,
-            ("ic", "iterations") => self.ic.iterations = u()?,
-            ("ic", "final_iterations") => self.ic.final_iterations = u()?,
-            ("ic", "power") => self.ic.power = f()?,
-            ("ic", "sigma") => self.ic.sigma = f()?,
-            _ => {
-                return Err(ParamError(format!(
-                    "unknown parameter '{key}'; known: {} (lists: one value per level, \
-                     or one for all, comma-separated; booleans: true/false)",
-                    KEYS.join(", ")
-                )));
-            }
+        super::keys::set(self, key, value)?;
+        if let Some((section, name)) = key.split_once('.')
+            && let Some(stage) = super::stages::by_key(section)
+        {
+            stage.after_set(self, name);
         }
         Ok(())
     }
@@ -478,65 +392,12 @@ impl Pipeline {
     /// The current value of `key` as [`Pipeline::set`] reads it back
     /// (lists comma-separated); `None` for an unknown key.
     pub fn value_of(&self, key: &str) -> Option<String> {
-        let list = |v: &[f64]| {
-            v.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let sim = |s: &SimilarityWeights, name: &str| match name {
-            "mse" => Some(s.mse.to_string()),
-            "ncc" => Some(s.ncc.to_string()),
-            "lncc" => Some(s.lncc.to_string()),
-            "mi" => Some(s.mi.to_string()),
-            "window" => Some(s.window.to_string()),
-            "mi_bins" => Some(s.mi_bins.to_string()),
-            _ => None,
-        };
-        let (stage, name) = key.split_once('.').unwrap_or(("", key));
-        let a = &self.affine;
-        let d = &self.deformable;
-        Some(match (stage, name) {
-            ("", "normalize") => self.normalize.to_string(),
-            ("", "fused") => self.fused.to_string(),
-            ("", "finest_mm") => self.finest_mm.to_string(),
-            ("affine", "enabled") => a.enabled.to_string(),
-            ("affine", "coarsest") => a.coarsest.to_string(),
-            ("affine", "levels") => a.levels.to_string(),
-            ("affine", "iterations") => a.iterations.to_string(),
-            ("affine", "lr") => a.lr.to_string(),
-            ("affine", s) => return sim(&a.sim, s),
-            ("deformable", "enabled") => d.enabled.to_string(),
-            ("deformable", "levels") => d.levels.to_string(),
-            ("deformable", "iterations") => d
-                .iterations
-                .iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            ("deformable", "lr") => list(&d.lr),
-            ("deformable", "diffusion") => list(&d.diffusion),
-            ("deformable", "jacobian") => d.jacobian.to_string(),
-            ("deformable", "units") => match d.units {
-                FieldUnits::Voxel => "voxel".into(),
-                FieldUnits::Normalized => "normalized".into(),
-            },
-            ("deformable", "svf") => d.svf.to_string(),
-            ("deformable", "svf_steps") => d.svf_steps.to_string(),
-            ("deformable", "symmetric") => d.symmetric.to_string(),
-            ("deformable", "inverse_consistency") => d.inverse_consistency.to_string(),
-            ("deformable", "smooth_grad_mm") => list(&d.smooth_grad_mm),
-            ("deformable", "smooth_warp_vox") => list(&d.smooth_warp_vox),
-            ("deformable", s) => return sim(&d.sim, s),
-            ("initial", "enabled") => self.initial.enabled.to_string(),
-            ("initial", "preset") => self.initial.preset.clone(),
-            ("ic", "enabled") => self.ic.enabled.to_string(),
-            ("ic", "iterations") => self.ic.iterations.to_string(),
-            ("ic", "final_iterations") => self.ic.final_iterations.to_string(),
-            ("ic", "power") => self.ic.power.to_string(),
-            ("ic", "sigma") => self.ic.sigma.to_string(),
-            _ => return None,
-        })
+        super::keys::value_of(self, key)
+    }
+
+    /// Every parameter key, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        super::keys::keys(self)
     }
 
     /// Apply `key=value` strings in order, then validate.
@@ -556,10 +417,11 @@ impl Pipeline {
     /// Every parameter whose value differs between `self` and `other`:
     /// (key, self's value, other's value), in the order of `--set` keys
     /// (the preset's name is not a parameter).
-    pub fn differences(&self, other: &Pipeline) -> Vec<(&'static str, String, String)> {
-        KEYS.iter()
-            .filter_map(|&k| {
-                let (a, b) = (self.value_of(k)?, other.value_of(k)?);
+    pub fn differences(&self, other: &Pipeline) -> Vec<(String, String, String)> {
+        self.keys()
+            .into_iter()
+            .filter_map(|k| {
+                let (a, b) = (self.value_of(&k)?, other.value_of(&k)?);
                 (a != b).then_some((k, a, b))
             })
             .collect()
@@ -581,104 +443,23 @@ impl Pipeline {
     /// stage's values are checked, enabled or not: a disabled stage's
     /// parameters are saved with the run and may be enabled later.
     pub fn validate(&self) -> Result<(), ParamError> {
-        let err = |m: String| Err(ParamError(m));
-        let a = &self.affine;
-        let d = &self.deformable;
-        if !a.enabled && !d.enabled {
-            return err(
+        let stages = super::stages::STAGES;
+        if !stages
+            .iter()
+            .any(|s| s.runs(self) && s.key() != "initial" && s.key() != "ic")
+        {
+            return Err(ParamError(
                 "both the affine and the deformable stage are disabled: nothing to do".into(),
-            );
+            ));
         }
         if !(self.finest_mm.is_finite() && (0.0..=50.0).contains(&self.finest_mm)) {
-            return err(format!(
+            return Err(ParamError(format!(
                 "finest_mm = {} must be between 0 (full resolution) and 50 mm",
                 self.finest_mm
-            ));
+            )));
         }
-        check_similarity("affine", &a.sim, a.enabled)?;
-        if a.coarsest > 5 {
-            return err("affine.coarsest must be at most 5".into());
-        }
-        if a.levels == 0 || a.levels > a.coarsest + 1 {
-            return err(format!(
-                "affine.levels = {} must be between 1 and affine.coarsest + 1 = {}",
-                a.levels,
-                a.coarsest + 1
-            ));
-        }
-        check_rate("affine.lr", a.lr)?;
-        check_similarity("deformable", &d.sim, d.enabled || self.ic.enabled)?;
-        if d.levels == 0 || d.levels > 6 {
-            return err(format!(
-                "deformable.levels = {} must be between 1 and 6",
-                d.levels
-            ));
-        }
-        if d.iterations.len() != d.levels {
-            return err(format!(
-                "deformable.iterations has {} value(s) for {} level(s)",
-                d.iterations.len(),
-                d.levels
-            ));
-        }
-        for (name, list) in [
-            ("deformable.lr", &d.lr),
-            ("deformable.diffusion", &d.diffusion),
-            ("deformable.smooth_grad_mm", &d.smooth_grad_mm),
-            ("deformable.smooth_warp_vox", &d.smooth_warp_vox),
-        ] {
-            if list.is_empty() || (list.len() != 1 && list.len() != d.levels) {
-                return err(format!(
-                    "{name} needs one value or one per level ({}), not {}",
-                    d.levels,
-                    list.len()
-                ));
-            }
-        }
-        for &lr in &d.lr {
-            check_rate("deformable.lr", lr)?;
-        }
-        for &w in &d.diffusion {
-            check_weight("deformable.diffusion", w)?;
-        }
-        for (name, list, unit) in [
-            ("deformable.smooth_grad_mm", &d.smooth_grad_mm, "mm"),
-            ("deformable.smooth_warp_vox", &d.smooth_warp_vox, "voxels"),
-        ] {
-            for &sigma in list {
-                if !(sigma.is_finite() && (0.0..=MAX_SMOOTH).contains(&sigma)) {
-                    return err(format!(
-                        "{name} = {sigma} must be a σ in {unit} between 0 (off) and {MAX_SMOOTH}"
-                    ));
-                }
-            }
-        }
-        check_weight("deformable.jacobian", d.jacobian)?;
-        check_weight("deformable.inverse_consistency", d.inverse_consistency)?;
-        if !(1..=12).contains(&d.svf_steps) {
-            return err(format!(
-                "deformable.svf_steps = {} must be between 1 and 12",
-                d.svf_steps
-            ));
-        }
-        if self.initial.enabled || self.initial.preset != InitialParams::default().preset {
-            self.initial_pipeline()?;
-        }
-        let ic = &self.ic;
-        if !(ic.power.is_finite() && ic.power > 0.0) {
-            return err(format!(
-                "ic.power = {} must be finite and positive",
-                ic.power
-            ));
-        }
-        if !(ic.sigma.is_finite() && ic.sigma > 0.0) {
-            return err(format!(
-                "ic.sigma = {} must be finite and positive",
-                ic.sigma
-            ));
-        }
-        if ic.iterations == 0 || ic.final_iterations == 0 {
-            return err("ic.iterations and ic.final_iterations must be at least 1".into());
+        for stage in stages {
+            stage.validate(self)?;
         }
         Ok(())
     }
@@ -716,82 +497,7 @@ impl Pipeline {
 /// it only flattens the field.
 pub const MAX_SMOOTH: f64 = 200.0;
 
-const KEYS: [&str; 35] = [
-    "normalize",
-    "fused",
-    "finest_mm",
-    "affine.enabled",
-    "affine.coarsest",
-    "affine.levels",
-    "affine.iterations",
-    "affine.lr",
-    "affine.{mse,ncc,lncc,mi,window,mi_bins}",
-    "deformable.enabled",
-    "deformable.levels",
-    "deformable.iterations",
-    "deformable.lr",
-    "deformable.diffusion",
-    "deformable.jacobian",
-    "deformable.units",
-    "deformable.svf",
-    "deformable.svf_steps",
-    "deformable.symmetric",
-    "deformable.inverse_consistency",
-    "deformable.smooth_grad_mm",
-    "deformable.smooth_warp_vox",
-    "deformable.mse",
-    "deformable.ncc",
-    "deformable.lncc",
-    "deformable.mi",
-    "deformable.window",
-    "deformable.mi_bins",
-    "initial.enabled",
-    "initial.preset",
-    "ic.enabled",
-    "ic.iterations",
-    "ic.final_iterations",
-    "ic.power",
-    "ic.sigma",
-];
-
-fn is_similarity_key(s: &str) -> bool {
-    matches!(s, "mse" | "ncc" | "lncc" | "mi" | "window" | "mi_bins")
-}
-
-/// Set one similarity field (`name` is one of [`is_similarity_key`]).
-fn set_similarity(sim: &mut SimilarityWeights, name: &str, value: &str) -> Result<(), ParamError> {
-    let bad = |what: &str| ParamError(format!("{name}={value}: {what}"));
-    match name {
-        "window" | "mi_bins" => {
-            let v: usize = value
-                .trim()
-                .parse()
-                .map_err(|_| bad("expected a whole number"))?;
-            if name == "window" {
-                sim.window = v;
-            } else {
-                sim.mi_bins = v;
-            }
-        }
-        _ => {
-            let v: f64 = value
-                .trim()
-                .parse()
-                .ok()
-                .filter(|v: &f64| v.is_finite())
-                .ok_or_else(|| bad("expected a finite number"))?;
-            match name {
-                "mse" => sim.mse = v,
-                "ncc" => sim.ncc = v,
-                "lncc" => sim.lncc = v,
-                _ => sim.mi = v,
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_weight(name: &str, w: f64) -> Result<(), ParamError> {
+pub(crate) fn check_weight(name: &str, w: f64) -> Result<(), ParamError> {
     if w.is_finite() && w >= 0.0 {
         Ok(())
     } else {
@@ -801,7 +507,7 @@ fn check_weight(name: &str, w: f64) -> Result<(), ParamError> {
     }
 }
 
-fn check_rate(name: &str, lr: f64) -> Result<(), ParamError> {
+pub(crate) fn check_rate(name: &str, lr: f64) -> Result<(), ParamError> {
     if lr.is_finite() && lr > 0.0 {
         Ok(())
     } else {
@@ -811,10 +517,25 @@ fn check_rate(name: &str, lr: f64) -> Result<(), ParamError> {
     }
 }
 
+/// A per-level list: one value for all levels, or one per level.
+pub(crate) fn check_per_level(name: &str, list: &[f64], levels: usize) -> Result<(), ParamError> {
+    if list.is_empty() || (list.len() != 1 && list.len() != levels) {
+        return Err(ParamError(format!(
+            "{name} needs one value or one per level ({levels}), not {}",
+            list.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A stage's similarity: weights finite and ≥ 0, window and bins in range
 /// (checked whether or not the term is on, so that switching it on later
 /// cannot expose a bad value); at least one term when the stage runs.
-fn check_similarity(stage: &str, s: &SimilarityWeights, runs: bool) -> Result<(), ParamError> {
+pub(crate) fn check_similarity(
+    stage: &str,
+    s: &SimilarityWeights,
+    runs: bool,
+) -> Result<(), ParamError> {
     for (n, w) in [
         ("mse", s.mse),
         ("ncc", s.ncc),
@@ -849,18 +570,8 @@ mod tests {
     /// values changes nothing.
     #[test]
     fn every_key_reads_back() {
-        let keys: Vec<String> = KEYS
-            .iter()
-            .flat_map(|k| match k.strip_prefix("affine.{") {
-                Some(rest) => rest
-                    .trim_end_matches('}')
-                    .split(',')
-                    .map(|s| format!("affine.{s}"))
-                    .collect::<Vec<_>>(),
-                None => vec![k.to_string()],
-            })
-            .collect();
         for preset in PRESETS {
+            let keys = Pipeline::preset(preset).expect("preset").keys();
             let p = Pipeline::preset(preset).expect("preset");
             for k in &keys {
                 let v = p.value_of(k).unwrap_or_else(|| panic!("no value for {k}"));

@@ -1,9 +1,9 @@
-//! A whole pipeline on the GPU's kernels — the affine stage, the moving
-//! image resampled through its result, the deformable stage coarse to fine
-//! and the inverse-consistency weighting — with the data on the device
-//! from upload to the final field: the same steps as
-//! `register::run_stages` on the composed path (its reference), which
-//! serves whatever [`supported`] refuses.
+//! The pipeline's stages on the GPU's kernels — the affine stage, the
+//! deformable stage coarse to fine and the inverse-consistency weighting —
+//! with the images uploaded once and kept on the device ([`Images`]): the
+//! kernel paths of `register::stages`' affine, deformable and ic stages,
+//! whose composed tensor path is their reference and serves whatever
+//! [`supported`] refuses.
 
 use std::sync::Arc;
 
@@ -49,7 +49,7 @@ pub fn supported(p: &Pipeline) -> Result<(), String> {
 }
 
 /// One pyramid level of the images on the device.
-struct Level {
+pub struct Level {
     grid: Grid,
     fixed: Vec<Buf>,
     moving: Vec<Buf>,
@@ -108,128 +108,129 @@ fn levels(
         .collect())
 }
 
-/// Run the pipeline's stages on `gpu` (see [`supported`]); the same
-/// contract as `register::run_stages`.
-pub fn run_stages(
-    gpu: Arc<Gpu>,
+/// The images on the device for the kernels: uploaded and their pyramids
+/// built once; the moving levels seen through an affine rebuilt when the
+/// affine changes.
+pub struct Images {
+    grid: Grid,
+    depth: usize,
+    fixed_pyr: Vec<(Vec<Buf>, Grid)>,
+    mask_pyr: Option<Vec<(Vec<Buf>, Grid)>>,
+    moving: Vec<Buf>,
+    through: Option<(Mat4, Vec<Level>)>,
+}
+
+impl Images {
+    pub fn upload(
+        gpu: &Gpu,
+        fixed: &Volume,
+        moving: &Volume,
+        mask: Option<&Volume>,
+        depth: usize,
+    ) -> GpuResult<Images> {
+        let fixed_b = ops::upload_channels(gpu, fixed, "engine: fixed image")?;
+        let fixed_pyr = ops::pyramid(gpu, fixed_b, &fixed.grid, depth, DEFAULT_SIGMA_VOX)?;
+        let mask_pyr = match mask {
+            Some(m) => Some(
+                ops::upload_channels(gpu, m, "engine: mask")
+                    .and_then(|b| ops::pyramid(gpu, b, &fixed.grid, depth, DEFAULT_SIGMA_VOX))?,
+            ),
+            None => None,
+        };
+        let moving = ops::upload_channels(gpu, moving, "engine: moving image")?;
+        Ok(Images {
+            grid: fixed.grid.clone(),
+            depth,
+            fixed_pyr,
+            mask_pyr,
+            moving,
+            through: None,
+        })
+    }
+
+    /// The levels with the moving image seen through `affine` (voxels of
+    /// the fixed grid; the identity uses it as uploaded).
+    pub fn levels(&mut self, gpu: &Gpu, affine: &Mat4) -> GpuResult<&[Level]> {
+        let stale = self.through.as_ref().is_none_or(|(a, _)| a != affine);
+        if stale {
+            let moving = if *affine == crate::volume::affine::IDENTITY {
+                self.moving.clone()
+            } else {
+                self.moving
+                    .iter()
+                    .map(|m| {
+                        ops::resample(
+                            gpu,
+                            m,
+                            self.grid.dims,
+                            self.grid.dims,
+                            affine,
+                            Border::Constant(0.0),
+                        )
+                    })
+                    .collect::<GpuResult<Vec<_>>>()?
+            };
+            let lv = levels(
+                gpu,
+                &self.fixed_pyr,
+                self.mask_pyr.as_deref(),
+                moving,
+                self.depth,
+            )?;
+            self.through = Some((*affine, lv));
+        }
+        Ok(self.through.as_ref().map_or(&[][..], |(_, l)| l.as_slice()))
+    }
+}
+
+/// A displacement field (3 channels) into the kernels' buffers.
+pub fn upload_field(gpu: &Gpu, v: &Volume) -> GpuResult<[Buf; 3]> {
+    let b = ops::upload_channels(gpu, v, "engine: field")?;
+    <[Buf; 3]>::try_from(b).map_err(|b| format!("a field has 3 components, not {}", b.len()))
+}
+
+/// The deformable stage on the kernels from `start` (or the identity), as
+/// `stages::deformable::run`: its displacement (voxels, full resolution)
+/// and how it ended.
+pub fn deformable(
+    gpu: &Arc<Gpu>,
     runner: &mut Runner,
+    lv: &[Level],
+    start: Option<&[Buf; 3]>,
+    name: &'static str,
+) -> Result<(Option<([Buf; 3], Volume)>, Option<Halt>), Halt> {
+    let (th, halt) = deformable_stage(gpu, runner, lv, start, name);
+    let Some(th) = th else {
+        return Ok((None, halt));
+    };
+    let u = displacement(gpu, &th, &runner.pipeline, &lv[0].grid).map_err(failed)?;
+    let host = super::optim::read_field(gpu, &u, &lv[0].grid).map_err(failed)?;
+    Ok((Some((u, host)), halt))
+}
+
+/// The inverse-consistency weighting on the kernels, from the field so
+/// far; writes the final field and the weights into `outcome`.
+pub fn ic(
+    gpu: &Arc<Gpu>,
+    runner: &mut Runner,
+    level: &Level,
+    start: Option<[Buf; 3]>,
     fixed: &Volume,
-    moving: &Volume,
     mask: Option<&Volume>,
     outcome: &mut Outcome,
 ) -> Result<(), Halt> {
-    let p = runner.pipeline.clone();
-    let depth = crate::register::pyramid_depth(&p, crate::register::level_shift(&p, &fixed.grid));
-    let t0 = runner.active_s();
-    // Dispatches of the affine stage include building the pyramids.
-    let d_start = gpu.dispatch_count();
-    let fixed_b = ops::upload_channels(&gpu, fixed, "engine: fixed image").map_err(failed)?;
-    let fixed_pyr =
-        ops::pyramid(&gpu, fixed_b, &fixed.grid, depth, DEFAULT_SIGMA_VOX).map_err(failed)?;
-    let mask_pyr = match mask {
-        Some(m) => Some(
-            ops::upload_channels(&gpu, m, "engine: mask")
-                .and_then(|b| ops::pyramid(&gpu, b, &fixed.grid, depth, DEFAULT_SIGMA_VOX))
-                .map_err(failed)?,
-        ),
-        None => None,
-    };
-    let moving_b = ops::upload_channels(&gpu, moving, "engine: moving image").map_err(failed)?;
-    if p.affine.enabled {
-        let lv = levels(
-            &gpu,
-            &fixed_pyr,
-            mask_pyr.as_deref(),
-            moving_b.clone(),
-            depth,
-        )
-        .map_err(failed)?;
-        let result = affine_stage(&gpu, runner, &lv);
-        if let Some(a) = result.0 {
-            outcome.affine_vox = a;
-        }
-        stage_end(&gpu, runner, outcome, "affine", t0, d_start);
-        result.1.map_or(Ok(()), Err)?;
-    }
-    if !(p.deformable.enabled || p.ic.enabled) {
-        return Ok(());
-    }
-    runner.affine_vox = outcome.affine_vox;
-    // The moving image seen through the affine, on the fixed grid.
-    let moving_a = moving_b
-        .iter()
-        .map(|m| {
-            ops::resample(
-                &gpu,
-                m,
-                fixed.grid.dims,
-                fixed.grid.dims,
-                &outcome.affine_vox,
-                Border::Constant(0.0),
-            )
-        })
-        .collect::<GpuResult<Vec<_>>>()
-        .map_err(failed)?;
-    let lv = levels(&gpu, &fixed_pyr, mask_pyr.as_deref(), moving_a, depth).map_err(failed)?;
-    let mut field: Option<[Buf; 3]> = None;
-    // methods.md §1 step 3: the initial field (as `register::run_stages`).
-    if p.deformable.enabled && p.initial.enabled {
-        let t = runner.active_s();
-        let d0 = gpu.dispatch_count();
-        let stage = p.initial_stage().map_err(|e| Halt::Failed(e.0))?;
-        let main = std::mem::replace(&mut runner.pipeline, stage);
-        let (th, halt) = deformable_stage(&gpu, runner, &lv, None, "initial");
-        let u = th
-            .as_ref()
-            .map(|th| displacement(&gpu, th, &runner.pipeline, &lv[0].grid))
-            .transpose()
-            .map_err(failed);
-        runner.pipeline = main;
-        if let Some(u) = u? {
-            outcome.field_vox =
-                Some(super::optim::read_field(&gpu, &u, &lv[0].grid).map_err(failed)?);
-            field = Some(u);
-        }
-        stage_end(&gpu, runner, outcome, "initial", t, d0);
-        halt.map_or(Ok(()), Err)?;
-    }
-    if p.deformable.enabled {
-        let t = runner.active_s();
-        let d0 = gpu.dispatch_count();
-        let (th, halt) = deformable_stage(&gpu, runner, &lv, field.as_ref(), "deformable");
-        if let Some(th) = &th {
-            let u = displacement(&gpu, th, &runner.pipeline, &lv[0].grid).map_err(failed)?;
-            outcome.field_vox =
-                Some(super::optim::read_field(&gpu, &u, &lv[0].grid).map_err(failed)?);
-            field = Some(u);
-        }
-        stage_end(&gpu, runner, outcome, "deformable", t, d0);
-        halt.map_or(Ok(()), Err)?;
-    }
-    if p.ic.enabled {
-        let t = runner.active_s();
-        let d0 = gpu.dispatch_count();
-        let foreground = crate::register::stages::ic::foreground(fixed, mask);
-        let r = gpu
-            .upload("engine: foreground", &foreground)
-            .map_err(failed)
-            .and_then(|fg| ic_stage(&gpu, runner, &lv[0], field, &fg, outcome));
-        stage_end(&gpu, runner, outcome, "ic-weighting", t, d0);
-        r?;
-    }
-    Ok(())
-}
-
-/// A stage's end: its seconds and kernel dispatches (since `d0`).
-fn stage_end(gpu: &Gpu, runner: &Runner, outcome: &mut Outcome, name: &str, t: f64, d0: u64) {
-    outcome
-        .stage_dispatches
-        .push((name.to_string(), gpu.dispatch_count() - d0));
-    crate::register::stage_done(runner, outcome, name, t);
+    let foreground = crate::register::stages::ic::foreground(fixed, mask);
+    gpu.upload("engine: foreground", &foreground)
+        .map_err(failed)
+        .and_then(|fg| ic_stage(gpu, runner, level, start, &fg, outcome))
 }
 
 /// The affine stage (as `stages::affine::run`): the matrix and how it ended.
-fn affine_stage(gpu: &Arc<Gpu>, runner: &mut Runner, lv: &[Level]) -> (Option<Mat4>, Option<Halt>) {
+pub fn affine_stage(
+    gpu: &Arc<Gpu>,
+    runner: &mut Runner,
+    lv: &[Level],
+) -> (Option<Mat4>, Option<Halt>) {
     let p = runner.pipeline.affine.clone();
     let full = lv[0].grid.clone();
     let shift = crate::register::level_shift(&runner.pipeline, &full);

@@ -186,3 +186,21 @@ pub fn similarity_at(
     }
     out
 }
+
+/// Σ weight · value, with each term kept for the progress stream.
+pub fn weighted_total(terms: Vec<(String, f64, Tensor<1>)>) -> crate::register::session::Loss {
+    let mut total: Option<Tensor<1>> = None;
+    let mut named = Vec::with_capacity(terms.len());
+    for (name, w, v) in terms {
+        let t = v.clone().mul_scalar(w as f32);
+        total = Some(match total {
+            None => t,
+            Some(s) => s + t,
+        });
+        named.push((name, v));
+    }
+    crate::register::session::Loss {
+        total: total.expect("a validated pipeline has at least one similarity term"),
+        terms: named,
+    }
+}

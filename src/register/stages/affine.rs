@@ -8,11 +8,12 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::native;
+use super::{Context, Planned, Row, Stage, native, similarity_rows};
 use crate::register::Level;
 use crate::register::field;
-use crate::register::loss::{Sampling, similarity_at};
-use crate::register::session::{Halt, Loss, Place, Runner};
+use crate::register::loss::{Sampling, similarity_at, weighted_total};
+use crate::register::params::{ParamError, Pipeline, check_rate, check_similarity};
+use crate::register::session::{Halt, Place, Runner};
 use crate::volume::Grid;
 use crate::volume::affine::{self, Mat4};
 
@@ -182,20 +183,96 @@ pub fn level_rate(lr: f64, i: usize) -> f64 {
     lr / f64::powi(2.0, i as i32)
 }
 
-/// Σ weight · value, with each term kept for the progress stream.
-pub fn weighted_total(terms: Vec<(String, f64, Tensor<1>)>) -> Loss {
-    let mut total: Option<Tensor<1>> = None;
-    let mut named = Vec::with_capacity(terms.len());
-    for (name, w, v) in terms {
-        let t = v.clone().mul_scalar(w as f32);
-        total = Some(match total {
-            None => t,
-            Some(s) => s + t,
-        });
-        named.push((name, v));
+/// The affine stage of a pipeline (section `affine`).
+pub struct Affine;
+
+impl Stage for Affine {
+    fn key(&self) -> &'static str {
+        "affine"
     }
-    Loss {
-        total: total.expect("a validated pipeline has at least one similarity term"),
-        terms: named,
+
+    fn title(&self) -> &'static str {
+        "affine stage"
+    }
+
+    fn runs(&self, p: &Pipeline) -> bool {
+        p.affine.enabled
+    }
+
+    fn depth(&self, p: &Pipeline) -> usize {
+        p.affine.coarsest + 1
+    }
+
+    fn schedule(&self, p: &Pipeline) -> Vec<Planned> {
+        let a = &p.affine;
+        (0..a.levels)
+            .map(|i| Planned {
+                stage: "affine",
+                level: i,
+                levels: a.levels,
+                pyramid: a.coarsest.saturating_sub(i),
+                iterations: a.iterations,
+            })
+            .collect()
+    }
+
+    fn rows(&self, _p: &Pipeline) -> Vec<Row> {
+        let mut rows = vec![
+            Row::new(
+                "affine.coarsest",
+                "coarsest level",
+                "Coarsest pyramid level (0 = full resolution)",
+            ),
+            Row::new(
+                "affine.levels",
+                "affine levels",
+                "Levels from the coarsest towards full resolution",
+            ),
+            Row::new(
+                "affine.iterations",
+                "affine iterations",
+                "Adam iterations per level",
+            ),
+            Row::new(
+                "affine.lr",
+                "affine lr",
+                "Learning rate at the coarsest level, halved per finer level",
+            ),
+        ];
+        rows.extend(similarity_rows("affine"));
+        rows
+    }
+
+    fn validate(&self, p: &Pipeline) -> Result<(), ParamError> {
+        let a = &p.affine;
+        check_similarity("affine", &a.sim, a.enabled)?;
+        if a.coarsest > 5 {
+            return Err(ParamError("affine.coarsest must be at most 5".into()));
+        }
+        if a.levels == 0 || a.levels > a.coarsest + 1 {
+            return Err(ParamError(format!(
+                "affine.levels = {} must be between 1 and affine.coarsest + 1 = {}",
+                a.levels,
+                a.coarsest + 1
+            )));
+        }
+        check_rate("affine.lr", a.lr)
+    }
+
+    fn run(&self, ctx: &mut Context) -> Result<(), Halt> {
+        let (matrix, halt) = match ctx.gpu_levels()? {
+            Some((gpu, parts)) => {
+                crate::gpu::engine::run::affine_stage(&gpu, parts.runner, parts.levels)
+            }
+            None => {
+                let parts = ctx.levels();
+                let r = run(parts.runner, parts.levels);
+                (r.matrix, r.halt)
+            }
+        };
+        if let Some(a) = matrix {
+            ctx.outcome.affine_vox = a;
+        }
+        halt.map_or(Ok(()), Err)
     }
 }

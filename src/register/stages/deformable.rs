@@ -5,12 +5,15 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::affine::weighted_total;
-use super::native;
+use super::{Context, Planned, Row, Stage, coarse_to_fine, native, similarity_rows};
 use crate::register::Level;
 use crate::register::field::{self, Dims};
+use crate::register::loss::weighted_total;
 use crate::register::loss::{Sampling, similarity_at};
-use crate::register::params::{FieldUnits, Pipeline};
+use crate::register::params::{
+    FieldUnits, MAX_SMOOTH, ParamError, Pipeline, check_per_level, check_rate, check_similarity,
+    check_weight,
+};
 use crate::register::regularize;
 use crate::register::session::{Halt, Loss, Place, Runner};
 use crate::register::smoothing::Smoothing;
@@ -138,7 +141,12 @@ pub fn level_maps(from: &Grid, to: &Grid) -> Option<(affine::Rows, affine::Rows)
 
 /// Parameters of `from` (coarser) brought onto `to`'s grid.
 pub fn upsample(pl: &Pipeline, theta: Tensor<2>, from: &Level, to: &Level) -> Tensor<2> {
-    let units = pl.deformable.units;
+    resize_params(pl.deformable.units, theta, from, to)
+}
+
+/// A field in `units` on `from`'s grid brought onto `to`'s (the physical
+/// displacement kept).
+pub fn resize_params(units: FieldUnits, theta: Tensor<2>, from: &Level, to: &Level) -> Tensor<2> {
     let device = to.identity.device();
     let u = theta * unit_scale(units, from.dims(), &device);
     let Some((to_from, from_to)) = level_maps(&from.grid, &to.grid) else {
@@ -273,4 +281,206 @@ pub fn run(
         displacement(&runner.pipeline, t, &lv[0])
     });
     FieldResult { field, halt }
+}
+
+/// The deformable stage of a pipeline (section `deformable`), from the
+/// field so far (the initial field) or the identity.
+pub struct Deformable;
+
+/// Run the deformable stage of `runner.pipeline` from the field so far on
+/// whichever path serves the run; its field becomes the result so far.
+pub fn run_in(ctx: &mut Context, name: &'static str) -> Result<(), Halt> {
+    if ctx.kernels.is_some() {
+        let start = ctx.gpu_field()?;
+        let Some((gpu, parts)) = ctx.gpu_levels()? else {
+            return Err(Halt::Failed("the GPU kernels went away".into()));
+        };
+        let (field, halt) = crate::gpu::engine::run::deformable(
+            &gpu,
+            parts.runner,
+            parts.levels,
+            start.as_ref(),
+            name,
+        )?;
+        if let Some((u, host)) = field {
+            ctx.set_gpu_field(u, host);
+        }
+        return halt.map_or(Ok(()), Err);
+    }
+    let start = ctx.field();
+    let parts = ctx.levels();
+    let result = run(parts.runner, parts.levels, start, name);
+    if let Some(u) = result.field {
+        ctx.set_field(u);
+    }
+    result.halt.map_or(Ok(()), Err)
+}
+
+impl Stage for Deformable {
+    fn key(&self) -> &'static str {
+        "deformable"
+    }
+
+    fn title(&self) -> &'static str {
+        "deformable stage"
+    }
+
+    fn runs(&self, p: &Pipeline) -> bool {
+        p.deformable.enabled
+    }
+
+    /// The IC weighting optimises with these parameters too.
+    fn shown(&self, p: &Pipeline) -> bool {
+        p.deformable.enabled || p.ic.enabled
+    }
+
+    fn depth(&self, p: &Pipeline) -> usize {
+        p.deformable.levels
+    }
+
+    fn schedule(&self, p: &Pipeline) -> Vec<Planned> {
+        coarse_to_fine("deformable", &p.deformable.iterations)
+    }
+
+    fn rows(&self, p: &Pipeline) -> Vec<Row> {
+        let d = &p.deformable;
+        let mut rows = vec![
+            Row::new(
+                "deformable.levels",
+                "deformable levels",
+                "Pyramid levels, coarsest first",
+            ),
+            Row::new(
+                "deformable.iterations",
+                "iterations per level",
+                "Comma-separated, coarse to fine",
+            ),
+            Row::new(
+                "deformable.lr",
+                "deformable lr",
+                "Learning rate: one value, or one per level",
+            ),
+            Row::new(
+                "deformable.diffusion",
+                "diffusion",
+                "Diffusive regulariser weight: one value, or one per level",
+            ),
+            Row::new(
+                "deformable.jacobian",
+                "jacobian",
+                "Weight of mean(max(0, −det J))",
+            ),
+            Row::new(
+                "deformable.smooth_grad_mm",
+                "gradient σ (mm)",
+                "Gaussian σ of the gradient's smoothing before each step: one value, or one per level; 0 = off",
+            ),
+            Row::new(
+                "deformable.smooth_warp_vox",
+                "field σ (voxels)",
+                "Gaussian σ of the field's smoothing after each step: one value, or one per level; 0 = off",
+            ),
+        ];
+        if d.svf {
+            rows.push(Row::new(
+                "deformable.svf_steps",
+                "squarings",
+                "Scaling-and-squaring steps (≤ 12)",
+            ));
+        }
+        if d.symmetric {
+            rows.push(Row::new(
+                "deformable.inverse_consistency",
+                "inverse consistency",
+                "Weight of the inverse-consistency loss",
+            ));
+        }
+        rows.push(
+            Row::new(
+                "deformable.units",
+                "field units",
+                "Units of the optimised field",
+            )
+            .choices(&["voxel", "normalized"]),
+        );
+        rows.push(Row::new(
+            "deformable.svf",
+            "stationary velocity field",
+            "Optimise a velocity field, integrated by scaling and squaring",
+        ));
+        rows.push(Row::new(
+            "deformable.symmetric",
+            "both directions",
+            "Optimise both directions with an inverse-consistency loss",
+        ));
+        rows.extend(similarity_rows("deformable"));
+        rows
+    }
+
+    fn after_set(&self, p: &mut Pipeline, name: &str) {
+        if name == "levels" {
+            // Keep the per-level list consistent: repeat the last value.
+            let d = &mut p.deformable;
+            let last = d.iterations.last().copied().unwrap_or(20);
+            d.iterations.resize(d.levels, last);
+        }
+    }
+
+    fn validate(&self, p: &Pipeline) -> Result<(), ParamError> {
+        let err = |m: String| Err(ParamError(m));
+        let d = &p.deformable;
+        check_similarity("deformable", &d.sim, d.enabled || p.ic.enabled)?;
+        if d.levels == 0 || d.levels > 6 {
+            return err(format!(
+                "deformable.levels = {} must be between 1 and 6",
+                d.levels
+            ));
+        }
+        if d.iterations.len() != d.levels {
+            return err(format!(
+                "deformable.iterations has {} value(s) for {} level(s)",
+                d.iterations.len(),
+                d.levels
+            ));
+        }
+        for (name, list) in [
+            ("deformable.lr", &d.lr),
+            ("deformable.diffusion", &d.diffusion),
+            ("deformable.smooth_grad_mm", &d.smooth_grad_mm),
+            ("deformable.smooth_warp_vox", &d.smooth_warp_vox),
+        ] {
+            check_per_level(name, list, d.levels)?;
+        }
+        for &lr in &d.lr {
+            check_rate("deformable.lr", lr)?;
+        }
+        for &w in &d.diffusion {
+            check_weight("deformable.diffusion", w)?;
+        }
+        for (name, list, unit) in [
+            ("deformable.smooth_grad_mm", &d.smooth_grad_mm, "mm"),
+            ("deformable.smooth_warp_vox", &d.smooth_warp_vox, "voxels"),
+        ] {
+            for &sigma in list {
+                if !(sigma.is_finite() && (0.0..=MAX_SMOOTH).contains(&sigma)) {
+                    return err(format!(
+                        "{name} = {sigma} must be a σ in {unit} between 0 (off) and {MAX_SMOOTH}"
+                    ));
+                }
+            }
+        }
+        check_weight("deformable.jacobian", d.jacobian)?;
+        check_weight("deformable.inverse_consistency", d.inverse_consistency)?;
+        if !(1..=12).contains(&d.svf_steps) {
+            return err(format!(
+                "deformable.svf_steps = {} must be between 1 and 12",
+                d.svf_steps
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &mut Context) -> Result<(), Halt> {
+        run_in(ctx, "deformable")
+    }
 }

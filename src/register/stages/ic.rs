@@ -25,6 +25,8 @@
 use burn::tensor::Tensor;
 
 use super::deformable::{displacement, optimise_field, unit_scale};
+use super::{Context, Planned, Row, Stage};
+use crate::register::params::{ParamError, Pipeline};
 use crate::register::regularize::round_trip_error;
 use crate::register::session::{Halt, Place, Runner};
 use crate::register::{Level, tensor_to_volume, volume_to_tensor};
@@ -234,5 +236,122 @@ mod tests {
         let mask =
             Volume::from_data(grid, 1, (0..n).map(|i| f32::from(i < 10)).collect()).expect("mask");
         assert_eq!(foreground(&fixed, Some(&mask)).iter().sum::<f32>(), 10.0);
+    }
+}
+
+/// The inverse-consistency weighting of a pipeline (section `ic`), from the
+/// field so far (or the identity).
+pub struct Ic;
+
+impl Stage for Ic {
+    fn key(&self) -> &'static str {
+        "ic"
+    }
+
+    fn title(&self) -> &'static str {
+        "inverse-consistency weighting"
+    }
+
+    fn report_name(&self) -> &'static str {
+        "ic-weighting"
+    }
+
+    fn runs(&self, p: &Pipeline) -> bool {
+        p.ic.enabled
+    }
+
+    fn schedule(&self, p: &Pipeline) -> Vec<Planned> {
+        [
+            ("ic-forward", p.ic.iterations),
+            ("ic-backward", p.ic.iterations),
+            ("ic-final", p.ic.final_iterations),
+        ]
+        .into_iter()
+        .map(|(stage, iterations)| Planned {
+            stage,
+            level: 0,
+            levels: 1,
+            pyramid: 0,
+            iterations,
+        })
+        .collect()
+    }
+
+    fn rows(&self, _p: &Pipeline) -> Vec<Row> {
+        vec![
+            Row::new(
+                "ic.iterations",
+                "iterations each way",
+                "Iterations of each direction's run",
+            ),
+            Row::new(
+                "ic.final_iterations",
+                "final iterations",
+                "Iterations of the weighted run",
+            ),
+            Row::new(
+                "ic.power",
+                "power p",
+                "Power applied to the normalised IC error",
+            ),
+            Row::new(
+                "ic.sigma",
+                "sigma s",
+                "Gaussian sigma of the weight map (voxels)",
+            ),
+        ]
+    }
+
+    fn validate(&self, p: &Pipeline) -> Result<(), ParamError> {
+        let ic = &p.ic;
+        if !(ic.power.is_finite() && ic.power > 0.0) {
+            return Err(ParamError(format!(
+                "ic.power = {} must be finite and positive",
+                ic.power
+            )));
+        }
+        if !(ic.sigma.is_finite() && ic.sigma > 0.0) {
+            return Err(ParamError(format!(
+                "ic.sigma = {} must be finite and positive",
+                ic.sigma
+            )));
+        }
+        if ic.iterations == 0 || ic.final_iterations == 0 {
+            return Err(ParamError(
+                "ic.iterations and ic.final_iterations must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &mut Context) -> Result<(), Halt> {
+        if ctx.kernels.is_some() {
+            let start = ctx.gpu_field()?;
+            let Some((gpu, parts)) = ctx.gpu_levels()? else {
+                return Err(Halt::Failed("the GPU kernels went away".into()));
+            };
+            let r = crate::gpu::engine::run::ic(
+                &gpu,
+                parts.runner,
+                &parts.levels[0],
+                start,
+                parts.fixed,
+                parts.mask,
+                parts.outcome,
+            );
+            ctx.field_changed();
+            return r;
+        }
+        let start = ctx.field();
+        let parts = ctx.levels();
+        let start =
+            start.unwrap_or_else(|| Tensor::zeros([3, parts.fixed.voxels()], &parts.runner.device));
+        let foreground = foreground(parts.fixed, parts.mask);
+        let result = run(parts.runner, &parts.levels[0], start, &foreground);
+        parts.outcome.ic_weights = result.weights;
+        if let Some(u) = result.field {
+            ctx.set_field(u);
+        }
+        result.halt.map_or(Ok(()), Err)
     }
 }

@@ -1,0 +1,210 @@
+//! What the stages of one run share: the prepared images (their pyramids
+//! built on first use, the moving one seen through the current affine),
+//! the runner (live pipeline, device, events), the outcome so far, and the
+//! engine's GPU kernels where they serve this run. The field between two
+//! stages lives in `outcome.field_vox` (voxels of the fixed grid), with the
+//! device copy the last stage left (a burn tensor, or the kernels'
+//! buffers) kept so the next stage on the same path does not upload it.
+
+use std::sync::Arc;
+
+use burn::tensor::Tensor;
+
+use crate::gpu::engine::run::{Images, Level as GpuLevel};
+use crate::gpu::engine::{Buf, Gpu};
+use crate::register::session::{Halt, Runner};
+use crate::register::{Level, Outcome, levels, pyramid, tensor_to_volume, volume_to_tensor};
+use crate::volume::Volume;
+use crate::volume::affine::{self, Mat4};
+use crate::volume::resample::{Border, Interp, resample_index_map};
+
+/// Disjoint borrows of a context for a stage's run: the runner, the
+/// levels, the outcome so far and the prepared images.
+pub struct Parts<'c, L> {
+    pub runner: &'c mut Runner,
+    pub levels: &'c [L],
+    pub outcome: &'c mut Outcome,
+    pub fixed: &'c Volume,
+    pub mask: Option<&'c Volume>,
+}
+
+pub struct Context<'a> {
+    pub runner: &'a mut Runner,
+    pub fixed: &'a Volume,
+    pub moving: &'a Volume,
+    pub mask: Option<&'a Volume>,
+    pub outcome: &'a mut Outcome,
+    /// The engine's GPU kernels, where they compute this run's stages.
+    pub kernels: Option<Arc<Gpu>>,
+    depth: usize,
+    fixed_pyr: Option<(Vec<Volume>, Option<Vec<Volume>>)>,
+    /// Burn levels, with the affine the moving image was seen through.
+    levels: Option<(Mat4, Vec<Level>)>,
+    gpu_images: Option<Images>,
+    /// The device copies of `outcome.field_vox`, where a stage left one.
+    field: Option<Tensor<2>>,
+    gpu_field: Option<[Buf; 3]>,
+}
+
+fn failed(e: String) -> Halt {
+    Halt::Failed(e)
+}
+
+impl<'a> Context<'a> {
+    pub fn new(
+        runner: &'a mut Runner,
+        fixed: &'a Volume,
+        moving: &'a Volume,
+        mask: Option<&'a Volume>,
+        outcome: &'a mut Outcome,
+        kernels: Option<Arc<Gpu>>,
+    ) -> Self {
+        let p = &runner.pipeline;
+        let depth = crate::register::pyramid_depth(p, crate::register::level_shift(p, &fixed.grid));
+        Context {
+            runner,
+            fixed,
+            moving,
+            mask,
+            outcome,
+            kernels,
+            depth,
+            fixed_pyr: None,
+            levels: None,
+            gpu_images: None,
+            field: None,
+            gpu_field: None,
+        }
+    }
+
+    /// GPU kernel dispatches so far (0 off the kernels).
+    pub fn dispatches(&self) -> u64 {
+        self.kernels.as_ref().map_or(0, |g| g.dispatch_count())
+    }
+
+    /// A stage's end: its seconds since `t` and dispatches since `d0`.
+    pub fn stage_end(&mut self, name: &str, t: f64, d0: u64) {
+        if self.kernels.is_some() {
+            self.outcome
+                .stage_dispatches
+                .push((name.to_string(), self.dispatches() - d0));
+        }
+        crate::register::stage_done(self.runner, self.outcome, name, t);
+    }
+
+    /// The pyramid levels on the engine's burn device, the moving image
+    /// seen through the current affine (the runner is told which), with
+    /// the rest of the context.
+    pub fn levels(&mut self) -> Parts<'_, Level> {
+        let a = self.outcome.affine_vox;
+        self.runner.affine_vox = a;
+        let stale = self.levels.as_ref().is_none_or(|(b, _)| *b != a);
+        if stale {
+            let depth = self.depth;
+            let fixed = self.fixed;
+            let mask = self.mask;
+            let (fixed_pyr, mask_pyr) = self
+                .fixed_pyr
+                .get_or_insert_with(|| (pyramid(fixed, depth), mask.map(|m| pyramid(m, depth))));
+            let moving_pyr = if a == affine::IDENTITY {
+                pyramid(self.moving, depth)
+            } else {
+                let seen = resample_index_map(
+                    self.moving,
+                    &fixed.grid,
+                    &a,
+                    Interp::Linear,
+                    Border::Constant(0.0),
+                );
+                pyramid(&seen, depth)
+            };
+            let lv = levels(
+                fixed_pyr,
+                &moving_pyr,
+                mask_pyr.as_deref(),
+                &self.runner.device,
+            );
+            self.levels = Some((a, lv));
+        }
+        Parts {
+            runner: self.runner,
+            levels: self.levels.as_ref().map_or(&[][..], |(_, l)| l.as_slice()),
+            outcome: self.outcome,
+            fixed: self.fixed,
+            mask: self.mask,
+        }
+    }
+
+    /// The kernels' levels (as [`Context::levels`]), with the kernels and
+    /// the runner; `None` when the kernels do not serve this run.
+    pub fn gpu_levels(&mut self) -> Result<Option<(Arc<Gpu>, Parts<'_, GpuLevel>)>, Halt> {
+        let Some(gpu) = self.kernels.clone() else {
+            return Ok(None);
+        };
+        let a = self.outcome.affine_vox;
+        self.runner.affine_vox = a;
+        if self.gpu_images.is_none() {
+            let images = Images::upload(&gpu, self.fixed, self.moving, self.mask, self.depth)
+                .map_err(failed)?;
+            self.gpu_images = Some(images);
+        }
+        let Some(images) = self.gpu_images.as_mut() else {
+            return Ok(None);
+        };
+        let lv = images.levels(&gpu, &a).map_err(failed)?;
+        Ok(Some((
+            gpu,
+            Parts {
+                runner: self.runner,
+                levels: lv,
+                outcome: self.outcome,
+                fixed: self.fixed,
+                mask: self.mask,
+            },
+        )))
+    }
+
+    /// The field so far on the burn device (voxels of the fixed grid).
+    pub fn field(&self) -> Option<Tensor<2>> {
+        self.field.clone().or_else(|| {
+            self.outcome
+                .field_vox
+                .as_ref()
+                .map(|v| volume_to_tensor(v, &self.runner.device))
+        })
+    }
+
+    /// A stage's field on the burn device becomes the result so far.
+    pub fn set_field(&mut self, u: Tensor<2>) {
+        self.outcome.field_vox = tensor_to_volume(u.clone(), &self.fixed.grid).ok();
+        self.field = Some(u);
+        self.gpu_field = None;
+    }
+
+    /// The field so far in the kernels' buffers.
+    pub fn gpu_field(&mut self) -> Result<Option<[Buf; 3]>, Halt> {
+        if let Some(b) = &self.gpu_field {
+            return Ok(Some(b.clone()));
+        }
+        let (Some(gpu), Some(v)) = (&self.kernels, &self.outcome.field_vox) else {
+            return Ok(None);
+        };
+        let bufs = crate::gpu::engine::run::upload_field(gpu, v).map_err(failed)?;
+        self.gpu_field = Some(bufs.clone());
+        Ok(Some(bufs))
+    }
+
+    /// A stage's field in the kernels' buffers (and read back as `host`)
+    /// becomes the result so far.
+    pub fn set_gpu_field(&mut self, u: [Buf; 3], host: Volume) {
+        self.outcome.field_vox = Some(host);
+        self.gpu_field = Some(u);
+        self.field = None;
+    }
+
+    /// The host field was replaced by a stage that keeps no device copy.
+    pub fn field_changed(&mut self) {
+        self.field = None;
+        self.gpu_field = None;
+    }
+}
