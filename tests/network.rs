@@ -121,8 +121,8 @@ fn dip_agrees_on_gpu_and_cpu() {
         "deformable.enabled=false",
         "dip.enabled=true",
         "dip.levels=2",
-        "dip.iterations=4,3",
-        "dip.lr=3e-3",
+        "dip.iterations=3,2",
+        "dip.lr=3e-4",
         "finest_mm=8",
     ];
     let cpu = run(&inputs, &make_device(Backend::Cpu).expect("cpu"), &sets);

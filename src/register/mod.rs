@@ -91,6 +91,24 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Nothing done yet: identity affine, no field.
+    pub fn blank(pipeline: Pipeline, device: &str) -> Outcome {
+        Outcome {
+            status: Status::Completed,
+            affine_vox: affine::IDENTITY,
+            field_vox: None,
+            ic_weights: None,
+            stage_seconds: Vec::new(),
+            stage_dispatches: Vec::new(),
+            prepare_seconds: 0.0,
+            final_terms: Vec::new(),
+            final_total: f64::NAN,
+            iterations: 0,
+            pipeline,
+            device: device.to_string(),
+        }
+    }
+
     /// Total displacement in fixed voxels: A·(p + u(p)) − p, 3 channels.
     pub fn total_field_vox(&self, fixed: &Grid) -> Volume {
         let n = fixed.voxels();
@@ -386,18 +404,8 @@ pub fn register(
     let prepare_seconds = started.elapsed().as_secs_f64();
     let mut runner = Runner::new(pipeline.clone(), device.clone(), link);
     let mut outcome = Outcome {
-        status: Status::Completed,
-        affine_vox: affine::IDENTITY,
-        field_vox: None,
-        ic_weights: None,
-        stage_seconds: Vec::new(),
-        stage_dispatches: Vec::new(),
         prepare_seconds,
-        final_terms: Vec::new(),
-        final_total: f64::NAN,
-        iterations: 0,
-        pipeline: pipeline.clone(),
-        device: device::describe(device),
+        ..Outcome::blank(pipeline.clone(), &device::describe(device))
     };
     let kernels = gpu_kernels(&pipeline, device, &runner);
     let result = catch_unwind(AssertUnwindSafe(|| {

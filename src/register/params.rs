@@ -115,6 +115,15 @@ pub struct DeformableParams {
     /// for all; 0 = off.
     #[serde(default = "zero_list")]
     pub smooth_warp_vox: Vec<f64>,
+    /// Multi-step refinement (methods.md §5): after the first run, register
+    /// the moving image warped by the field so far again, from the
+    /// identity, and compose; this many runs in all (1 = off).
+    #[serde(default = "one")]
+    pub steps: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn zero_list() -> Vec<f64> {
@@ -211,6 +220,7 @@ fn deformable_base() -> DeformableParams {
         inverse_consistency: 0.0,
         smooth_grad_mm: zero_list(),
         smooth_warp_vox: zero_list(),
+        steps: 1,
     }
 }
 

@@ -339,7 +339,11 @@ impl Stage for Deformable {
     }
 
     fn schedule(&self, p: &Pipeline) -> Vec<Planned> {
-        coarse_to_fine("deformable", &p.deformable.iterations)
+        STEP_NAMES
+            .iter()
+            .take(p.deformable.steps.clamp(1, MAX_STEPS))
+            .flat_map(|name| coarse_to_fine(name, &p.deformable.iterations))
+            .collect()
     }
 
     fn rows(&self, p: &Pipeline) -> Vec<Row> {
@@ -469,6 +473,12 @@ impl Stage for Deformable {
                 }
             }
         }
+        if !(1..=MAX_STEPS).contains(&d.steps) {
+            return err(format!(
+                "deformable.steps = {} must be between 1 and {MAX_STEPS}",
+                d.steps
+            ));
+        }
         check_weight("deformable.jacobian", d.jacobian)?;
         check_weight("deformable.inverse_consistency", d.inverse_consistency)?;
         if !(1..=12).contains(&d.svf_steps) {
@@ -481,6 +491,55 @@ impl Stage for Deformable {
     }
 
     fn run(&self, ctx: &mut Context) -> Result<(), Halt> {
-        run_in(ctx, "deformable")
+        run_in(ctx, "deformable")?;
+        for step in 1..ctx.runner.pipeline.deformable.steps {
+            refine(ctx, STEP_NAMES[step.min(MAX_STEPS - 1)])?;
+        }
+        Ok(())
     }
+}
+
+/// The most runs of multi-step refinement.
+pub const MAX_STEPS: usize = 4;
+/// The progress name of each run of the deformable stage.
+const STEP_NAMES: [&str; MAX_STEPS] = ["deformable", "refine-2", "refine-3", "refine-4"];
+
+/// One refinement step (methods.md §5): the deformable stage again, from
+/// the identity, on the moving image seen through the affine and the field
+/// so far; the field so far then becomes its composition with the new one
+/// (the field so far applied after: u ← (u ∘ v)).
+fn refine(ctx: &mut Context, name: &'static str) -> Result<(), Halt> {
+    let Some(u) = ctx.field() else {
+        return run_in(ctx, name);
+    };
+    let failed = |e: crate::register::EngineError| Halt::Failed(e.0);
+    let (warped, grid, identity) = {
+        let parts = ctx.levels();
+        let l0 = &parts.levels[0];
+        let w = field::warp(l0.moving.clone(), l0.dims(), u.clone(), l0.identity.clone());
+        (
+            crate::register::tensor_to_volume(w, &l0.grid).map_err(failed)?,
+            l0.grid.clone(),
+            l0.identity.clone(),
+        )
+    };
+    let mut step =
+        crate::register::Outcome::blank(ctx.runner.pipeline.clone(), &ctx.outcome.device);
+    let r = {
+        let mut sub = Context::new(
+            &mut *ctx.runner,
+            ctx.fixed,
+            &warped,
+            ctx.mask,
+            &mut step,
+            ctx.kernels.clone(),
+        );
+        run_in(&mut sub, name)
+    };
+    ctx.outcome.stage_dispatches.extend(step.stage_dispatches);
+    if let Some(v) = &step.field_vox {
+        let v = crate::register::volume_to_tensor(v, &ctx.runner.device);
+        ctx.set_field(field::compose(u, v, grid.dims, identity));
+    }
+    r
 }
