@@ -25,6 +25,7 @@ fn small_pair() -> Inputs {
         fixed: read("fixed.nii.gz"),
         moving: read("moving.nii.gz"),
         fixed_mask: None,
+        labels: None,
     }
 }
 

@@ -38,6 +38,7 @@ fn inputs() -> Inputs {
         fixed: phantom(0.0),
         moving: phantom(1.5),
         fixed_mask: None,
+        labels: None,
     }
 }
 

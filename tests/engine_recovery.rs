@@ -26,6 +26,7 @@ fn pair(name: &str) -> (Pair, Inputs) {
         fixed: read(&p.fixed),
         moving: read(&p.moving),
         fixed_mask: None,
+        labels: None,
     };
     (p, inputs)
 }

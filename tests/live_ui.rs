@@ -700,3 +700,47 @@ fn a_re_run_replays_live_changes_at_their_iterations() {
         first.final_total
     );
 }
+
+/// The panel is built from the engine's stage list: the DIP stage, which
+/// no viewer code names, gets its box, its rows (typed as `--set` takes
+/// them, refused with the stage's own message) and its radio buttons, and
+/// its levels join the progress plan.
+#[test]
+fn the_panel_shows_every_stage_the_engine_lists() {
+    let mut h = harness(demo());
+    settle(&mut h);
+    click_button(&mut h, "Advanced: every stage parameter");
+    assert!(
+        h.query_by_label("dip iterations").is_none(),
+        "folded while off"
+    );
+    click_button(&mut h, "deep image prior (a network fitted to this pair)");
+    assert!(h.state().reg.pipeline.dip.enabled);
+    type_into(&mut h, "dip iterations", "20,10,5");
+    assert_eq!(h.state().reg.pipeline.dip.iterations, vec![20, 10, 5]);
+    type_into(&mut h, "dip levels", "9");
+    assert_shown(&h, "dip.levels = 9 must be between 1 and 4");
+    assert_eq!(h.state().reg.pipeline.dip.levels, 3);
+    click_button(&mut h, "strided");
+    assert_eq!(
+        h.state().reg.pipeline.value_of("dip.sampling").as_deref(),
+        Some("strided")
+    );
+    let plan = warpscope::app::live::plan(&h.state().reg.pipeline);
+    let dip: Vec<usize> = plan
+        .iter()
+        .filter(|r| r.stage == "dip")
+        .map(|r| r.iters)
+        .collect();
+    assert_eq!(dip, [20, 10, 5]);
+    assert!(
+        h.state()
+            .reg
+            .pipeline
+            .changes_from_preset()
+            .iter()
+            .any(|c| c == "dip.sampling: pool -> strided"),
+        "{:?}",
+        h.state().reg.pipeline.changes_from_preset()
+    );
+}

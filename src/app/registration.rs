@@ -313,6 +313,7 @@ impl ViewerApp {
             fixed: fixed.volume.clone(),
             moving: moving.volume.clone(),
             fixed_mask: self.images.mask.as_ref().map(|m| m.volume.clone()),
+            labels: None,
         };
         let display = fixed.display.grid.clone();
         let sources = RunSources {

@@ -186,6 +186,15 @@ fn one_pair(
         moving_series: None,
         session: None,
         fixed_mask: None,
+        // Both label maps, where the pair has them: a Dice loss may use them.
+        fixed_labels: pair
+            .fixed_labels
+            .clone()
+            .filter(|_| pair.moving_labels.is_some()),
+        moving_labels: pair
+            .moving_labels
+            .clone()
+            .filter(|_| pair.fixed_labels.is_some()),
         preset: Some(preset.to_string()),
         sets: a.sets.clone(),
         device: a.device.clone(),

@@ -110,6 +110,7 @@ pub fn run(a: &BenchArgs) -> CliResult {
             fixed: read_file(&pair.fixed, ReadOptions::default())?.0,
             moving: read_file(&pair.moving, ReadOptions::default())?.0,
             fixed_mask: None,
+            labels: None,
         };
         if a.profile {
             profile(&inputs, &pipeline, &devices)?;

@@ -42,6 +42,13 @@ pub struct RegisterArgs {
     /// Fixed-image mask: the similarity counts only voxels inside it.
     #[arg(long)]
     pub fixed_mask: Option<PathBuf>,
+    /// Fixed-image label map (integer labels, 0 = background), for the Dice
+    /// loss (`--set deformable.dice=W`).
+    #[arg(long, requires = "moving_labels")]
+    pub fixed_labels: Option<PathBuf>,
+    /// Moving-image label map (the labels both maps hold are compared).
+    #[arg(long, requires = "fixed_labels")]
+    pub moving_labels: Option<PathBuf>,
     /// Named preset: fast (default), lumir, brats-ic, mse+ncc, symmetric.
     #[arg(long)]
     pub preset: Option<String>,
@@ -195,10 +202,23 @@ pub fn run(a: &RegisterArgs) -> CliResult {
             Interrupted::new(sig, "before the registration started; nothing was written").into(),
         );
     }
+    // Label maps serve the Dice loss only: read where it is on.
+    let labels = match (&a.fixed_labels, &a.moving_labels) {
+        (Some(f), Some(m)) if plan.pipeline.deformable.dice > 0.0 => Some(register::Labels {
+            fixed: ImageSource::Path(f.clone()).read()?,
+            moving: ImageSource::Path(m.clone()).read()?,
+        }),
+        (Some(_), Some(_)) => None,
+        _ if plan.pipeline.deformable.dice > 0.0 => {
+            return Err("deformable.dice needs --fixed-labels and --moving-labels".into());
+        }
+        _ => None,
+    };
     let inputs = Inputs {
         fixed,
         moving,
         fixed_mask,
+        labels,
     };
     let (tx, rx) = mpsc::channel();
     let (control, control_rx) = mpsc::channel();

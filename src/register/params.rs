@@ -120,6 +120,11 @@ pub struct DeformableParams {
     /// identity, and compose; this many runs in all (1 = off).
     #[serde(default = "one")]
     pub steps: usize,
+    /// Weight of the Dice loss 1 − mean Dice of the warped moving label
+    /// map (one-hot, trilinear, full resolution) against the fixed one
+    /// (methods.md §5), at the finest level; needs both label maps.
+    #[serde(default)]
+    pub dice: f64,
 }
 
 fn one() -> usize {
@@ -221,6 +226,7 @@ fn deformable_base() -> DeformableParams {
         smooth_grad_mm: zero_list(),
         smooth_warp_vox: zero_list(),
         steps: 1,
+        dice: 0.0,
     }
 }
 
@@ -659,5 +665,22 @@ mod tests {
         no_affine
             .validate()
             .expect("a disabled stage may have no similarity");
+    }
+
+    /// A pipeline saved before the DIP stage and multi-step refinement
+    /// existed (a session file, a run's history) still reads, as the same
+    /// pipeline with both off.
+    #[test]
+    fn pipelines_saved_before_new_sections_still_read() {
+        let fast = Pipeline::preset("fast").expect("fast");
+        let mut old = fast.to_json();
+        let top = old.as_object_mut().expect("object");
+        top.remove("dip");
+        top.get_mut("deformable")
+            .and_then(|d| d.as_object_mut())
+            .expect("deformable")
+            .remove("steps");
+        let read: Pipeline = serde_json::from_value(old).expect("reads");
+        assert_eq!(read, fast);
     }
 }

@@ -38,6 +38,9 @@ pub fn supported(p: &Pipeline) -> Result<(), String> {
     if d.enabled || p.ic.enabled {
         sim("deformable", &d.sim, &mut missing);
     }
+    if (d.enabled || p.ic.enabled) && d.dice > 0.0 {
+        missing.push("the Dice loss of label maps".into());
+    }
     if missing.is_empty() {
         Ok(())
     } else {
@@ -189,6 +192,10 @@ pub fn upload_field(gpu: &Gpu, v: &Volume) -> GpuResult<[Buf; 3]> {
     <[Buf; 3]>::try_from(b).map_err(|b| format!("a field has 3 components, not {}", b.len()))
 }
 
+/// A stage's displacement (buffers and host copy), if it made one, and how
+/// it ended.
+pub type StageField = (Option<([Buf; 3], Volume)>, Option<Halt>);
+
 /// The deformable stage on the kernels from `start` (or the identity), as
 /// `stages::deformable::run`: its displacement (voxels, full resolution)
 /// and how it ended.
@@ -198,7 +205,7 @@ pub fn deformable(
     lv: &[Level],
     start: Option<&[Buf; 3]>,
     name: &'static str,
-) -> Result<(Option<([Buf; 3], Volume)>, Option<Halt>), Halt> {
+) -> Result<StageField, Halt> {
     let (th, halt) = deformable_stage(gpu, runner, lv, start, name);
     let Some(th) = th else {
         return Ok((None, halt));

@@ -204,3 +204,13 @@ pub fn weighted_total(terms: Vec<(String, f64, Tensor<1>)>) -> crate::register::
         terms: named,
     }
 }
+
+/// Soft Dice loss of one-hot label channels `[K, N]`: 1 − mean over labels
+/// of 2 Σ w·f / (Σ w + Σ f) (w the warped moving labels, trilinear, f the
+/// fixed ones).
+pub fn soft_dice(warped: Tensor<2>, fixed: Tensor<2>) -> Tensor<1> {
+    let inter = (warped.clone() * fixed.clone()).sum_dim(1);
+    let total = warped.sum_dim(1) + fixed.sum_dim(1);
+    let dice = inter.mul_scalar(2.0) / total.add_scalar(1e-6);
+    dice.mean().neg().add_scalar(1.0)
+}

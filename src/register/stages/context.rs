@@ -28,6 +28,9 @@ pub struct Parts<'c, L> {
     pub mask: Option<&'c Volume>,
 }
 
+/// The kernels with the parts of a context.
+pub type GpuParts<'c> = (Arc<Gpu>, Parts<'c, GpuLevel>);
+
 pub struct Context<'a> {
     pub runner: &'a mut Runner,
     pub fixed: &'a Volume,
@@ -44,6 +47,8 @@ pub struct Context<'a> {
     /// The device copies of `outcome.field_vox`, where a stage left one.
     field: Option<Tensor<2>>,
     gpu_field: Option<[Buf; 3]>,
+    /// One-hot label maps (fixed, moving) on the fixed grid, for the Dice loss.
+    labels: Option<&'a (Volume, Volume)>,
 }
 
 fn failed(e: String) -> Halt {
@@ -74,7 +79,15 @@ impl<'a> Context<'a> {
             gpu_images: None,
             field: None,
             gpu_field: None,
+            labels: None,
         }
+    }
+
+    /// With label maps (one-hot, on the fixed grid): each level carries
+    /// them, the moving ones seen through the affine as the image is.
+    pub fn with_labels(mut self, labels: Option<&'a (Volume, Volume)>) -> Self {
+        self.labels = labels;
+        self
     }
 
     /// GPU kernel dispatches so far (0 off the kernels).
@@ -118,12 +131,40 @@ impl<'a> Context<'a> {
                 );
                 pyramid(&seen, depth)
             };
-            let lv = levels(
+            let mut lv = levels(
                 fixed_pyr,
                 &moving_pyr,
                 mask_pyr.as_deref(),
                 &self.runner.device,
             );
+            // Every level's Dice loss compares the full-resolution maps.
+            if let Some((lf, lm)) = self.labels {
+                let seen = if a == affine::IDENTITY {
+                    lm.clone()
+                } else {
+                    resample_index_map(lm, &fixed.grid, &a, Interp::Linear, Border::Constant(0.0))
+                };
+                let device = &self.runner.device;
+                let (f, m) = (
+                    volume_to_tensor(lf, device),
+                    volume_to_tensor(&seen, device),
+                );
+                let identity = crate::register::field::identity_grid(fixed.grid.dims, device);
+                for l in lv.iter_mut() {
+                    let maps = if l.grid.same_as(&fixed.grid) {
+                        None
+                    } else {
+                        super::deformable::level_maps(&l.grid, &fixed.grid)
+                    };
+                    l.labels = Some(crate::register::LevelLabels {
+                        fixed: f.clone(),
+                        moving: m.clone(),
+                        grid: fixed.grid.clone(),
+                        identity: identity.clone(),
+                        maps,
+                    });
+                }
+            }
             self.levels = Some((a, lv));
         }
         Parts {
@@ -137,7 +178,7 @@ impl<'a> Context<'a> {
 
     /// The kernels' levels (as [`Context::levels`]), with the kernels and
     /// the runner; `None` when the kernels do not serve this run.
-    pub fn gpu_levels(&mut self) -> Result<Option<(Arc<Gpu>, Parts<'_, GpuLevel>)>, Halt> {
+    pub fn gpu_levels(&mut self) -> Result<Option<GpuParts<'_>>, Halt> {
         let Some(gpu) = self.kernels.clone() else {
             return Ok(None);
         };

@@ -96,6 +96,42 @@ pub fn objective(
         for t in similarity_at(&d.sim, sampling, target, dims, w) {
             terms.push((format!("{}{suffix}", t.name), t.weight, t.value));
         }
+        // The Dice loss compares full-resolution label maps, so it costs
+        // a full-resolution sampling per iteration: it joins at the finest
+        // level, where the field's detail is settled.
+        if d.dice > 0.0
+            && li + 1 >= d.levels
+            && let Some(labels) = &level.labels
+        {
+            let labels = if dir == 0 {
+                labels.clone()
+            } else {
+                labels.swapped()
+            };
+            terms.push((
+                format!("dice{suffix}"),
+                d.dice,
+                labels.dice_loss(phi.clone(), &level.grid),
+            ));
+        }
+        // The Dice loss compares full-resolution label maps, so it costs
+        // a full-resolution sampling per iteration: it joins at the finest
+        // level, where the field's detail is settled.
+        if d.dice > 0.0
+            && li + 1 >= d.levels
+            && let Some(labels) = &level.labels
+        {
+            let labels = if dir == 0 {
+                labels.clone()
+            } else {
+                labels.swapped()
+            };
+            terms.push((
+                format!("dice{suffix}"),
+                d.dice,
+                labels.dice_loss(phi.clone(), &level.grid),
+            ));
+        }
         if lambda > 0.0 {
             terms.push((
                 format!("diffusion{suffix}"),
@@ -480,6 +516,8 @@ impl Stage for Deformable {
             ));
         }
         check_weight("deformable.jacobian", d.jacobian)?;
+        check_weight("deformable.dice", d.dice)?;
+        check_weight("deformable.dice", d.dice)?;
         check_weight("deformable.inverse_consistency", d.inverse_consistency)?;
         if !(1..=12).contains(&d.svf_steps) {
             return err(format!(
@@ -513,12 +551,23 @@ fn refine(ctx: &mut Context, name: &'static str) -> Result<(), Halt> {
         return run_in(ctx, name);
     };
     let failed = |e: crate::register::EngineError| Halt::Failed(e.0);
-    let (warped, grid, identity) = {
+    let (warped, labels, grid, identity) = {
         let parts = ctx.levels();
         let l0 = &parts.levels[0];
-        let w = field::warp(l0.moving.clone(), l0.dims(), u.clone(), l0.identity.clone());
+        let seen = |img: &Tensor<2>| {
+            let w = field::warp(img.clone(), l0.dims(), u.clone(), l0.identity.clone());
+            crate::register::tensor_to_volume(w, &l0.grid).map_err(failed)
+        };
+        let labels = match &l0.labels {
+            Some(l) => Some((
+                crate::register::tensor_to_volume(l.fixed.clone(), &l.grid).map_err(failed)?,
+                seen(&l.moving)?,
+            )),
+            None => None,
+        };
         (
-            crate::register::tensor_to_volume(w, &l0.grid).map_err(failed)?,
+            seen(&l0.moving)?,
+            labels,
             l0.grid.clone(),
             l0.identity.clone(),
         )
@@ -533,7 +582,8 @@ fn refine(ctx: &mut Context, name: &'static str) -> Result<(), Halt> {
             ctx.mask,
             &mut step,
             ctx.kernels.clone(),
-        );
+        )
+        .with_labels(labels.as_ref());
         run_in(&mut sub, name)
     };
     ctx.outcome.stage_dispatches.extend(step.stage_dispatches);

@@ -194,51 +194,6 @@ fn steps(
     r
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::volume::{Grid, affine};
-
-    /// A round-trip error that peaks in the background (the volume's
-    /// border, where the field is unconstrained) does not set the scale:
-    /// the weights come from the error on the foreground, and the
-    /// foreground's own peak gets weight 0.
-    #[test]
-    fn the_background_does_not_set_the_scale() {
-        let dims = [8, 8, 8];
-        let grid = Grid::new(dims, affine::IDENTITY);
-        let n = 512;
-        let inside = |i: usize| {
-            let p = [i % 8, (i / 8) % 8, i / 64];
-            p.iter().all(|&c| (2..6).contains(&c))
-        };
-        let image: Vec<f32> = (0..n).map(|i| if inside(i) { 0.8 } else { 0.02 }).collect();
-        let fixed = Volume::from_data(grid.clone(), 1, image).expect("volume");
-        let fg = foreground(&fixed, None);
-        assert_eq!(fg.iter().filter(|&&f| f > 0.0).count(), 64);
-        // Error 10 at the corner (background), 1 at one foreground voxel,
-        // 0.5 on the rest of the foreground.
-        let peak = 3 + 8 * 3 + 64 * 3;
-        let error: Vec<f32> = (0..n)
-            .map(|i| match i {
-                0 => 10.0,
-                i if i == peak => 1.0,
-                i if inside(i) => 0.5,
-                _ => 0.0,
-            })
-            .collect();
-        let error = Volume::from_data(grid.clone(), 1, error).expect("volume");
-        let w = weights_from_error(&error, &fg, 2.0, 0.0);
-        assert_eq!(w.data[peak], 0.0);
-        assert!((w.data[peak + 1] - 0.75).abs() < 1e-6);
-        assert_eq!(w.data[0], 1.0);
-        // A fixed mask, where given, is the foreground.
-        let mask =
-            Volume::from_data(grid, 1, (0..n).map(|i| f32::from(i < 10)).collect()).expect("mask");
-        assert_eq!(foreground(&fixed, Some(&mask)).iter().sum::<f32>(), 10.0);
-    }
-}
-
 /// The inverse-consistency weighting of a pipeline (section `ic`), from the
 /// field so far (or the identity).
 pub struct Ic;
@@ -353,5 +308,50 @@ impl Stage for Ic {
             ctx.set_field(u);
         }
         result.halt.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{Grid, affine};
+
+    /// A round-trip error that peaks in the background (the volume's
+    /// border, where the field is unconstrained) does not set the scale:
+    /// the weights come from the error on the foreground, and the
+    /// foreground's own peak gets weight 0.
+    #[test]
+    fn the_background_does_not_set_the_scale() {
+        let dims = [8, 8, 8];
+        let grid = Grid::new(dims, affine::IDENTITY);
+        let n = 512;
+        let inside = |i: usize| {
+            let p = [i % 8, (i / 8) % 8, i / 64];
+            p.iter().all(|&c| (2..6).contains(&c))
+        };
+        let image: Vec<f32> = (0..n).map(|i| if inside(i) { 0.8 } else { 0.02 }).collect();
+        let fixed = Volume::from_data(grid.clone(), 1, image).expect("volume");
+        let fg = foreground(&fixed, None);
+        assert_eq!(fg.iter().filter(|&&f| f > 0.0).count(), 64);
+        // Error 10 at the corner (background), 1 at one foreground voxel,
+        // 0.5 on the rest of the foreground.
+        let peak = 3 + 8 * 3 + 64 * 3;
+        let error: Vec<f32> = (0..n)
+            .map(|i| match i {
+                0 => 10.0,
+                i if i == peak => 1.0,
+                i if inside(i) => 0.5,
+                _ => 0.0,
+            })
+            .collect();
+        let error = Volume::from_data(grid.clone(), 1, error).expect("volume");
+        let w = weights_from_error(&error, &fg, 2.0, 0.0);
+        assert_eq!(w.data[peak], 0.0);
+        assert!((w.data[peak + 1] - 0.75).abs() < 1e-6);
+        assert_eq!(w.data[0], 1.0);
+        // A fixed mask, where given, is the foreground.
+        let mask =
+            Volume::from_data(grid, 1, (0..n).map(|i| f32::from(i < 10)).collect()).expect("mask");
+        assert_eq!(foreground(&fixed, Some(&mask)).iter().sum::<f32>(), 10.0);
     }
 }

@@ -119,7 +119,11 @@ pub fn similarity_supported(pl: &Pipeline, sim: &SimilarityWeights, level: &Leve
 /// Whether the native path computes this pipeline's deformable objective.
 pub fn supported(pl: &Pipeline, level: &Level, directions: usize) -> bool {
     let d = &pl.deformable;
-    similarity_supported(pl, &d.sim, level) && directions == 1 && !d.svf && d.jacobian == 0.0
+    similarity_supported(pl, &d.sim, level)
+        && directions == 1
+        && !d.svf
+        && d.jacobian == 0.0
+        && (d.dice == 0.0 || level.labels.is_none())
 }
 
 /// Optimise `theta` ([3, N], parameter units) on `level` for `iters`
