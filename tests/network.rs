@@ -64,7 +64,8 @@ fn run(inputs: &Inputs, device: &Device, sets: &[&str]) -> Outcome {
 
 /// The DIP stage alone: three network levels (16, 8 and 4 mm) on the 4 mm
 /// pair, a schedule cut to about a minute on two cores (the paper's is
-/// 1000 / 1000 / 2000 iterations at lr 1e-4: a GPU's).
+/// 1000 / 1000 / 2000 iterations at lr 1e-4: a GPU's). When written:
+/// 2.236 -> 1.655 mm in 59 s, no folds.
 const DIP: [&str; 6] = [
     "affine.enabled=false",
     "deformable.enabled=false",
@@ -86,15 +87,16 @@ fn dip_lowers_tre_without_folding() {
         dip.stage_seconds.iter().map(|(_, s)| s).sum::<f64>()
     );
     assert!(
-        after < 0.75 * before,
+        after < 0.8 * before,
         "dip: TRE {before:.3} -> {after:.3} mm"
     );
     assert!(folds < 1e-3, "dip: {:.4} % folds", 100.0 * folds);
 }
 
 /// "Combined": the network refines `fast`'s field at full resolution (one
-/// level, the paper's learning rate). On this pair it stays within 0.03 mm
-/// of `fast` without folding; it does not beat it (see the README).
+/// level, the paper's learning rate). On this pair it stays within 0.05 mm
+/// of `fast` (0.800 -> 0.820 mm when written) without folding; it does
+/// not beat it (see the README).
 #[test]
 fn combined_refines_fast_without_losing_it() {
     let (inputs, f, m) = small_pair();
@@ -133,7 +135,7 @@ fn combined_refines_fast_without_losing_it() {
         "the network did not change fast's field ({moved})"
     );
     assert!(
-        (comb_tre - fast_tre).abs() < 0.03,
+        (comb_tre - fast_tre).abs() < 0.05,
         "combined {comb_tre:.3} vs fast {fast_tre:.3} mm"
     );
     assert!(comb_folds < 1e-3);
