@@ -435,6 +435,16 @@ impl Stage for Deformable {
                 "Weight of the inverse-consistency loss",
             ));
         }
+        rows.push(Row::new(
+            "deformable.steps",
+            "refinement steps",
+            "Runs in all: each after the first registers the warped image again and composes (1 = off)",
+        ));
+        rows.push(Row::new(
+            "deformable.dice",
+            "dice",
+            "Weight of the Dice loss of the label maps (needs both; at the finest level)",
+        ));
         rows.push(
             Row::new(
                 "deformable.units",
@@ -516,7 +526,6 @@ impl Stage for Deformable {
             ));
         }
         check_weight("deformable.jacobian", d.jacobian)?;
-        check_weight("deformable.dice", d.dice)?;
         check_weight("deformable.dice", d.dice)?;
         check_weight("deformable.inverse_consistency", d.inverse_consistency)?;
         if !(1..=12).contains(&d.svf_steps) {
