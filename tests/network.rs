@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use warpscope::landmarks::LandmarkSet;
 use warpscope::landmarks::formats::parse_pair_csv;
 use warpscope::metrics::{jacobian, tre};
-use warpscope::register::stages::dip::{DipParams, LevelProblem, Net, Sampling3};
+use warpscope::register::stages::dip::{DipParams, Downsampling, LevelProblem, Net};
 use warpscope::register::{self, Backend, Inputs, Link, Outcome, Pipeline, Status, make_device};
 use warpscope::volume::affine::diagonal;
 use warpscope::volume::nifti::{ReadOptions, read_file};
@@ -210,10 +210,10 @@ fn dip_loss_gradients_match_finite_differences() {
     };
     pl.dip.sim.window = 3;
     let cases = [
-        (Backend::Cpu, Sampling3::Strided),
-        (Backend::Gpu, Sampling3::Strided),
-        (Backend::Cpu, Sampling3::Pool),
-        (Backend::Gpu, Sampling3::Pool),
+        (Backend::Cpu, Downsampling::Strided),
+        (Backend::Gpu, Downsampling::Strided),
+        (Backend::Cpu, Downsampling::Pool),
+        (Backend::Gpu, Downsampling::Pool),
     ];
     for (backend, sampling) in cases {
         let device = make_device(backend).expect("device (mesa-vulkan-drivers for wgpu)");
@@ -254,8 +254,8 @@ fn dip_loss_gradients_match_finite_differences() {
         // not the gradient (pooling's backward is checked exactly in the
         // unit tests); the layers after it are checked on either design.
         let layers = match sampling {
-            Sampling3::Strided => vec![last, 0],
-            Sampling3::Pool => vec![last],
+            Downsampling::Strided => vec![last, 0],
+            Downsampling::Pool => vec![last],
         };
         for layer in layers {
             let g = tracked[layer]

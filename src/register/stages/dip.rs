@@ -39,7 +39,7 @@ use crate::register::{Level, level_shift};
 /// How the network halves and doubles its resolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Sampling3 {
+pub enum Downsampling {
     /// Max-pooling down, nearest-neighbour upsampling up (the paper's better choice).
     Pool,
     /// A stride-2 convolution down, a stride-2 transposed convolution up.
@@ -59,7 +59,7 @@ pub struct DipParams {
     /// resolution).
     pub features: usize,
     pub residual_blocks: usize,
-    pub sampling: Sampling3,
+    pub sampling: Downsampling,
     /// λ_smooth: weight of ‖∇v‖² (v in normalised units).
     pub smoothness: f64,
     /// λ_diffeo: weight of mean(max(0, −det J)) of the map.
@@ -82,7 +82,7 @@ impl Default for DipParams {
             lr: 1e-4,
             features: 8,
             residual_blocks: 2,
-            sampling: Sampling3::Pool,
+            sampling: Downsampling::Pool,
             smoothness: 0.1,
             jacobian: 1.0,
             svf_steps: 7,
@@ -263,7 +263,7 @@ pub struct Net {
     channels: usize,
     features: usize,
     blocks: usize,
-    sampling: Sampling3,
+    sampling: Downsampling,
 }
 
 /// Negative slope of the leaky ReLUs.
@@ -289,7 +289,7 @@ impl Net {
             l.push(Layer::conv(2 * f, 2 * f));
             l.push(Layer::conv(2 * f, 2 * f));
         }
-        if self.sampling == Sampling3::Strided {
+        if self.sampling == Downsampling::Strided {
             l.push(Layer {
                 inp: 2 * f,
                 out: 2 * f,
@@ -374,8 +374,8 @@ impl Net {
         };
         let e1 = leaky_relu(conv(x, 1), SLOPE);
         let e2 = match self.sampling {
-            Sampling3::Pool => leaky_relu(conv(max_pool2(e1.clone()), 1), SLOPE),
-            Sampling3::Strided => leaky_relu(conv(e1.clone(), 2), SLOPE),
+            Downsampling::Pool => leaky_relu(conv(max_pool2(e1.clone()), 1), SLOPE),
+            Downsampling::Strided => leaky_relu(conv(e1.clone(), 2), SLOPE),
         };
         let mut r = e2;
         for _ in 0..self.blocks {
@@ -383,8 +383,8 @@ impl Net {
             r = leaky_relu(r + conv(h, 1), SLOPE);
         }
         let up = match self.sampling {
-            Sampling3::Pool => upsample2(r),
-            Sampling3::Strided => conv(r, 2),
+            Downsampling::Pool => upsample2(r),
+            Downsampling::Strided => conv(r, 2),
         };
         let d = leaky_relu(conv(Tensor::cat(vec![up, e1], 1), 1), SLOPE);
         let v = conv(d, 1);
@@ -690,7 +690,7 @@ mod tests {
         let device = burn::tensor::Device::flex();
         let p = DipParams::default();
         let dims = [7, 6, 5];
-        for sampling in [Sampling3::Pool, Sampling3::Strided] {
+        for sampling in [Downsampling::Pool, Downsampling::Strided] {
             let net = Net::new(
                 1,
                 &DipParams {
