@@ -303,3 +303,33 @@ fn dip_loss_gradients_match_finite_differences() {
         }
     }
 }
+
+/// A learning rate far too large makes the network's field leave the image
+/// with a finite loss: the run stops with a message naming the cure and
+/// keeps the field from before (here none: the identity).
+#[test]
+fn a_diverging_network_stops_with_a_message() {
+    let (inputs, _, _) = small_pair();
+    let p = Pipeline::preset("fast")
+        .expect("fast")
+        .with_overrides(
+            &[
+                "affine.enabled=false",
+                "deformable.enabled=false",
+                "dip.enabled=true",
+                "dip.levels=1",
+                "dip.iterations=100",
+                "dip.lr=0.05",
+                "finest_mm=16",
+            ]
+            .map(String::from),
+        )
+        .expect("pipeline");
+    let device = make_device(Backend::Cpu).expect("cpu");
+    let o = register::register(&inputs, p, &device, Link::default()).expect("register");
+    match &o.status {
+        Status::Failed(m) => assert!(m.contains("diverged") && m.contains("dip.lr"), "{m}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(o.field_vox.is_none(), "the diverged field was kept");
+}

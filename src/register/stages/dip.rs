@@ -53,8 +53,8 @@ pub struct DipParams {
     pub levels: usize,
     /// Adam iterations per level, coarse → fine.
     pub iterations: Vec<usize>,
-    /// Adam's learning rate on the weights.
-    pub lr: f64,
+    /// Adam's learning rate on the weights: one value, or one per level.
+    pub lr: Vec<f64>,
     /// Feature channels of the first convolution (twice as many at half
     /// resolution).
     pub features: usize,
@@ -79,7 +79,7 @@ impl Default for DipParams {
             enabled: false,
             levels: 3,
             iterations: vec![1000, 1000, 2000],
-            lr: 1e-4,
+            lr: vec![1e-4],
             features: 8,
             residual_blocks: 2,
             sampling: Downsampling::Pool,
@@ -131,7 +131,7 @@ impl Stage for Dip {
             Row::new(
                 "dip.lr",
                 "dip lr",
-                "Adam's learning rate on the network's weights",
+                "Adam's learning rate on the network's weights: one value, or one per level",
             ),
             Row::new(
                 "dip.features",
@@ -192,7 +192,10 @@ impl Stage for Dip {
                 d.levels
             ));
         }
-        check_rate("dip.lr", d.lr)?;
+        crate::register::params::check_per_level("dip.lr", &d.lr, d.levels)?;
+        for &lr in &d.lr {
+            check_rate("dip.lr", lr)?;
+        }
         if !(1..=64).contains(&d.features) {
             return err(format!(
                 "dip.features = {} must be between 1 and 64",
@@ -580,11 +583,23 @@ pub fn optimise(
             &place,
             iters,
             &mut params,
-            |pl| pl.dip.lr,
+            |pl| Pipeline::level_value(&pl.dip.lr, li),
             None,
             |pl, t| problem.loss(pl, t),
         );
-        let (v, _) = problem.field(&runner.pipeline, &params);
+        let (v, u) = problem.field(&runner.pipeline, &params);
+        // A learning rate too large for the network gives a finite loss on
+        // a field that leaves the image: stop, keeping the coarser levels'.
+        let reach = u.abs().max().into_scalar::<f32>();
+        let size = dims.iter().copied().max().unwrap_or(1) as f32;
+        if !(reach <= size) {
+            halt = Some(Halt::Failed(format!(
+                "the network's field diverged at level {} (displacements up to {reach:.0} voxels \
+                 on a grid of {size:.0}): stopped, keeping the field from before this level; lower dip.lr",
+                li + 1
+            )));
+            break;
+        }
         velocity = Some((v, k));
         if let Err(h) = r {
             halt = Some(h);
