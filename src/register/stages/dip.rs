@@ -592,7 +592,7 @@ pub fn optimise(
         // a field that leaves the image: stop, keeping the coarser levels'.
         let reach = u.abs().max().into_scalar::<f32>();
         let size = dims.iter().copied().max().unwrap_or(1) as f32;
-        if !(reach <= size) {
+        if reach.is_nan() || reach > size {
             halt = Some(Halt::Failed(format!(
                 "the network's field diverged at level {} (displacements up to {reach:.0} voxels \
                  on a grid of {size:.0}): stopped, keeping the field from before this level; lower dip.lr",
