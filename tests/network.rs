@@ -333,3 +333,49 @@ fn a_diverging_network_stops_with_a_message() {
     }
     assert!(o.field_vox.is_none(), "the diverged field was kept");
 }
+
+/// The DIP stage's weights and learning rate are live (the stage says so):
+/// a change scheduled at an iteration is applied there and the run ends
+/// with it; a structural one is refused before it is sent.
+#[test]
+fn dip_weights_change_during_a_run() {
+    use warpscope::register::Change;
+    let (inputs, _, _) = small_pair();
+    let pipeline = Pipeline::preset("fast")
+        .expect("fast")
+        .with_overrides(
+            &[
+                "affine.enabled=false",
+                "deformable.enabled=false",
+                "dip.enabled=true",
+                "dip.levels=2",
+                "dip.iterations=6,3",
+                "finest_mm=8",
+            ]
+            .map(String::from),
+        )
+        .expect("pipeline");
+    let change = Change::parse("dip.smoothness", "2").expect("live");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let link = Link {
+        events: Some(tx),
+        schedule: vec![(4, change.clone())],
+        ..Default::default()
+    };
+    let device = make_device(Backend::Cpu).expect("cpu");
+    let o = register::register(&inputs, pipeline, &device, link).expect("register");
+    assert_eq!(o.status, Status::Completed);
+    let applied: Vec<(usize, Vec<Change>)> = rx
+        .try_iter()
+        .filter_map(|e| match e {
+            warpscope::register::Event::Progress(p) => Some(p.applied),
+            _ => None,
+        })
+        .enumerate()
+        .filter(|(_, a)| !a.is_empty())
+        .map(|(i, a)| (i + 1, a))
+        .collect();
+    assert_eq!(applied, vec![(4, vec![change])]);
+    assert_eq!(o.pipeline.dip.smoothness, 2.0, "the run ended with it");
+    assert!(Change::parse("dip.features", "16").is_err());
+}

@@ -6,93 +6,29 @@
 
 use super::params::{ParamError, Pipeline};
 
-/// The stage a live weight belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LiveStage {
-    Affine,
-    Deformable,
-}
-
-/// A weight or learning rate that may change between two iterations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LiveTerm {
-    Mse,
-    Ncc,
-    Lncc,
-    Mi,
-    /// Deformable only; one value per level.
-    Diffusion,
-    /// Deformable only.
-    Jacobian,
-    /// Deformable only.
-    InverseConsistency,
-    /// The learning rate (deformable: one value per level).
-    Lr,
-}
-
-impl LiveTerm {
-    const ALL: [LiveTerm; 8] = [
-        LiveTerm::Mse,
-        LiveTerm::Ncc,
-        LiveTerm::Lncc,
-        LiveTerm::Mi,
-        LiveTerm::Diffusion,
-        LiveTerm::Jacobian,
-        LiveTerm::InverseConsistency,
-        LiveTerm::Lr,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            LiveTerm::Mse => "mse",
-            LiveTerm::Ncc => "ncc",
-            LiveTerm::Lncc => "lncc",
-            LiveTerm::Mi => "mi",
-            LiveTerm::Diffusion => "diffusion",
-            LiveTerm::Jacobian => "jacobian",
-            LiveTerm::InverseConsistency => "inverse_consistency",
-            LiveTerm::Lr => "lr",
-        }
-    }
-}
-
 /// A parameter change for a running registration.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     /// How many more iterations the running level makes.
     IterationsLeft(usize),
-    /// A weight or learning rate: one value, or (deformable `lr` and
-    /// `diffusion`) one per level, the last repeated.
-    Weight {
-        stage: LiveStage,
-        term: LiveTerm,
-        values: Vec<f64>,
-    },
+    /// A weight or learning rate a stage declares live
+    /// ([`crate::register::stages::Stage::live`]): one value, or for a
+    /// per-level list one per level (the last repeated).
+    Weight { key: String, values: Vec<f64> },
 }
 
 /// Whether `key` is one that may change during a run (besides
-/// `iterations_left`, which concerns the running level only).
+/// `iterations_left`, which concerns the running level only): the stage
+/// owning it says so.
 pub fn is_live_key(key: &str) -> bool {
-    live_key(key).is_some()
-}
-
-fn live_key(key: &str) -> Option<(LiveStage, LiveTerm)> {
-    let (stage, name) = key.split_once('.')?;
-    let stage = match stage {
-        "affine" => LiveStage::Affine,
-        "deformable" => LiveStage::Deformable,
-        _ => return None,
-    };
-    let term = LiveTerm::ALL.into_iter().find(|t| t.name() == name)?;
-    let deformable_only = matches!(
-        term,
-        LiveTerm::Diffusion | LiveTerm::Jacobian | LiveTerm::InverseConsistency
-    );
-    (stage == LiveStage::Deformable || !deformable_only).then_some((stage, term))
+    key.split_once('.').is_some_and(|(section, name)| {
+        super::stages::by_key(section).is_some_and(|s| s.live().contains(&name))
+    })
 }
 
 impl Change {
-    /// Parse `key=value` as typed (`iterations_left` or a live key).
+    /// Parse `key=value` as typed (`iterations_left` or a live key); the
+    /// values must suit the parameter (one number for a single value).
     pub fn parse(key: &str, value: &str) -> Result<Self, ParamError> {
         let value = value.trim();
         let bad = |what: &str| ParamError(format!("{key}={value}: {what}"));
@@ -102,28 +38,21 @@ impl Change {
                 .map(Change::IterationsLeft)
                 .map_err(|_| bad("expected a whole number"));
         }
-        let Some((stage, term)) = live_key(key) else {
+        if !is_live_key(key) {
             return Err(bad(
                 "only weights, learning rates and iterations_left can change during a run",
             ));
-        };
-        let per_level =
-            stage == LiveStage::Deformable && matches!(term, LiveTerm::Lr | LiveTerm::Diffusion);
+        }
         let values = value
             .split(',')
             .map(|s| s.trim().parse::<f64>().ok().filter(|v| v.is_finite()))
             .collect::<Option<Vec<f64>>>()
-            .filter(|v| per_level || v.len() == 1)
-            .ok_or_else(|| {
-                bad(if per_level {
-                    "expected finite numbers separated by commas"
-                } else {
-                    "expected a finite number"
-                })
-            })?;
+            .ok_or_else(|| bad("expected finite numbers"))?;
+        // The shape (a single value or a list) as the parameter has it.
+        let mut probe = Pipeline::preset("fast")?;
+        probe.set(key, value)?;
         Ok(Change::Weight {
-            stage,
-            term,
+            key: key.to_string(),
             values,
         })
     }
@@ -140,13 +69,18 @@ impl Change {
     pub fn key(&self) -> String {
         match self {
             Change::IterationsLeft(_) => "iterations_left".into(),
-            Change::Weight { stage, term, .. } => {
-                let s = match stage {
-                    LiveStage::Affine => "affine",
-                    LiveStage::Deformable => "deformable",
-                };
-                format!("{s}.{}", term.name())
-            }
+            Change::Weight { key, .. } => key.clone(),
+        }
+    }
+
+    fn value(&self) -> String {
+        match self {
+            Change::IterationsLeft(n) => n.to_string(),
+            Change::Weight { values, .. } => values
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 
@@ -154,38 +88,21 @@ impl Change {
     /// as it is), checked as a whole.
     pub fn applied_to(&self, p: &Pipeline) -> Result<Pipeline, ParamError> {
         let mut next = p.clone();
-        self.apply(&mut next);
+        if let Change::Weight { key, .. } = self {
+            next.set(key, &self.value())?;
+        }
         next.validate()?;
         Ok(next)
     }
 
-    /// Make the change in `p` (unchecked: the engine and the viewer apply
-    /// changes that [`Change::applied_to`] accepted).
+    /// Make the change in `p` (the engine and the viewer apply changes
+    /// that [`Change::applied_to`] accepted; one it refuses leaves `p`).
     pub fn apply(&self, p: &mut Pipeline) {
-        let Change::Weight {
-            stage,
-            term,
-            values,
-        } = self
-        else {
-            return;
-        };
-        let first = values.first().copied().unwrap_or(0.0);
-        let sim = match stage {
-            LiveStage::Affine => &mut p.affine.sim,
-            LiveStage::Deformable => &mut p.deformable.sim,
-        };
-        // `parse` gives the affine stage only its similarity weights and lr.
-        match (term, stage) {
-            (LiveTerm::Mse, _) => sim.mse = first,
-            (LiveTerm::Ncc, _) => sim.ncc = first,
-            (LiveTerm::Lncc, _) => sim.lncc = first,
-            (LiveTerm::Mi, _) => sim.mi = first,
-            (LiveTerm::Lr, LiveStage::Affine) => p.affine.lr = first,
-            (LiveTerm::Lr, LiveStage::Deformable) => p.deformable.lr = values.clone(),
-            (LiveTerm::Diffusion, _) => p.deformable.diffusion = values.clone(),
-            (LiveTerm::Jacobian, _) => p.deformable.jacobian = first,
-            (LiveTerm::InverseConsistency, _) => p.deformable.inverse_consistency = first,
+        if let Change::Weight { key, .. } = self {
+            let mut next = p.clone();
+            if next.set(key, &self.value()).is_ok() {
+                *p = next;
+            }
         }
     }
 }
@@ -193,13 +110,7 @@ impl Change {
 /// `key=value`, as `--set` takes it.
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Change::IterationsLeft(n) => write!(f, "iterations_left={n}"),
-            Change::Weight { values, .. } => {
-                let v: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-                write!(f, "{}={}", self.key(), v.join(","))
-            }
-        }
+        write!(f, "{}={}", self.key(), self.value())
     }
 }
 
@@ -218,6 +129,9 @@ mod tests {
             ("deformable.inverse_consistency", "0.1"),
             ("affine.mse", "1.5"),
             ("affine.lr", "0.002"),
+            ("dip.lr", "3e-4,1e-4,1e-4"),
+            ("dip.smoothness", "0.5"),
+            ("dip.lncc", "0.8"),
         ] {
             let typed = Change::parse(key, value)
                 .and_then(|c| c.applied_to(&base))
@@ -248,6 +162,8 @@ mod tests {
             ("deformable.window", "5"),
             ("affine.diffusion", "1"),
             ("affine.lr", "0.1,0.2"),
+            ("dip.features", "16"),
+            ("ic.power", "3"),
             ("deformable.lncc", "nan"),
             ("deformable.lncc", "one"),
             ("iterations_left", "-3"),

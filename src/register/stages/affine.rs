@@ -191,6 +191,10 @@ impl Stage for Affine {
         "affine"
     }
 
+    fn live(&self) -> &'static [&'static str] {
+        &["mse", "ncc", "lncc", "mi", "lr"]
+    }
+
     fn title(&self) -> &'static str {
         "affine stage"
     }

@@ -357,6 +357,19 @@ impl Stage for Deformable {
         "deformable"
     }
 
+    fn live(&self) -> &'static [&'static str] {
+        &[
+            "mse",
+            "ncc",
+            "lncc",
+            "mi",
+            "lr",
+            "diffusion",
+            "jacobian",
+            "inverse_consistency",
+        ]
+    }
+
     fn title(&self) -> &'static str {
         "deformable stage"
     }

@@ -100,6 +100,10 @@ impl Stage for Dip {
         "dip"
     }
 
+    fn live(&self) -> &'static [&'static str] {
+        &["mse", "ncc", "lncc", "mi", "lr", "smoothness", "jacobian"]
+    }
+
     fn title(&self) -> &'static str {
         "deep image prior (a network fitted to this pair)"
     }

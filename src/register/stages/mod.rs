@@ -125,6 +125,12 @@ pub trait Stage: Sync {
     /// Refuse nonsense in its section (checked whether it runs or not: a
     /// disabled stage's values are saved with the run).
     fn validate(&self, p: &Pipeline) -> Result<(), ParamError>;
+    /// The names in its section that may change during a run (weights and
+    /// learning rates: read by the running optimiser at each iteration);
+    /// the others apply to the next run.
+    fn live(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Keep its section consistent after `name` was set (a level count
     /// resizes its per-level lists).
     fn after_set(&self, _p: &mut Pipeline, _name: &str) {}
