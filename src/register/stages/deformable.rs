@@ -114,24 +114,6 @@ pub fn objective(
                 labels.dice_loss(phi.clone(), &level.grid),
             ));
         }
-        // The Dice loss compares full-resolution label maps, so it costs
-        // a full-resolution sampling per iteration: it joins at the finest
-        // level, where the field's detail is settled.
-        if d.dice > 0.0
-            && li + 1 >= d.levels
-            && let Some(labels) = &level.labels
-        {
-            let labels = if dir == 0 {
-                labels.clone()
-            } else {
-                labels.swapped()
-            };
-            terms.push((
-                format!("dice{suffix}"),
-                d.dice,
-                labels.dice_loss(phi.clone(), &level.grid),
-            ));
-        }
         if lambda > 0.0 {
             terms.push((
                 format!("diffusion{suffix}"),
