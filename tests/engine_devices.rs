@@ -7,26 +7,10 @@ mod common;
 use warpscope::register::{
     self, Backend, Change, Inputs, Link, Outcome, Pipeline, Status, make_device,
 };
-use warpscope::volume::nifti::{ReadOptions, read_file};
-use warpscope::volume::pyramid::downsample2;
 
 /// brain2mm_syn at 4 mm (54×63×52): small enough for lavapipe.
 fn small_pair() -> Inputs {
-    let read = |f: &str| {
-        let v = read_file(
-            common::shared(&format!("pairs/brain2mm_syn/{f}")),
-            ReadOptions::default(),
-        )
-        .expect("read")
-        .0;
-        downsample2(&v, 1.0)
-    };
-    Inputs {
-        fixed: read("fixed.nii.gz"),
-        moving: read("moving.nii.gz"),
-        fixed_mask: None,
-        labels: None,
-    }
+    common::syn_pair_4mm().0
 }
 
 fn run(inputs: &Inputs, backend: Backend, sets: &[&str]) -> Outcome {
@@ -252,16 +236,7 @@ fn scheduled_changes_take_effect_at_their_iteration() {
         };
         let o = register::register(&inputs, pipeline, &device, link).expect("register");
         assert_eq!(o.status, Status::Completed);
-        let applied: Vec<(usize, Vec<Change>)> = rx
-            .try_iter()
-            .filter_map(|e| match e {
-                warpscope::register::Event::Progress(p) => Some(p.applied),
-                _ => None,
-            })
-            .enumerate()
-            .filter(|(_, a)| !a.is_empty())
-            .map(|(i, a)| (i + 1, a))
-            .collect();
+        let applied = common::applied_changes(&rx);
         println!("{backend:?}: {applied:?}");
         assert_eq!(
             applied,

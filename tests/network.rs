@@ -8,32 +8,14 @@ mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use warpscope::landmarks::LandmarkSet;
-use warpscope::landmarks::formats::parse_pair_csv;
 use warpscope::metrics::{jacobian, tre};
 use warpscope::register::stages::dip::{DipParams, Downsampling, LevelProblem, Net};
 use warpscope::register::{self, Backend, Inputs, Link, Outcome, Pipeline, Status, make_device};
 use warpscope::volume::affine::diagonal;
-use warpscope::volume::nifti::{ReadOptions, read_file};
-use warpscope::volume::pyramid::downsample2;
 use warpscope::volume::{Grid, Volume};
 
 fn small_pair() -> (Inputs, LandmarkSet, LandmarkSet) {
-    let dir = common::shared("pairs/brain2mm_syn");
-    let read = |f: &str| {
-        let v = read_file(dir.join(f), ReadOptions::default())
-            .expect("read")
-            .0;
-        downsample2(&v, 1.0)
-    };
-    let inputs = Inputs {
-        fixed: read("fixed.nii.gz"),
-        moving: read("moving.nii.gz"),
-        fixed_mask: None,
-        labels: None,
-    };
-    let text = std::fs::read_to_string(dir.join("landmarks.csv")).expect("landmarks");
-    let (fixed_lm, moving_lm) = parse_pair_csv(&text, "landmarks.csv").expect("pair csv");
-    (inputs, fixed_lm, moving_lm)
+    common::syn_pair_4mm()
 }
 
 /// (mean TRE before, after, share of folding voxels).
@@ -365,16 +347,7 @@ fn dip_weights_change_during_a_run() {
     let device = make_device(Backend::Cpu).expect("cpu");
     let o = register::register(&inputs, pipeline, &device, link).expect("register");
     assert_eq!(o.status, Status::Completed);
-    let applied: Vec<(usize, Vec<Change>)> = rx
-        .try_iter()
-        .filter_map(|e| match e {
-            warpscope::register::Event::Progress(p) => Some(p.applied),
-            _ => None,
-        })
-        .enumerate()
-        .filter(|(_, a)| !a.is_empty())
-        .map(|(i, a)| (i + 1, a))
-        .collect();
+    let applied = common::applied_changes(&rx);
     assert_eq!(applied, vec![(4, vec![change])]);
     assert_eq!(o.pipeline.dip.smoothness, 2.0, "the run ended with it");
     assert!(Change::parse("dip.features", "16").is_err());

@@ -10,25 +10,9 @@ use warpscope::landmarks::formats::parse_pair_csv;
 use warpscope::metrics::{jacobian, tre};
 use warpscope::register::{self, Backend, Inputs, Link, Outcome, Pipeline, Status, make_device};
 use warpscope::volume::nifti::{ReadOptions, read_file};
-use warpscope::volume::pyramid::downsample2;
 
 fn small_pair() -> (Inputs, LandmarkSet, LandmarkSet) {
-    let dir = common::shared("pairs/brain2mm_syn");
-    let read = |f: &str| {
-        let v = read_file(dir.join(f), ReadOptions::default())
-            .expect("read")
-            .0;
-        downsample2(&v, 1.0)
-    };
-    let inputs = Inputs {
-        fixed: read("fixed.nii.gz"),
-        moving: read("moving.nii.gz"),
-        fixed_mask: None,
-        labels: None,
-    };
-    let text = std::fs::read_to_string(dir.join("landmarks.csv")).expect("landmarks");
-    let (fixed_lm, moving_lm) = parse_pair_csv(&text, "landmarks.csv").expect("pair csv");
-    (inputs, fixed_lm, moving_lm)
+    common::syn_pair_4mm()
 }
 
 fn mean_tre(o: &Outcome, inputs: &Inputs, f: &LandmarkSet, m: &LandmarkSet) -> f64 {

@@ -227,3 +227,48 @@ pub fn head_ct(n: usize) -> warpscope::volume::Volume {
         .collect();
     Volume::from_data(Grid::new([n; 3], a), 1, data).expect("sizes")
 }
+
+/// brain2mm_syn brought to 4 mm (54×63×52; its landmarks are in world mm,
+/// so they stay valid), with its landmark pairs: small enough for the
+/// slower pipelines on two cores.
+pub fn syn_pair_4mm() -> (
+    warpscope::register::Inputs,
+    warpscope::landmarks::LandmarkSet,
+    warpscope::landmarks::LandmarkSet,
+) {
+    use warpscope::volume::nifti::{ReadOptions, read_file};
+    let dir = shared("pairs/brain2mm_syn");
+    let read = |f: &str| {
+        let v = read_file(dir.join(f), ReadOptions::default())
+            .expect("read")
+            .0;
+        warpscope::volume::pyramid::downsample2(&v, 1.0)
+    };
+    let inputs = warpscope::register::Inputs {
+        fixed: read("fixed.nii.gz"),
+        moving: read("moving.nii.gz"),
+        fixed_mask: None,
+        labels: None,
+    };
+    let text = std::fs::read_to_string(dir.join("landmarks.csv")).expect("landmarks");
+    let (fixed_lm, moving_lm) =
+        warpscope::landmarks::formats::parse_pair_csv(&text, "landmarks.csv").expect("pair csv");
+    (inputs, fixed_lm, moving_lm)
+}
+
+/// The live changes a run reported, with the (1-based) iteration of the
+/// progress report that carried them.
+pub fn applied_changes(
+    events: &std::sync::mpsc::Receiver<warpscope::register::Event>,
+) -> Vec<(usize, Vec<warpscope::register::Change>)> {
+    events
+        .try_iter()
+        .filter_map(|e| match e {
+            warpscope::register::Event::Progress(p) => Some(p.applied),
+            _ => None,
+        })
+        .enumerate()
+        .filter(|(_, a)| !a.is_empty())
+        .map(|(i, a)| (i + 1, a))
+        .collect()
+}

@@ -6,6 +6,7 @@
 //! device copy the last stage left (a burn tensor, or the kernels'
 //! buffers) kept so the next stage on the same path does not upload it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use burn::tensor::Tensor;
@@ -14,9 +15,9 @@ use crate::gpu::engine::run::{Images, Level as GpuLevel};
 use crate::gpu::engine::{Buf, Gpu};
 use crate::register::session::{Halt, Runner};
 use crate::register::{Level, Outcome, levels, pyramid, tensor_to_volume, volume_to_tensor};
-use crate::volume::Volume;
 use crate::volume::affine::{self, Mat4};
 use crate::volume::resample::{Border, Interp, resample_index_map};
+use crate::volume::{Grid, Volume};
 
 /// Disjoint borrows of a context for a stage's run: the runner, the
 /// levels, the outcome so far and the prepared images.
@@ -49,6 +50,22 @@ pub struct Context<'a> {
     gpu_field: Option<[Buf; 3]>,
     /// One-hot label maps (fixed, moving) on the fixed grid, for the Dice loss.
     labels: Option<&'a (Volume, Volume)>,
+}
+
+/// `v` (on the fixed grid) seen through the affine `a` (voxels of that
+/// grid): itself for the identity.
+fn through<'v>(v: &'v Volume, grid: &Grid, a: &Mat4) -> Cow<'v, Volume> {
+    if *a == affine::IDENTITY {
+        Cow::Borrowed(v)
+    } else {
+        Cow::Owned(resample_index_map(
+            v,
+            grid,
+            a,
+            Interp::Linear,
+            Border::Constant(0.0),
+        ))
+    }
 }
 
 fn failed(e: String) -> Halt {
@@ -119,18 +136,7 @@ impl<'a> Context<'a> {
             let (fixed_pyr, mask_pyr) = self
                 .fixed_pyr
                 .get_or_insert_with(|| (pyramid(fixed, depth), mask.map(|m| pyramid(m, depth))));
-            let moving_pyr = if a == affine::IDENTITY {
-                pyramid(self.moving, depth)
-            } else {
-                let seen = resample_index_map(
-                    self.moving,
-                    &fixed.grid,
-                    &a,
-                    Interp::Linear,
-                    Border::Constant(0.0),
-                );
-                pyramid(&seen, depth)
-            };
+            let moving_pyr = pyramid(&through(self.moving, &fixed.grid, &a), depth);
             let mut lv = levels(
                 fixed_pyr,
                 &moving_pyr,
@@ -139,17 +145,13 @@ impl<'a> Context<'a> {
             );
             // Every level's Dice loss compares the full-resolution maps.
             if let Some((lf, lm)) = self.labels {
-                let seen = if a == affine::IDENTITY {
-                    lm.clone()
-                } else {
-                    resample_index_map(lm, &fixed.grid, &a, Interp::Linear, Border::Constant(0.0))
-                };
                 let device = &self.runner.device;
                 let (f, m) = (
                     volume_to_tensor(lf, device),
-                    volume_to_tensor(&seen, device),
+                    volume_to_tensor(&through(lm, &fixed.grid, &a), device),
                 );
-                let identity = crate::register::field::identity_grid(fixed.grid.dims, device);
+                // Level 0 is the fixed grid itself.
+                let identity = lv[0].identity.clone();
                 for l in lv.iter_mut() {
                     let maps = if l.grid.same_as(&fixed.grid) {
                         None
@@ -241,6 +243,12 @@ impl<'a> Context<'a> {
         self.outcome.field_vox = Some(host);
         self.gpu_field = Some(u);
         self.field = None;
+    }
+
+    /// The one-hot label maps (fixed, moving) on the fixed grid, if the
+    /// run has them.
+    pub fn labels(&self) -> Option<&'a (Volume, Volume)> {
+        self.labels
     }
 
     /// The host field was replaced by a stage that keeps no device copy.

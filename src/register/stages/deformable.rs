@@ -5,7 +5,10 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::{Context, Planned, Row, Stage, coarse_to_fine, native, similarity_rows};
+use super::{
+    Context, Planned, Row, Stage, check_iterations, coarse_to_fine, native, resize_per_level,
+    similarity_rows,
+};
 use crate::register::Level;
 use crate::register::field::{self, Dims};
 use crate::register::loss::weighted_total;
@@ -464,10 +467,7 @@ impl Stage for Deformable {
 
     fn after_set(&self, p: &mut Pipeline, name: &str) {
         if name == "levels" {
-            // Keep the per-level list consistent: repeat the last value.
-            let d = &mut p.deformable;
-            let last = d.iterations.last().copied().unwrap_or(20);
-            d.iterations.resize(d.levels, last);
+            resize_per_level(&mut p.deformable.iterations, p.deformable.levels, 20);
         }
     }
 
@@ -481,13 +481,7 @@ impl Stage for Deformable {
                 d.levels
             ));
         }
-        if d.iterations.len() != d.levels {
-            return err(format!(
-                "deformable.iterations has {} value(s) for {} level(s)",
-                d.iterations.len(),
-                d.levels
-            ));
-        }
+        check_iterations("deformable.iterations", &d.iterations, d.levels)?;
         for (name, list) in [
             ("deformable.lr", &d.lr),
             ("deformable.diffusion", &d.diffusion),
@@ -555,6 +549,7 @@ fn refine(ctx: &mut Context, name: &'static str) -> Result<(), Halt> {
         return run_in(ctx, name);
     };
     let failed = |e: crate::register::EngineError| Halt::Failed(e.0);
+    let run_labels = ctx.labels();
     let (warped, labels, grid, identity) = {
         let parts = ctx.levels();
         let l0 = &parts.levels[0];
@@ -562,12 +557,11 @@ fn refine(ctx: &mut Context, name: &'static str) -> Result<(), Halt> {
             let w = field::warp(img.clone(), l0.dims(), u.clone(), l0.identity.clone());
             crate::register::tensor_to_volume(w, &l0.grid).map_err(failed)
         };
-        let labels = match &l0.labels {
-            Some(l) => Some((
-                crate::register::tensor_to_volume(l.fixed.clone(), &l.grid).map_err(failed)?,
-                seen(&l.moving)?,
-            )),
-            None => None,
+        // The fixed labels are as they were; the moving ones go through
+        // the field like the image.
+        let labels = match (run_labels, &l0.labels) {
+            (Some((lf, _)), Some(l)) => Some((lf.clone(), seen(&l.moving)?)),
+            _ => None,
         };
         (
             seen(&l0.moving)?,

@@ -26,7 +26,10 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::deformable::resize_params;
-use super::{Context, Planned, Row, Stage, coarse_to_fine, similarity_rows};
+use super::{
+    Context, Planned, Row, Stage, check_iterations, coarse_to_fine, resize_per_level,
+    similarity_rows,
+};
 use crate::register::field::{self, Dims};
 use crate::register::loss::{Sampling, similarity_at, weighted_total};
 use crate::register::params::{
@@ -176,9 +179,7 @@ impl Stage for Dip {
 
     fn after_set(&self, p: &mut Pipeline, name: &str) {
         if name == "levels" {
-            let d = &mut p.dip;
-            let last = d.iterations.last().copied().unwrap_or(100);
-            d.iterations.resize(d.levels, last);
+            resize_per_level(&mut p.dip.iterations, p.dip.levels, 100);
         }
     }
 
@@ -189,13 +190,7 @@ impl Stage for Dip {
         if !(1..=4).contains(&d.levels) {
             return err(format!("dip.levels = {} must be between 1 and 4", d.levels));
         }
-        if d.iterations.len() != d.levels {
-            return err(format!(
-                "dip.iterations has {} value(s) for {} level(s)",
-                d.iterations.len(),
-                d.levels
-            ));
-        }
+        check_iterations("dip.iterations", &d.iterations, d.levels)?;
         crate::register::params::check_per_level("dip.lr", &d.lr, d.levels)?;
         for &lr in &d.lr {
             check_rate("dip.lr", lr)?;
@@ -458,23 +453,14 @@ pub struct LevelProblem<'a> {
 impl LevelProblem<'_> {
     /// The velocity (normalised units) and the map's displacement (voxels).
     pub fn field(&self, pl: &Pipeline, params: &[Tensor<2>]) -> (Tensor<2>, Tensor<2>) {
-        let dims = self.level.dims();
-        let mut v = self.net.forward(params, self.input.clone(), dims);
+        let mut v = self
+            .net
+            .forward(params, self.input.clone(), self.level.dims());
         if let Some(b) = &self.base {
             v = v + b.clone();
         }
-        let scale = super::deformable::unit_scale(FieldUnits::Normalized, dims, &v.device());
-        let r = field::exp_velocity(
-            v.clone() * scale,
-            dims,
-            self.level.identity.clone(),
-            pl.dip.svf_steps,
-        );
-        let u = match &self.start {
-            Some(u0) => field::compose(u0.clone(), r, dims, self.level.identity.clone()),
-            None => r,
-        };
-        (v, u)
+        let r = exp_normalised(v.clone(), self.level, pl.dip.svf_steps);
+        (v, after(self.start.as_ref(), r, self.level))
     }
 
     /// The stage's loss for `params`.
@@ -544,27 +530,17 @@ pub fn optimise(
             .as_ref()
             .map(|u| resize_params(FieldUnits::Voxel, u.clone(), &lv[0], level));
         // The moving image through the field so far, beside the fixed one.
-        let seen = {
-            let scale = super::deformable::unit_scale(FieldUnits::Normalized, dims, &device);
-            let r = base.as_ref().map(|b| {
-                field::exp_velocity(
-                    b.clone() * scale,
-                    dims,
-                    level.identity.clone(),
-                    pl.dip.svf_steps,
-                )
-            });
-            let u = match (&start_here, r) {
-                (Some(u0), Some(r)) => {
-                    Some(field::compose(u0.clone(), r, dims, level.identity.clone()))
-                }
-                (Some(u0), None) => Some(u0.clone()),
-                (None, r) => r,
-            };
-            match u {
-                Some(u) => field::warp(level.moving.clone(), dims, u, level.identity.clone()),
-                None => level.moving.clone(),
-            }
+        let so_far = match &base {
+            Some(b) => Some(after(
+                start_here.as_ref(),
+                exp_normalised(b.clone(), level, pl.dip.svf_steps),
+                level,
+            )),
+            None => start_here.clone(),
+        };
+        let seen = match so_far {
+            Some(u) => field::warp(level.moving.clone(), dims, u, level.identity.clone()),
+            None => level.moving.clone(),
         };
         let problem = LevelProblem {
             net: &net,
@@ -615,25 +591,30 @@ pub fn optimise(
     let Some((v, k)) = velocity else {
         return (start, halt);
     };
-    let level = &lv[k];
-    let dims = level.dims();
-    let scale = super::deformable::unit_scale(FieldUnits::Normalized, dims, &device);
-    let r = field::exp_velocity(
-        v * scale,
-        dims,
-        level.identity.clone(),
-        runner.pipeline.dip.svf_steps,
-    );
+    let r = exp_normalised(v, &lv[k], runner.pipeline.dip.svf_steps);
     let r = if k == 0 {
         r
     } else {
-        resize_params(FieldUnits::Voxel, r, level, &lv[0])
+        resize_params(FieldUnits::Voxel, r, &lv[k], &lv[0])
     };
-    let u = match start {
-        Some(u0) => field::compose(u0, r, lv[0].dims(), lv[0].identity.clone()),
+    (Some(after(start.as_ref(), r, &lv[0])), halt)
+}
+
+/// The displacement (voxels of `level`) of exp(v), v in normalised units.
+fn exp_normalised(v: Tensor<2>, level: &Level, steps: usize) -> Tensor<2> {
+    let dims = level.dims();
+    let scale = super::deformable::unit_scale(FieldUnits::Normalized, dims, &v.device());
+    field::exp_velocity(v * scale, dims, level.identity.clone(), steps)
+}
+
+/// `r` composed with the field `start` where there is one (Combined), on
+/// `level`: a point moves by `r`, then by `start` where it lands — the
+/// network registers the image as `start` already warps it.
+fn after(start: Option<&Tensor<2>>, r: Tensor<2>, level: &Level) -> Tensor<2> {
+    match start {
+        Some(u0) => field::compose(u0.clone(), r, level.dims(), level.identity.clone()),
         None => r,
-    };
-    (Some(u), halt)
+    }
 }
 
 #[cfg(test)]

@@ -100,6 +100,24 @@ pub fn coarse_to_fine(stage: &'static str, iterations: &[usize]) -> Vec<Planned>
         .collect()
 }
 
+/// A per-level iteration list made `levels` long after a level count
+/// changed: the last value repeated (`default` when there is none).
+pub fn resize_per_level(list: &mut Vec<usize>, levels: usize, default: usize) {
+    let last = list.last().copied().unwrap_or(default);
+    list.resize(levels, last);
+}
+
+/// Refuse an iteration list without one value per level.
+pub fn check_iterations(name: &str, list: &[usize], levels: usize) -> Result<(), ParamError> {
+    if list.len() != levels {
+        return Err(ParamError(format!(
+            "{name} has {} value(s) for {levels} level(s)",
+            list.len()
+        )));
+    }
+    Ok(())
+}
+
 /// One method of the pipeline.
 pub trait Stage: Sync {
     /// Its section of the pipeline: the `--set` prefix (`dip.levels`) and
