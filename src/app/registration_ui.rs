@@ -11,6 +11,7 @@ use super::registration::Edit;
 use super::viewer::ViewerApp;
 use crate::register::Pipeline;
 use crate::register::change::is_live_key;
+use crate::register::keys;
 use crate::register::params::PRESETS;
 use crate::register::stages::{Row, STAGES};
 use crate::session_file::RunRecord;
@@ -429,13 +430,16 @@ impl ViewerApp {
     /// focus (Enter or a click elsewhere); a refused one shows why and reverts.
     fn params(&mut self, ui: &mut egui::Ui, id: &str, rows: &[Row]) {
         let running = self.reg.running();
+        // One serialisation of the pipeline for every row of the frame.
+        let values = keys::values(&self.reg.pipeline);
+        let current = |key: &str| values.get(key).map(keys::written).unwrap_or_default();
         let (flags, rest): (Vec<&Row>, Vec<&Row>) = rows
             .iter()
-            .partition(|r| crate::register::keys::is_flag(&self.reg.pipeline, &r.key));
+            .partition(|r| values.get(&r.key).is_some_and(|v| v.is_boolean()));
         let (choices, typed): (Vec<&Row>, Vec<&Row>) =
             rest.into_iter().partition(|r| !r.choices.is_empty());
         for row in choices {
-            let current = self.reg.pipeline.value_of(&row.key).unwrap_or_default();
+            let current = current(&row.key);
             let mut picked = current.clone();
             ui.horizontal(|ui| {
                 ui.label(row.label.as_str()).on_hover_text(row.help);
@@ -460,7 +464,7 @@ impl ViewerApp {
             .show(ui, |ui| {
                 for row in &typed {
                     let key = row.key.as_str();
-                    let current = self.reg.pipeline.value_of(key).unwrap_or_default();
+                    let current = current(key);
                     let mut text = self
                         .reg
                         .texts

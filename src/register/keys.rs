@@ -10,6 +10,8 @@
 //! the pipeline is then rebuilt by serde, which refuses what the type does
 //! not allow (an unknown enum word).
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::params::{ParamError, Pipeline};
@@ -17,24 +19,35 @@ use super::params::{ParamError, Pipeline};
 /// Top-level fields that are not parameters (the preset's name).
 const NOT_PARAMETERS: [&str; 1] = ["preset"];
 
-/// Every parameter key of `p` with the JSON path that holds it, sorted by key.
-pub fn paths(p: &Pipeline) -> Vec<(String, Vec<String>)> {
+/// Every parameter key in `json` (a pipeline's serde form) with the JSON
+/// path that holds it, sorted by key.
+fn paths(json: &Value) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
-    if let Value::Object(top) = p.to_json() {
+    if let Value::Object(top) = json {
         for (name, v) in top {
             if NOT_PARAMETERS.contains(&name.as_str()) {
                 continue;
             }
             match v {
                 Value::Object(fields) => {
-                    leaves(&name, vec![name.clone()], &fields, &mut out);
+                    leaves(name, vec![name.clone()], fields, &mut out);
                 }
-                _ => out.push((name.clone(), vec![name])),
+                _ => out.push((name.clone(), vec![name.clone()])),
             }
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Every parameter of `p` by key, with its value, from one serialisation
+/// (what the panel reads once per frame, and two runs are compared by).
+pub fn values(p: &Pipeline) -> BTreeMap<String, Value> {
+    let json = p.to_json();
+    paths(&json)
+        .into_iter()
+        .filter_map(|(k, path)| at(&json, &path).cloned().map(|v| (k, v)))
+        .collect()
 }
 
 fn leaves(
@@ -53,10 +66,6 @@ fn leaves(
     }
 }
 
-fn find(p: &Pipeline, key: &str) -> Option<Vec<String>> {
-    paths(p).into_iter().find(|(k, _)| k == key).map(|(_, p)| p)
-}
-
 fn at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, k| v.get(k))
 }
@@ -67,7 +76,7 @@ fn at_mut<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
 
 /// A value as `set` reads it back: numbers as Rust prints them (1, 0.3),
 /// lists comma-separated.
-fn written(v: &Value) -> String {
+pub fn written(v: &Value) -> String {
     match v {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => match (n.as_u64(), n.as_f64()) {
@@ -84,8 +93,7 @@ fn written(v: &Value) -> String {
 
 /// The current value of `key`, as `set` takes it; `None` for an unknown key.
 pub fn value_of(p: &Pipeline, key: &str) -> Option<String> {
-    let path = find(p, key)?;
-    at(&p.to_json(), &path).map(written)
+    values(p).get(key).map(written)
 }
 
 /// `value` parsed as the kind of `like` (the field's current value).
@@ -142,14 +150,15 @@ fn parse_like(like: &Value, key: &str, value: &str) -> Result<Value, ParamError>
 /// Set `key` to `value` (parsed as the field's type); the pipeline is
 /// unchanged when refused.
 pub fn set(p: &mut Pipeline, key: &str, value: &str) -> Result<(), ParamError> {
-    let Some(path) = find(p, key) else {
+    let mut json = p.to_json();
+    let found = paths(&json).into_iter().find(|(k, _)| k == key);
+    let Some((_, path)) = found else {
         return Err(ParamError(format!(
             "unknown parameter '{key}'; known: {} (lists: one value per level, \
              or one for all, comma-separated; booleans: true/false)",
             keys(p).join(", ")
         )));
     };
-    let mut json = p.to_json();
     let slot = at_mut(&mut json, &path)
         .ok_or_else(|| ParamError(format!("{key}: not found in the pipeline")))?;
     *slot = parse_like(slot, key, value)?;
@@ -161,14 +170,7 @@ pub fn set(p: &mut Pipeline, key: &str, value: &str) -> Result<(), ParamError> {
 
 /// Every parameter key, sorted.
 pub fn keys(p: &Pipeline) -> Vec<String> {
-    paths(p).into_iter().map(|(k, _)| k).collect()
-}
-
-/// Whether `key`'s value is a boolean (the panel draws a checkbox).
-pub fn is_flag(p: &Pipeline, key: &str) -> bool {
-    find(p, key)
-        .and_then(|path| at(&p.to_json(), &path).cloned())
-        .is_some_and(|v| v.is_boolean())
+    values(p).into_keys().collect()
 }
 
 #[cfg(test)]
@@ -205,7 +207,8 @@ mod tests {
         let e = set(&mut p, "affine.enabled", "maybe").expect_err("bool");
         assert!(e.0.contains("true or false"), "{e}");
         assert_eq!(value_of(&p, "deformable.lncc").as_deref(), Some("1"));
-        assert!(is_flag(&p, "deformable.svf"));
-        assert!(!is_flag(&p, "deformable.lr"));
+        let v = values(&p);
+        assert!(v["deformable.svf"].is_boolean());
+        assert!(!v["deformable.lr"].is_boolean());
     }
 }

@@ -434,10 +434,14 @@ impl Pipeline {
     /// (key, self's value, other's value), in the order of `--set` keys
     /// (the preset's name is not a parameter).
     pub fn differences(&self, other: &Pipeline) -> Vec<(String, String, String)> {
-        self.keys()
+        let theirs = super::keys::values(other);
+        super::keys::values(self)
             .into_iter()
-            .filter_map(|k| {
-                let (a, b) = (self.value_of(&k)?, other.value_of(&k)?);
+            .filter_map(|(k, mine)| {
+                let (a, b) = (
+                    super::keys::written(&mine),
+                    super::keys::written(theirs.get(&k)?),
+                );
                 (a != b).then_some((k, a, b))
             })
             .collect()
