@@ -817,3 +817,57 @@ fn a_dip_run_from_the_panel_reports_its_levels_and_completes() {
     println!("demo pair, affine then dip: TRE {before:.3} -> {after:.3} mm");
     assert!(after < 0.4 * before, "TRE {before:.3} -> {after:.3} mm");
 }
+
+/// The learned initial field from the panel: its checkbox turns the stage
+/// on, its model row offers a file dialog ("…"), its one forward pass is
+/// timed as a stage of the run's record, and the run completes with the
+/// shipped model's field after the affine (the deformable stage off, so
+/// that the field is the network's alone).
+#[test]
+fn a_network_run_from_the_panel_uses_the_shipped_model() {
+    let mut h = harness(demo());
+    settle(&mut h);
+    h.state_mut().open_demo_landmarks();
+    h.state_mut().reg.device = DeviceChoice::Cpu;
+    click_button(&mut h, "Advanced: every stage parameter");
+    click_button(&mut h, "learned initial field (a trained network)");
+    assert!(h.state().reg.pipeline.network.enabled);
+    assert_eq!(h.state().reg.pipeline.network.model, "builtin");
+    assert!(
+        h.query_by_label("…").is_some(),
+        "the model row has its file button"
+    );
+    click_button(&mut h, "deformable stage");
+    assert!(!h.state().reg.pipeline.deformable.enabled);
+    click_button(&mut h, "Run");
+    step_until(&mut h, Duration::from_secs(120), "the run's end", |a| {
+        !a.reg.running()
+    });
+    let record = h
+        .state()
+        .reg
+        .history
+        .last()
+        .expect("a finished run")
+        .clone();
+    assert_eq!(record.status, "completed", "{:?}", h.state().errors());
+    let stages: Vec<&str> = record
+        .stage_seconds
+        .iter()
+        .map(|(s, _)| s.as_str())
+        .collect();
+    assert_eq!(stages, ["affine", "network"]);
+    assert_eq!(
+        record.iterations,
+        3 * 60 + 1,
+        "the affine's iterations and the forward pass"
+    );
+    let (before, after) = (
+        record.metrics.tre_before_mm.expect("landmarks"),
+        record.metrics.tre_mean_mm.expect("landmarks"),
+    );
+    println!("demo pair, affine then the network: TRE {before:.3} -> {after:.3} mm");
+    // The affine alone takes it to 1.70 mm (measured from the CLI); the
+    // network then to 1.58 when written.
+    assert!(after < 1.65, "TRE {before:.3} -> {after:.3} mm");
+}

@@ -13,7 +13,7 @@ use crate::metrics::FieldKind;
 use crate::volume::nifti;
 
 /// What a dialog was opened for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pick {
     Open(Role),
     /// A further sequence of the fixed or moving image.
@@ -29,6 +29,8 @@ pub enum Pick {
     ExportRun(u32),
     /// Where to save the run history (CSV).
     SaveHistory,
+    /// A file for a pipeline parameter (its key and the extensions offered).
+    ParameterFile(String, &'static [&'static str]),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,6 +165,11 @@ impl Files {
                         .add_filter("all files", &["*"])
                         .pick_file(),
                     Pick::SaveLandmarks(_) => d.set_title("Save landmarks").save_file(),
+                    Pick::ParameterFile(ref key, exts) => d
+                        .set_title(format!("A file for {key}"))
+                        .add_filter(exts.join(", "), exts)
+                        .add_filter("all files", &["*"])
+                        .pick_file(),
                     Pick::OpenSession => d
                         .set_title("Open a Warpscope session")
                         .add_filter("session", &["json"])

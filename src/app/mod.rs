@@ -293,6 +293,9 @@ impl ViewerApp {
                 Pick::SaveSession => self.save_session(&p),
                 Pick::ExportRun(id) => self.export_run(id, p),
                 Pick::SaveHistory => self.save_history(&p),
+                Pick::ParameterFile(key, _) => {
+                    self.edit_parameter(&key, &p.display().to_string());
+                }
             }
         }
     }

@@ -458,6 +458,7 @@ impl ViewerApp {
             self.flag(ui, &row.key, &row.label);
         }
         let mut commits = Vec::new();
+        let mut picks = Vec::new();
         egui::Grid::new(("params", id))
             .num_columns(3)
             .spacing([8.0, 4.0])
@@ -482,7 +483,14 @@ impl ViewerApp {
                     if r.lost_focus() && text.trim() != current {
                         commits.push((key.to_string(), text));
                     }
-                    if running && is_live_key(key) {
+                    if !row.files.is_empty() {
+                        let b = ui
+                            .add_enabled(!running, egui::Button::new("…"))
+                            .on_hover_text(format!("Choose the file for {key}"));
+                        if b.clicked() {
+                            picks.push((key.to_string(), row.files));
+                        }
+                    } else if running && is_live_key(key) {
                         ui.colored_label(LIVE, "live");
                     } else {
                         ui.label("");
@@ -495,6 +503,9 @@ impl ViewerApp {
                     }
                 }
             });
+        for (key, files) in picks {
+            self.files.pick(Pick::ParameterFile(key, files), None);
+        }
         for (key, text) in commits {
             if self.edit_parameter(&key, &text) == Edit::NextRun && self.reg.running() {
                 ui.small(format!("{key}: applies to the next run"));

@@ -197,6 +197,7 @@ fn one_pair(
             .filter(|_| pair.fixed_labels.is_some()),
         preset: Some(preset.to_string()),
         sets: a.sets.clone(),
+        init_model: None,
         device: a.device.clone(),
         out: out.clone(),
         quiet: a.quiet,

@@ -8,6 +8,7 @@ mod eval;
 mod info;
 pub mod interrupt;
 mod register;
+mod train;
 
 use std::path::PathBuf;
 
@@ -91,6 +92,9 @@ pub enum Command {
     /// Register and score every pair of a dataset folder (resumable, in
     /// shards for a cluster; --merge builds the one table).
     Batch(Box<batch::BatchArgs>),
+    /// Train the initial-field network (the `network` stage) on a folder of
+    /// pairs: progress bar, checkpoints, --resume, validation TRE per epoch.
+    Train(Box<train::TrainArgs>),
 }
 
 /// Where `XDG_RUNTIME_DIR` is unset or not a folder (a headless shell, a
@@ -119,6 +123,7 @@ pub fn run(args: Args) -> CliResult {
         Some(Command::Register(a)) => register::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Batch(a)) => batch::run(&a),
+        Some(Command::Train(a)) => train::run(&a),
         None => gui(args),
     }
 }

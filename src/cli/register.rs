@@ -55,6 +55,11 @@ pub struct RegisterArgs {
     /// Override a preset parameter, e.g. --set deformable.diffusion=2 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// A trained model (`.wsm`, from `warpscope train`) whose prediction
+    /// starts the deformable stage (the `network` stage, after the affine);
+    /// `builtin` names the model shipped with Warpscope.
+    #[arg(long, value_name = "MODEL")]
+    pub init_model: Option<String>,
     /// auto (a hardware GPU if present, else the CPU; the default), gpu (wgpu, any adapter) or cpu.
     #[arg(long)]
     pub device: Option<String>,
@@ -135,7 +140,16 @@ fn plan(a: &RegisterArgs) -> Result<Plan, Box<dyn std::error::Error>> {
         (None, Some((_, s))) => s.pipeline.clone(),
         (None, None) => Pipeline::preset("fast")?,
     };
-    let pipeline = base.with_overrides(&a.sets)?;
+    let mut overrides = a.sets.clone();
+    if let Some(m) = &a.init_model {
+        overrides.push("network.enabled=true".into());
+        overrides.push(format!("network.model={m}"));
+    }
+    let pipeline = base.with_overrides(&overrides)?;
+    // A model file that cannot be used stops the run before anything else.
+    if pipeline.network.enabled {
+        crate::register::model::Model::open(&pipeline.network.model)?;
+    }
     let device = a
         .device
         .clone()
@@ -150,7 +164,7 @@ fn plan(a: &RegisterArgs) -> Result<Plan, Box<dyn std::error::Error>> {
         fixed: fixed.iter().map(ImageSource::name).collect(),
         moving: moving.iter().map(ImageSource::name).collect(),
         fixed_mask: mask.as_ref().map(ImageSource::name),
-        overrides: a.sets.clone(),
+        overrides,
     };
     Ok(Plan {
         fixed,

@@ -22,6 +22,16 @@ impl Adam {
         }
     }
 
+    /// An optimiser resumed from its moments and step count (a checkpoint).
+    pub fn from_state(m: Tensor<2>, v: Tensor<2>, t: i32) -> Self {
+        Self { m, v, t }
+    }
+
+    /// Its moments and step count, for a checkpoint.
+    pub fn state(&self) -> (&Tensor<2>, &Tensor<2>, i32) {
+        (&self.m, &self.v, self.t)
+    }
+
     /// One bias-corrected Adam step: returns `param − lr · m̂ / (√v̂ + ε)`.
     pub fn step(&mut self, param: Tensor<2>, grad: Tensor<2>, lr: f64) -> Tensor<2> {
         self.t += 1;

@@ -16,6 +16,7 @@ pub mod field;
 pub mod fused;
 pub mod keys;
 pub mod loss;
+pub mod model;
 pub mod params;
 pub mod regularize;
 pub mod session;

@@ -417,6 +417,11 @@ impl Runner {
         }));
     }
 
+    /// Whether a listener (the viewer) receives this run's events.
+    pub fn wants_events(&self) -> bool {
+        self.link.events.is_some()
+    }
+
     /// Whether a listener asked for a snapshot (and clears the request).
     pub fn take_snapshot_request(&mut self) -> bool {
         let want = self.snapshot_wanted && self.link.events.is_some();

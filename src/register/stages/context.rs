@@ -207,6 +207,13 @@ impl<'a> Context<'a> {
         )))
     }
 
+    /// The fixed image, and the moving one seen through the current affine
+    /// (both normalised, on the fixed grid).
+    pub fn images_through_affine(&self) -> (&'a Volume, Cow<'a, Volume>) {
+        let a = self.outcome.affine_vox;
+        (self.fixed, through(self.moving, &self.fixed.grid, &a))
+    }
+
     /// The field so far on the burn device (voxels of the fixed grid).
     pub fn field(&self) -> Option<Tensor<2>> {
         self.field.clone().or_else(|| {

@@ -185,6 +185,18 @@ pub fn resize_params(units: FieldUnits, theta: Tensor<2>, from: &Level, to: &Lev
     v / unit_scale(units, to.dims(), &device)
 }
 
+/// [`resize_params`] as tensor operations only, so that the gradient
+/// flows through it (the CPU's host shortcut reads the values out).
+pub fn resize_tracked(units: FieldUnits, theta: Tensor<2>, from: &Level, to: &Level) -> Tensor<2> {
+    let device = to.identity.device();
+    let u = theta * unit_scale(units, from.dims(), &device);
+    let Some((to_from, from_to)) = level_maps(&from.grid, &to.grid) else {
+        return Tensor::zeros([3, to.grid.voxels()], &device);
+    };
+    let v = field::resize(u, from.dims(), to.dims(), &to_from, &from_to, &device);
+    v / unit_scale(units, to.dims(), &device)
+}
+
 /// Optimise the field parameters of one level: natively on the CPU where
 /// [`native::supported`], else with the composed tensor path.
 pub fn optimise_field(

@@ -304,6 +304,17 @@ impl Net {
         l
     }
 
+    /// The shapes of the tensors [`Net::init`] gives, in order.
+    pub fn shapes(&self) -> Vec<[usize; 2]> {
+        self.layers()
+            .iter()
+            .flat_map(|l| {
+                let s = l.shape();
+                [[s[0], s.iter().product::<usize>() / s[0]], [1, l.out]]
+            })
+            .collect()
+    }
+
     /// Number of trainable values.
     pub fn size(&self) -> usize {
         self.layers()
@@ -414,9 +425,13 @@ fn upsample2(x: Tensor<5>) -> Tensor<5> {
 }
 
 /// A small seeded generator (SplitMix64): the same weights on every device.
-struct SplitMix(u64);
+pub struct SplitMix(u64);
 
 impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -426,7 +441,7 @@ impl SplitMix {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }

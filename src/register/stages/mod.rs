@@ -17,6 +17,7 @@ pub mod dip;
 pub mod ic;
 pub mod initial;
 pub mod native;
+pub mod network;
 
 pub use context::Context;
 
@@ -32,6 +33,8 @@ pub struct Row {
     pub label: String,
     pub help: &'static str,
     pub choices: &'static [&'static str],
+    /// For a path: the file extensions the panel's file dialog offers.
+    pub files: &'static [&'static str],
 }
 
 impl Row {
@@ -41,11 +44,17 @@ impl Row {
             label: label.to_string(),
             help,
             choices: &[],
+            files: &[],
         }
     }
 
     pub fn choices(self, choices: &'static [&'static str]) -> Row {
         Row { choices, ..self }
+    }
+
+    /// A file's path: the panel adds a button that opens a file dialog.
+    pub fn files(self, files: &'static [&'static str]) -> Row {
+        Row { files, ..self }
     }
 }
 
@@ -162,8 +171,9 @@ pub trait Stage: Sync {
 }
 
 /// Every stage, in the order a pipeline runs them.
-pub static STAGES: [&dyn Stage; 5] = [
+pub static STAGES: [&dyn Stage; 6] = [
     &affine::Affine,
+    &network::Network,
     &initial::Initial,
     &deformable::Deformable,
     &dip::Dip,
