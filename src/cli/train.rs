@@ -115,7 +115,12 @@ impl Monitor for Bar {
     }
 
     fn stop(&mut self) -> bool {
-        interrupt::received().is_some()
+        let stop = interrupt::received().is_some();
+        if stop && self.tty && !self.quiet {
+            // The error message goes on a line of its own.
+            eprintln!();
+        }
+        stop
     }
 }
 
@@ -221,8 +226,8 @@ pub fn run(a: &TrainArgs) -> CliResult {
         |v: &[PathBuf]| -> Vec<String> { v.iter().map(|p| p.display().to_string()).collect() };
     if resume.is_some() && record.train_pairs != names(&pairs) {
         return Err(format!(
-            "--resume: the checkpoint was trained on {} other pair(s) than this dataset's {}: \
-             give the same --dataset (and --validation)",
+            "--resume: the checkpoint was trained on another set of pairs ({} pairs; this \
+             dataset gives {}): give the same --dataset (and --validation)",
             record.train_pairs.len(),
             pairs.len()
         )
@@ -243,17 +248,19 @@ pub fn run(a: &TrainArgs) -> CliResult {
         return Err("--supervised > 0 but no training pair has gt_disp.nii.gz".into());
     }
     let net = s.architecture.net();
+    let from = resume
+        .as_ref()
+        .and_then(|m| m.header.optimiser.as_ref())
+        .map_or((0, 0), |o| (o.epoch, o.step));
     eprintln!(
-        "network: {} level(s) at {:?} mm, {} weights; {} epochs of {} pairs from epoch {}",
+        "network: {} level(s) at {:?} mm, {} weights; {} epochs of {} pairs, from epoch {} pair {}",
         s.architecture.levels_mm.len(),
         s.architecture.levels_mm,
         net.size() * s.architecture.levels_mm.len(),
         s.epochs,
         train_set.len(),
-        resume
-            .as_ref()
-            .and_then(|m| m.header.optimiser.as_ref())
-            .map_or(1, |o| o.epoch + 1)
+        from.0 + 1,
+        from.1 + 1
     );
     if resume.is_none()
         && let Some((b, after)) =
@@ -285,7 +292,7 @@ pub fn run(a: &TrainArgs) -> CliResult {
             Err(Interrupted::new(
                 sig,
                 format!(
-                    "at epoch {}, pair {step}; the checkpoint {} holds it: run again with --resume",
+                    "after {step} pair(s) of epoch {}; the checkpoint {} holds it: run again with --resume",
                     epoch + 1,
                     ckpt.display()
                 ),

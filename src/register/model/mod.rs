@@ -139,6 +139,10 @@ pub struct OptimiserState {
     pub adam_steps: i32,
     /// Iterations done in all.
     pub iterations: usize,
+    /// The losses of the current epoch's pairs so far (sum), so that a
+    /// resumed epoch reports the mean over all of them.
+    #[serde(default)]
+    pub epoch_loss_sum: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -423,6 +427,7 @@ mod tests {
             step: 3,
             adam_steps: 40,
             iterations: 40,
+            epoch_loss_sum: 1.5,
         });
         c.moments = Some(m.weights.iter().map(|w| (w.clone(), w.clone())).collect());
         let back = Model::from_bytes(&c.to_bytes(), "c").expect("reads");

@@ -364,6 +364,9 @@ pub fn train(
     if train.is_empty() {
         return Err("no training pairs".into());
     }
+    let mut loss_sum = resume
+        .and_then(|m| m.header.optimiser.as_ref())
+        .map_or(0.0, |o| o.epoch_loss_sum);
     let (mut params, mut adams, mut epoch, mut step) = match resume {
         Some(m) => {
             let state = m
@@ -398,7 +401,8 @@ pub fn train(
                 adams: &[Adam],
                 record: &Record,
                 epoch: usize,
-                step: usize|
+                step: usize,
+                loss_sum: f64|
      -> Result<Model, String> {
         let weights = params.iter().map(host).collect::<Result<Vec<_>, _>>()?;
         let mut moments = Vec::with_capacity(adams.len());
@@ -418,6 +422,7 @@ pub fn train(
                     step,
                     adam_steps: t,
                     iterations: record.iterations,
+                    epoch_loss_sum: loss_sum,
                 }),
             },
             weights,
@@ -431,11 +436,10 @@ pub fn train(
     while epoch < s.epochs {
         let t0 = std::time::Instant::now();
         let ord = order(s.seed, epoch, train.len());
-        let mut losses = Vec::new();
         while step < train.len() {
             if monitor.stop() {
                 record.seconds = seconds_before + started.elapsed().as_secs_f64();
-                save(&params, &adams, record, epoch, step)?;
+                save(&params, &adams, record, epoch, step, loss_sum)?;
                 return Ok(Ended::Stopped { epoch, step });
             }
             let pair = &train[ord[step]];
@@ -462,7 +466,7 @@ pub fn train(
                 let Some(g) = t.grad(&grads) else { continue };
                 params[i] = adams[i].step(params[i].clone(), g.without_autodiff(), s.lr);
             }
-            losses.push(value);
+            loss_sum += value;
             record.iterations += 1;
             step += 1;
             monitor.step(&Progress {
@@ -476,7 +480,7 @@ pub fn train(
         let validation = validation_tre(arch, &params, validation)?;
         let report = EpochReport {
             epoch: epoch + 1,
-            mean_loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
+            mean_loss: loss_sum / train.len() as f64,
             validation,
             seconds: t0.elapsed().as_secs_f64(),
         };
@@ -484,7 +488,8 @@ pub fn train(
         record.seconds = seconds_before + started.elapsed().as_secs_f64();
         epoch += 1;
         step = 0;
-        let model = save(&params, &adams, record, epoch, step)?;
+        loss_sum = 0.0;
+        let model = save(&params, &adams, record, epoch, step, loss_sum)?;
         model.weights_only().write(out).map_err(|e| e.0)?;
         monitor.epoch(&report, &checkpoint_path(out));
     }
