@@ -17,6 +17,7 @@ pub mod fused;
 pub mod keys;
 pub mod loss;
 pub mod model;
+pub mod monotone;
 pub mod params;
 pub mod regularize;
 pub mod session;

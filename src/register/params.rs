@@ -51,6 +51,18 @@ impl SimilarityWeights {
     }
 }
 
+/// What the deformable stage's parameters are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parametrisation {
+    /// The displacement (or velocity, with `svf`) itself.
+    #[default]
+    Displacement,
+    /// The log-derivative of the map along each axis, the three 1-D maps
+    /// composed (`register::monotone`): no fold by construction.
+    Gradient,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldUnits {
@@ -125,6 +137,9 @@ pub struct DeformableParams {
     /// (methods.md §5), at the finest level; needs both label maps.
     #[serde(default)]
     pub dice: f64,
+    /// `displacement`, or `gradient` (methods.md §5: no fold by construction).
+    #[serde(default)]
+    pub parametrisation: Parametrisation,
 }
 
 fn one() -> usize {
@@ -230,6 +245,7 @@ fn deformable_base() -> DeformableParams {
         smooth_warp_vox: zero_list(),
         steps: 1,
         dice: 0.0,
+        parametrisation: Parametrisation::Displacement,
     }
 }
 

@@ -41,6 +41,9 @@ pub fn supported(p: &Pipeline) -> Result<(), String> {
     if (d.enabled || p.ic.enabled) && d.dice > 0.0 {
         missing.push("the Dice loss of label maps".into());
     }
+    if d.enabled && d.parametrisation == crate::register::params::Parametrisation::Gradient {
+        missing.push("the gradient parametrisation".into());
+    }
     if missing.is_empty() {
         Ok(())
     } else {

@@ -14,8 +14,8 @@ use crate::register::field::{self, Dims};
 use crate::register::loss::weighted_total;
 use crate::register::loss::{Sampling, similarity_at};
 use crate::register::params::{
-    FieldUnits, MAX_SMOOTH, ParamError, Pipeline, check_per_level, check_rate, check_similarity,
-    check_weight,
+    FieldUnits, MAX_SMOOTH, ParamError, Parametrisation, Pipeline, check_per_level, check_rate,
+    check_similarity, check_weight,
 };
 use crate::register::regularize;
 use crate::register::session::{Halt, Loss, Place, Runner};
@@ -48,6 +48,9 @@ pub fn unit_scale(units: FieldUnits, dims: Dims, device: &burn::tensor::Device) 
 /// The voxel displacement a parameter tensor stands for (integrated if SVF).
 pub fn displacement(pl: &Pipeline, theta: Tensor<2>, level: &Level) -> Tensor<2> {
     let d = &pl.deformable;
+    if d.parametrisation == Parametrisation::Gradient {
+        return crate::register::monotone::displacement(theta, level);
+    }
     let u = theta * unit_scale(d.units, level.dims(), &level.identity.device());
     if d.svf {
         field::exp_velocity(u, level.dims(), level.identity.clone(), d.svf_steps)
@@ -162,6 +165,9 @@ pub fn level_maps(from: &Grid, to: &Grid) -> Option<(affine::Rows, affine::Rows)
 
 /// Parameters of `from` (coarser) brought onto `to`'s grid.
 pub fn upsample(pl: &Pipeline, theta: Tensor<2>, from: &Level, to: &Level) -> Tensor<2> {
+    if pl.deformable.parametrisation == Parametrisation::Gradient {
+        return crate::register::monotone::resize(theta, from, to);
+    }
     resize_params(pl.deformable.units, theta, from, to)
 }
 
@@ -463,6 +469,15 @@ impl Stage for Deformable {
             )
             .choices(&["voxel", "normalized"]),
         );
+        rows.push(
+            Row::new(
+                "deformable.parametrisation",
+                "parameters",
+                "The field itself, or its log-derivative along each axis with the three 1-D \
+                 maps composed (no fold by construction)",
+            )
+            .choices(&["displacement", "gradient"]),
+        );
         rows.push(Row::new(
             "deformable.svf",
             "stationary velocity field",
@@ -518,6 +533,29 @@ impl Stage for Deformable {
                         "{name} = {sigma} must be a σ in {unit} between 0 (off) and {MAX_SMOOTH}"
                     ));
                 }
+            }
+        }
+        if d.enabled && d.parametrisation == Parametrisation::Gradient {
+            let clash = [
+                (
+                    d.svf,
+                    "deformable.svf (the map is integrated from its derivatives instead)",
+                ),
+                (d.symmetric, "deformable.symmetric"),
+                (
+                    p.initial.enabled,
+                    "initial.enabled (a start field has no log-derivatives)",
+                ),
+                (
+                    p.network.enabled,
+                    "network.enabled (a start field has no log-derivatives)",
+                ),
+                (p.ic.enabled, "ic.enabled (it restarts from the field)"),
+            ];
+            if let Some((_, what)) = clash.iter().find(|(on, _)| *on) {
+                return err(format!(
+                    "deformable.parametrisation = gradient does not combine with {what}"
+                ));
             }
         }
         if !(1..=MAX_STEPS).contains(&d.steps) {

@@ -122,6 +122,7 @@ pub fn supported(pl: &Pipeline, level: &Level, directions: usize) -> bool {
     similarity_supported(pl, &d.sim, level)
         && directions == 1
         && !d.svf
+        && d.parametrisation == crate::register::params::Parametrisation::Displacement
         && d.jacobian == 0.0
         && (d.dice == 0.0 || level.labels.is_none())
 }
