@@ -35,6 +35,9 @@ pub struct Images {
     pub labels: Option<String>,
     #[serde(default)]
     pub labels_in_moving: bool,
+    /// The moving image's label map (the Dice loss's other half).
+    #[serde(default)]
+    pub moving_labels: Option<String>,
 }
 
 /// One run of the history: its parameters and what it measured.

@@ -871,3 +871,91 @@ fn a_network_run_from_the_panel_uses_the_shipped_model() {
     // network then to 1.58 when written.
     assert!(after < 1.65, "TRE {before:.3} -> {after:.3} mm");
 }
+
+/// The Dice loss from the viewer: the fixed image's label map opened as
+/// "labels" and the moving image's as "moving labels" (both of
+/// brain2mm_syn) go to the engine with the images, the run's loss has a
+/// Dice term, a session keeps both maps, and without the moving one the
+/// run is refused with what to open.
+#[test]
+fn the_dice_loss_takes_both_label_maps_from_the_viewer() {
+    let pair = common::shared("pairs/brain2mm_syn");
+    let mut h = harness(Startup {
+        images: vec![
+            (Role::Fixed, Source::Path(pair.join("fixed.nii.gz"))),
+            (Role::Moving, Source::Path(pair.join("moving.nii.gz"))),
+            (Role::Labels, Source::Path(pair.join("fixed_labels.nii.gz"))),
+            (
+                Role::MovingLabels,
+                Source::Path(pair.join("moving_labels.nii.gz")),
+            ),
+        ],
+        ..Default::default()
+    });
+    settle(&mut h);
+    settle(&mut h);
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+    assert!(h.state().images.moving_labels.is_some());
+    assert!(
+        h.query_by_label("moving labels").is_some(),
+        "the panel names the moving labels"
+    );
+    let p = warpscope::register::Pipeline::preset("fast")
+        .expect("fast")
+        .with_overrides(
+            &[
+                "affine.enabled=false",
+                "finest_mm=4",
+                "deformable.iterations=20,15,10",
+                "deformable.dice=1",
+            ]
+            .map(String::from),
+        )
+        .expect("pipeline");
+    h.state_mut().set_pipeline(p);
+    h.state_mut().reg.device = DeviceChoice::Cpu;
+    h.state_mut().start_run();
+    step_until(&mut h, Duration::from_secs(300), "the run's end", |a| {
+        !a.reg.running()
+    });
+    let record = h.state().reg.history.last().expect("a run").clone();
+    assert_eq!(record.status, "completed", "{:?}", h.state().errors());
+    assert!(
+        record.final_terms.iter().any(|(n, _)| n == "dice"),
+        "{:?}",
+        record.final_terms
+    );
+
+    let dir = scratch_dir("ui_dice_labels");
+    let session = dir.join("dice.warpscope.json");
+    h.state_mut().save_session(&session);
+    let saved = warpscope::session_file::SessionFile::read(&session).expect("saved");
+    assert!(
+        saved
+            .images
+            .moving_labels
+            .as_deref()
+            .is_some_and(|n| n.ends_with("moving_labels.nii.gz")),
+        "{:?}",
+        saved.images
+    );
+    let mut h2 = harness(Startup {
+        session: Some(session),
+        ..Default::default()
+    });
+    settle(&mut h2);
+    settle(&mut h2);
+    assert!(h2.state().images.moving_labels.is_some());
+
+    h.state_mut().images.moving_labels = None;
+    h.state_mut().start_run();
+    assert!(!h.state().reg.running());
+    assert!(
+        h.state()
+            .errors()
+            .iter()
+            .any(|e| e.contains("\"moving labels\"")),
+        "{:?}",
+        h.state().errors()
+    );
+}

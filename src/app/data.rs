@@ -27,16 +27,20 @@ pub enum Role {
     Labels,
     /// The fixed image's mask: registration compares only voxels inside it.
     Mask,
+    /// The moving image's label map: with `labels` on the fixed grid, the
+    /// two feed the Dice loss (`deformable.dice`). Not drawn.
+    MovingLabels,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Fixed,
         Role::Moving,
         Role::Field,
         Role::IcWeights,
         Role::Labels,
         Role::Mask,
+        Role::MovingLabels,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Role {
             Role::IcWeights => "IC weights",
             Role::Labels => "labels",
             Role::Mask => "fixed mask",
+            Role::MovingLabels => "moving labels",
         }
     }
 }
@@ -160,7 +165,9 @@ impl LoadedImage {
         limits: &Limits,
     ) -> Result<Self, String> {
         let preset = match (role, info) {
-            (Role::Labels | Role::IcWeights | Role::Mask, _) => WindowPreset::MinMax,
+            (Role::Labels | Role::IcWeights | Role::Mask | Role::MovingLabels, _) => {
+                WindowPreset::MinMax
+            }
             (_, Some(i)) if i.is_suv() => WindowPreset::PetSuv,
             (_, Some(i)) if i.units() == "HU" => WindowPreset::CtBrain,
             // A NIfTI states no units: a CT is recognised by its air.
@@ -175,7 +182,7 @@ impl LoadedImage {
             volume,
             info,
             limits,
-            matches!(role, Role::Labels | Role::Mask),
+            matches!(role, Role::Labels | Role::Mask | Role::MovingLabels),
             preset,
         )
     }

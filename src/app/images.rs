@@ -12,6 +12,9 @@ pub struct Images {
     pub labels: Option<LoadedImage>,
     /// The fixed image's mask, for registration.
     pub mask: Option<LoadedImage>,
+    /// The moving image's label map, for the Dice loss (with `labels` on
+    /// the fixed grid).
+    pub moving_labels: Option<LoadedImage>,
     /// Labels drawn in moving space (through the field) instead of fixed space.
     pub labels_in_moving: bool,
     /// Set when fixed and moving do not overlap in world space: the gap (mm).
@@ -43,6 +46,7 @@ impl Images {
             Role::IcWeights => self.ic.as_ref(),
             Role::Labels => self.labels.as_ref(),
             Role::Mask => self.mask.as_ref(),
+            Role::MovingLabels => self.moving_labels.as_ref(),
             Role::Field => None,
         }
     }
@@ -54,6 +58,7 @@ impl Images {
             Role::IcWeights => self.ic.as_mut(),
             Role::Labels => self.labels.as_mut(),
             Role::Mask => self.mask.as_mut(),
+            Role::MovingLabels => self.moving_labels.as_mut(),
             Role::Field => None,
         }
     }
@@ -98,6 +103,7 @@ impl Images {
                 ));
                 self.mask = Some(img);
             }
+            Role::MovingLabels => self.moving_labels = Some(img),
             Role::Field => {}
         }
         self.no_overlap_mm = match (&self.fixed, &self.moving) {

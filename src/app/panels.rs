@@ -161,6 +161,7 @@ impl ViewerApp {
                 Role::IcWeights => self.images.ic.as_mut(),
                 Role::Labels => self.images.labels.as_mut(),
                 Role::Mask => self.images.mask.as_mut(),
+                Role::MovingLabels => self.images.moving_labels.as_mut(),
                 Role::Field => None,
             };
             let has_image = img.is_some();
@@ -513,6 +514,8 @@ impl ViewerApp {
                 ),
             );
         }
+        self.image_controls_compact(ui, Role::MovingLabels);
+        ui.small("with labels on the fixed grid: the Dice loss (deformable.dice)");
     }
 
     fn image_controls_compact(&mut self, ui: &mut egui::Ui, role: Role) {
@@ -525,6 +528,7 @@ impl ViewerApp {
         let img = match role {
             Role::IcWeights => &self.images.ic,
             Role::Mask => &self.images.mask,
+            Role::MovingLabels => &self.images.moving_labels,
             _ => &self.images.labels,
         };
         let mut clear = false;
@@ -532,7 +536,8 @@ impl ViewerApp {
             Some(i) => {
                 ui.horizontal_wrapped(|ui| {
                     ui.small(format!("{} · {}", i.name, i.summary));
-                    clear = role == Role::Mask && ui.small_button("clear").clicked();
+                    clear = matches!(role, Role::Mask | Role::MovingLabels)
+                        && ui.small_button("clear").clicked();
                 });
             }
             None => {
@@ -540,7 +545,10 @@ impl ViewerApp {
             }
         }
         if clear {
-            self.images.mask = None;
+            match role {
+                Role::MovingLabels => self.images.moving_labels = None,
+                _ => self.images.mask = None,
+            }
         }
     }
 }

@@ -309,11 +309,31 @@ impl ViewerApp {
             self.error(format!("the pipeline is refused: {e}"));
             return;
         }
+        // The Dice loss compares the label maps of both images.
+        let labels = if self.reg.pipeline.deformable.dice > 0.0 {
+            match (&self.images.labels, &self.images.moving_labels) {
+                (Some(f), Some(m)) if !self.images.labels_in_moving => {
+                    Some(crate::register::Labels {
+                        fixed: f.volume.clone(),
+                        moving: m.volume.clone(),
+                    })
+                }
+                _ => {
+                    self.error(
+                        "deformable.dice compares label maps: open the fixed image's as \"labels\" \
+                         and the moving image's as \"moving labels\"",
+                    );
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let inputs = Inputs {
             fixed: fixed.volume.clone(),
             moving: moving.volume.clone(),
             fixed_mask: self.images.mask.as_ref().map(|m| m.volume.clone()),
-            labels: None,
+            labels,
         };
         let display = fixed.display.grid.clone();
         let sources = RunSources {

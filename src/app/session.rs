@@ -69,6 +69,10 @@ impl ViewerApp {
                 None => None,
             },
             labels_in_moving: self.images.labels_in_moving,
+            moving_labels: match &self.images.moving_labels {
+                Some(l) => Some(name(l)?),
+                None => None,
+            },
         };
         let mut s = SessionFile::new(images, self.reg.pipeline.clone());
         s.landmarks = self.lm.editor.pairs().to_vec();
@@ -141,6 +145,10 @@ impl ViewerApp {
         self.images.mask = None;
         if let Some(m) = &s.images.fixed_mask {
             open(self, Role::Mask, m);
+        }
+        self.images.moving_labels = None;
+        if let Some(l) = &s.images.moving_labels {
+            open(self, Role::MovingLabels, l);
         }
         self.images.labels_in_moving = s.images.labels_in_moving;
         self.set_pipeline(s.pipeline.clone());

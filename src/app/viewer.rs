@@ -522,7 +522,7 @@ impl ViewerApp {
             Role::Moving => s.set_image(Slot::Moving, Some(t)),
             Role::IcWeights => s.set_map(Map::IcWeights, Some(t)),
             Role::Labels => s.set_map(Map::Labels, Some(t)),
-            Role::Field | Role::Mask => {}
+            Role::Field | Role::Mask | Role::MovingLabels => {}
         });
     }
 
@@ -594,7 +594,7 @@ impl ViewerApp {
             }
             Role::IcWeights => self.view.overlays.ic.on = true,
             Role::Labels => self.view.overlays.labels.on = true,
-            Role::Mask | Role::Field => {}
+            Role::Mask | Role::Field | Role::MovingLabels => {}
         }
         if self.images.pair() {
             self.view.pair_loaded();
@@ -706,7 +706,7 @@ impl ViewerApp {
     /// Show another channel of a multi-channel image.
     pub fn select_channel(&mut self, role: Role, c: usize) {
         let limits = self.limits.clone();
-        let labels = matches!(role, Role::Labels | Role::Mask);
+        let labels = matches!(role, Role::Labels | Role::Mask | Role::MovingLabels);
         let Some(img) = self.images.get_mut(role) else {
             return;
         };

@@ -52,6 +52,10 @@ pub struct Args {
     /// A mask of the fixed image: registration compares only voxels inside it.
     #[arg(long)]
     pub fixed_mask: Option<PathBuf>,
+    /// The moving image's label map: with --labels on the fixed grid, the
+    /// two feed the Dice loss (`deformable.dice` in the panel).
+    #[arg(long)]
+    pub moving_labels: Option<PathBuf>,
     /// The labels belong to the moving image (drawn through the field).
     #[arg(long)]
     pub labels_moving: bool,
@@ -159,6 +163,7 @@ fn gui(args: Args) -> CliResult {
         .chain([
             (Role::Field, args.field),
             (Role::Labels, args.labels),
+            (Role::MovingLabels, args.moving_labels),
             (Role::IcWeights, args.ic_weights),
             (Role::Mask, args.fixed_mask),
         ])
