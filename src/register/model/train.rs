@@ -493,17 +493,8 @@ pub fn train(
         model.weights_only().write(out).map_err(|e| e.0)?;
         monitor.epoch(&report, &checkpoint_path(out));
     }
-    let weights = params.iter().map(host).collect::<Result<Vec<_>, _>>()?;
-    let model = Model {
-        header: Header {
-            architecture: arch.clone(),
-            tensors: arch.shapes(),
-            training: serde_json::to_value(&*record).unwrap_or_default(),
-            optimiser: None,
-        },
-        weights,
-        moments: None,
-    };
+    // The last checkpoint's weights and record, without the optimiser's state.
+    let model = save(&params, &adams, record, epoch, step, loss_sum)?.weights_only();
     model.write(out).map_err(|e| e.0)?;
     Ok(Ended::Completed(Box::new(model)))
 }
@@ -529,15 +520,4 @@ pub fn default_settings() -> Settings {
         sim: SimilarityWeights::lncc(5),
         seed: 1,
     }
-}
-
-/// The displacement a model gives a loaded pair on its full grid
-/// (voxels), for evaluation.
-pub fn field_of(model: &Model, pair: &Pair, device: &Device) -> Result<Volume, String> {
-    let params = predict::tensors(model, device);
-    let out = predict::forward(model.architecture(), &params, &pair.levels);
-    let (Some((_, u)), Some(last)) = (out.into_iter().last(), pair.levels.last()) else {
-        return Err("the model has no levels".into());
-    };
-    predict::to_grid(u, &last.grid, &pair.grid)
 }
