@@ -111,6 +111,44 @@ fn the_shipped_model_lowers_tre_before_any_io() {
     assert!(folds < 1e-3, "{:.4} % folds", 100.0 * folds);
 }
 
+/// The network runs on whichever device the run uses: through burn's
+/// conv3d on the wgpu device (lavapipe where there is no GPU) it predicts
+/// the CPU's field.
+#[test]
+fn the_model_predicts_the_same_field_on_the_gpu_and_the_cpu() {
+    let (inputs, _, _) = common::syn_pair_4mm();
+    let sets: Vec<String> = [
+        "affine.enabled=false",
+        "deformable.enabled=false",
+        "network.enabled=true",
+    ]
+    .map(String::from)
+    .to_vec();
+    let field = |backend| {
+        let p = Pipeline::preset("fast")
+            .expect("fast")
+            .with_overrides(&sets)
+            .expect("pipeline");
+        let device = make_device(backend).expect("device (mesa-vulkan-drivers for wgpu)");
+        let o = register::register(&inputs, p, &device, Link::default()).expect("register");
+        assert_eq!(o.status, Status::Completed, "{backend:?}");
+        o.field_vox.expect("a field")
+    };
+    let (cpu, gpu) = (field(Backend::Cpu), field(Backend::Gpu));
+    let max_u = cpu.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max_diff = cpu
+        .data
+        .iter()
+        .zip(&gpu.data)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("network field: up to {max_u:.3} voxels; CPU and GPU differ by up to {max_diff:.2e}");
+    assert!(max_u > 0.2, "the field barely moved ({max_u})");
+    assert!(
+        max_diff < 0.01 * max_u,
+        "CPU and GPU differ by {max_diff} (field up to {max_u})"
+    );
+}
+
 /// A monitor that stops after `stop_after` iterations.
 struct Counter {
     steps: usize,
