@@ -10,7 +10,6 @@ mod common;
 use std::path::Path;
 
 use warpscope::landmarks::LandmarkSet;
-use warpscope::metrics::{jacobian, tre};
 use warpscope::register::model::train::{
     self, Ended, EpochReport, Monitor, Progress, Record, default_settings,
 };
@@ -19,37 +18,11 @@ use warpscope::register::{self, Backend, Inputs, Link, Outcome, Pipeline, Status
 use warpscope::volume::nifti::{ReadOptions, read_file};
 
 fn pair(name: &str) -> (Inputs, LandmarkSet, LandmarkSet) {
-    let dir = common::shared(&format!("pairs/{name}"));
-    let read = |f: &str| {
-        read_file(dir.join(f), ReadOptions::default())
-            .expect("read")
-            .0
-    };
-    let inputs = Inputs {
-        fixed: read("fixed.nii.gz"),
-        moving: read("moving.nii.gz"),
-        fixed_mask: None,
-        labels: None,
-    };
-    let text = std::fs::read_to_string(dir.join("landmarks.csv")).expect("landmarks");
-    let (f, m) =
-        warpscope::landmarks::formats::parse_pair_csv(&text, "landmarks.csv").expect("csv");
-    (inputs, f, m)
+    common::shared_pair(name)
 }
 
-/// (mean TRE before, after, share of folding voxels).
 fn score(o: &Outcome, inputs: &Inputs, f: &LandmarkSet, m: &LandmarkSet) -> (f64, f64, f64) {
-    let mapping = o.mapping(&inputs.fixed.grid);
-    let report = tre::tre(f, m, &mapping, None, &|_| false);
-    let det = jacobian::determinant(&mapping);
-    let folds = jacobian::stats(&det, &mapping, None)
-        .expect("jacobian")
-        .frac_nonpos;
-    (
-        report.before.expect("used").mean,
-        report.after.expect("mapped").mean,
-        folds,
-    )
+    common::score(o, &inputs.fixed.grid, f, m)
 }
 
 fn run(inputs: &Inputs, preset: &str, sets: &[&str]) -> Outcome {

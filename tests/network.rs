@@ -8,7 +8,6 @@ mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use warpscope::landmarks::LandmarkSet;
-use warpscope::metrics::{jacobian, tre};
 use warpscope::register::stages::dip::{DipParams, Downsampling, LevelProblem, Net};
 use warpscope::register::{self, Backend, Inputs, Link, Outcome, Pipeline, Status, make_device};
 use warpscope::volume::affine::diagonal;
@@ -20,17 +19,7 @@ fn small_pair() -> (Inputs, LandmarkSet, LandmarkSet) {
 
 /// (mean TRE before, after, share of folding voxels).
 fn score(o: &Outcome, inputs: &Inputs, f: &LandmarkSet, m: &LandmarkSet) -> (f64, f64, f64) {
-    let mapping = o.mapping(&inputs.fixed.grid);
-    let report = tre::tre(f, m, &mapping, None, &|_| false);
-    let det = jacobian::determinant(&mapping);
-    let folds = jacobian::stats(&det, &mapping, None)
-        .expect("jacobian")
-        .frac_nonpos;
-    (
-        report.before.expect("landmarks used").mean,
-        report.after.expect("landmarks mapped").mean,
-        folds,
-    )
+    common::score(o, &inputs.fixed.grid, f, m)
 }
 
 fn run(inputs: &Inputs, device: &Device, sets: &[&str]) -> Outcome {

@@ -142,21 +142,13 @@ fn two_refinement_steps_beat_one() {
         let stages: Vec<&str> = two.stage_seconds.iter().map(|(s, _)| s.as_str()).collect();
         println!("{backend:?}: one run {a:.3} mm, two (refined once) {b:.3} mm; stages {stages:?}");
         assert!(b < 0.95 * a, "{backend:?}: refined {b:.3} vs {a:.3} mm");
-        let mapping = two.mapping(&inputs.fixed.grid);
-        let det = jacobian::determinant(&mapping);
-        let folds = jacobian::stats(&det, &mapping, None)
-            .expect("jacobian")
-            .frac_nonpos;
+        let folds = folds(&two, &inputs);
         assert!(folds < 1e-4, "{backend:?}: {:.4} % folds", 100.0 * folds);
     }
 }
 
 fn folds(o: &Outcome, inputs: &Inputs) -> f64 {
-    let mapping = o.mapping(&inputs.fixed.grid);
-    let det = jacobian::determinant(&mapping);
-    jacobian::stats(&det, &mapping, None)
-        .expect("jacobian")
-        .frac_nonpos
+    common::folds(o, &inputs.fixed.grid)
 }
 
 /// methods.md §5's gradient parametrisation: with the same unregularised

@@ -228,21 +228,21 @@ pub fn head_ct(n: usize) -> warpscope::volume::Volume {
     Volume::from_data(Grid::new([n; 3], a), 1, data).expect("sizes")
 }
 
-/// brain2mm_syn brought to 4 mm (54×63×52; its landmarks are in world mm,
-/// so they stay valid), with its landmark pairs: small enough for the
-/// slower pipelines on two cores.
-pub fn syn_pair_4mm() -> (
+/// A shared pair folder (`../shared/data/pairs/NAME`) as registration
+/// inputs, with its landmark pairs.
+pub fn shared_pair(
+    name: &str,
+) -> (
     warpscope::register::Inputs,
     warpscope::landmarks::LandmarkSet,
     warpscope::landmarks::LandmarkSet,
 ) {
     use warpscope::volume::nifti::{ReadOptions, read_file};
-    let dir = shared("pairs/brain2mm_syn");
+    let dir = shared(&format!("pairs/{name}"));
     let read = |f: &str| {
-        let v = read_file(dir.join(f), ReadOptions::default())
+        read_file(dir.join(f), ReadOptions::default())
             .expect("read")
-            .0;
-        warpscope::volume::pyramid::downsample2(&v, 1.0)
+            .0
     };
     let inputs = warpscope::register::Inputs {
         fixed: read("fixed.nii.gz"),
@@ -254,6 +254,49 @@ pub fn syn_pair_4mm() -> (
     let (fixed_lm, moving_lm) =
         warpscope::landmarks::formats::parse_pair_csv(&text, "landmarks.csv").expect("pair csv");
     (inputs, fixed_lm, moving_lm)
+}
+
+/// brain2mm_syn brought to 4 mm (54×63×52; its landmarks are in world mm,
+/// so they stay valid), with its landmark pairs: small enough for the
+/// slower pipelines on two cores.
+pub fn syn_pair_4mm() -> (
+    warpscope::register::Inputs,
+    warpscope::landmarks::LandmarkSet,
+    warpscope::landmarks::LandmarkSet,
+) {
+    let (full, fixed_lm, moving_lm) = shared_pair("brain2mm_syn");
+    let down = |v: &warpscope::volume::Volume| warpscope::volume::pyramid::downsample2(v, 1.0);
+    let inputs = warpscope::register::Inputs {
+        fixed: down(&full.fixed),
+        moving: down(&full.moving),
+        ..full
+    };
+    (inputs, fixed_lm, moving_lm)
+}
+
+/// The share of voxels where a run's map folds (det J ≤ 0).
+pub fn folds(o: &warpscope::register::Outcome, grid: &warpscope::volume::Grid) -> f64 {
+    use warpscope::metrics::jacobian;
+    let mapping = o.mapping(grid);
+    let det = jacobian::determinant(&mapping);
+    jacobian::stats(&det, &mapping, None)
+        .expect("jacobian")
+        .frac_nonpos
+}
+
+/// A run's mean landmark TRE before and after, and its share of folding voxels.
+pub fn score(
+    o: &warpscope::register::Outcome,
+    grid: &warpscope::volume::Grid,
+    f: &warpscope::landmarks::LandmarkSet,
+    m: &warpscope::landmarks::LandmarkSet,
+) -> (f64, f64, f64) {
+    let report = warpscope::metrics::tre::tre(f, m, &o.mapping(grid), None, &|_| false);
+    (
+        report.before.expect("landmarks used").mean,
+        report.after.expect("landmarks mapped").mean,
+        folds(o, grid),
+    )
 }
 
 /// The live changes a run reported, with the (1-based) iteration of the
