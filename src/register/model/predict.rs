@@ -141,6 +141,17 @@ pub fn forward(
     out
 }
 
+/// The finest level's map (displacement in voxels of that level) and the
+/// level; `None` for a model without levels.
+pub fn finest<'l>(
+    arch: &Architecture,
+    params: &[Tensor<2>],
+    levels: &'l [Level],
+) -> Option<(Tensor<2>, &'l Level)> {
+    let (_, u) = forward(arch, params, levels).pop()?;
+    Some((u, levels.last()?))
+}
+
 /// A displacement (voxels of `from`'s grid) brought onto `to` (voxels of
 /// `to`), as a 3-channel volume.
 pub fn to_grid(u: Tensor<2>, from: &Grid, to: &Grid) -> Result<Volume, String> {
@@ -189,10 +200,7 @@ pub fn predict(
     }
     let lv = levels(arch, fixed, moving, device);
     let params = tensors(model, device);
-    let out = forward(arch, &params, &lv);
-    let (Some((_, u)), Some(last)) = (out.into_iter().last(), lv.last()) else {
-        return Err("the model has no levels".into());
-    };
+    let (u, last) = finest(arch, &params, &lv).ok_or("the model has no levels")?;
     let dims = last.dims();
     let sampling = Sampling {
         moving: &last.moving,

@@ -248,8 +248,7 @@ pub fn validation_tre(
     let mut sums = (0.0, 0.0, 0usize);
     for p in pairs {
         let Some((f, m)) = &p.landmarks else { continue };
-        let out = predict::forward(arch, params, &p.levels);
-        let (Some((_, u)), Some(last)) = (out.into_iter().last(), p.levels.last()) else {
+        let Some((u, last)) = predict::finest(arch, params, &p.levels) else {
             continue;
         };
         let field = predict::to_grid(u, &last.grid, &p.grid)?;
