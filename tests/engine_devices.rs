@@ -119,6 +119,13 @@ fn fused_cpu_path_matches_composed_path() {
         vec![],
         vec!["deformable.mse=0.5"],
         vec!["deformable.units=normalized", "deformable.lr=0.004"],
+        // The network's start field (the same on both paths, with no
+        // affine before it) held, the field added to it: `base` on both.
+        vec![
+            "affine.enabled=false",
+            "network.enabled=true",
+            "deformable.start=residual",
+        ],
     ] {
         let mut composed_sets = sets.clone();
         composed_sets.push("fused=false");

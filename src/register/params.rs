@@ -63,6 +63,24 @@ pub enum Parametrisation {
     Gradient,
 }
 
+/// How the deformable stage takes a start field (the network's, the
+/// initial preset's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartField {
+    /// The start is the field's first value: the optimisation and its
+    /// regularisation (smoothing, diffusion) act on the whole field, so a
+    /// strongly regularised stage can smooth the start's detail away.
+    #[default]
+    Parameter,
+    /// The start is held as it is and the stage optimises a residual
+    /// added to it (u = u₀ + r); the smoothing and the diffusion act on r
+    /// alone, so the start's detail stays (as ANTs keeps an initial
+    /// transform out of SyN's regularisation). The moving image is still
+    /// sampled once, through u₀ + r.
+    Residual,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldUnits {
@@ -140,6 +158,9 @@ pub struct DeformableParams {
     /// `displacement`, or `gradient` (methods.md §5: no fold by construction).
     #[serde(default)]
     pub parametrisation: Parametrisation,
+    /// `parameter` or `residual`: what a start field is to this stage.
+    #[serde(default)]
+    pub start: StartField,
 }
 
 fn one() -> usize {
@@ -246,6 +267,7 @@ fn deformable_base() -> DeformableParams {
         steps: 1,
         dice: 0.0,
         parametrisation: Parametrisation::Displacement,
+        start: StartField::Parameter,
     }
 }
 
@@ -413,6 +435,15 @@ impl Pipeline {
             }
         };
         Ok(p)
+    }
+
+    /// Whether the deformable stage holds a start field (`deformable.start
+    /// = residual` with a stage that gives one): then the IC weighting
+    /// holds the deformable stage's field in turn.
+    pub fn holds_start(&self) -> bool {
+        self.deformable.enabled
+            && self.deformable.start == StartField::Residual
+            && (self.network.enabled || self.initial.enabled)
     }
 
     /// Learning rate of deformable level `l` (a single value serves all levels).

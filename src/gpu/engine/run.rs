@@ -44,6 +44,9 @@ pub fn supported(p: &Pipeline) -> Result<(), String> {
     if d.enabled && d.parametrisation == crate::register::params::Parametrisation::Gradient {
         missing.push("the gradient parametrisation".into());
     }
+    if p.holds_start() {
+        missing.push("a held start field (deformable.start = residual)".into());
+    }
     if missing.is_empty() {
         Ok(())
     } else {

@@ -14,8 +14,8 @@ use crate::register::field::{self, Dims};
 use crate::register::loss::weighted_total;
 use crate::register::loss::{Sampling, similarity_at};
 use crate::register::params::{
-    FieldUnits, MAX_SMOOTH, ParamError, Parametrisation, Pipeline, check_per_level, check_rate,
-    check_similarity, check_weight,
+    FieldUnits, MAX_SMOOTH, ParamError, Parametrisation, Pipeline, StartField, check_per_level,
+    check_rate, check_similarity, check_weight,
 };
 use crate::register::regularize;
 use crate::register::session::{Halt, Loss, Place, Runner};
@@ -68,6 +68,7 @@ pub fn objective(
     li: usize,
     params: &[Tensor<2>],
     weights: Option<&Tensor<2>>,
+    base: Option<&Tensor<2>>,
 ) -> Loss {
     let d = &pl.deformable;
     let dims = level.dims();
@@ -82,6 +83,11 @@ pub fn objective(
     let mut fields = Vec::new();
     for (dir, theta) in params.iter().enumerate() {
         let phi = displacement(pl, theta.clone(), level);
+        // A held start field (voxels): the residual is added to it.
+        let phi = match base {
+            Some(b) if dir == 0 => phi + b.clone(),
+            _ => phi,
+        };
         // Backward direction: the roles of the images swap; the fixed mask
         // does not apply in moving space.
         let (src, target, w) = if dir == 0 {
@@ -204,7 +210,10 @@ pub fn resize_tracked(units: FieldUnits, theta: Tensor<2>, from: &Level, to: &Le
 }
 
 /// Optimise the field parameters of one level: natively on the CPU where
-/// [`native::supported`], else with the composed tensor path.
+/// [`native::supported`], else with the composed tensor path. `base`: a
+/// displacement (voxels of the level) the forward field is added to and
+/// that no regulariser sees (`deformable.start = residual`).
+#[allow(clippy::too_many_arguments)]
 pub fn optimise_field(
     runner: &mut Runner,
     place: &Place,
@@ -213,6 +222,7 @@ pub fn optimise_field(
     params: &mut [Tensor<2>],
     iters: usize,
     weights: Option<&Tensor<2>>,
+    base: Option<&Tensor<2>>,
 ) -> Result<(), Halt> {
     if native::supported(&runner.pipeline, level, params.len()) {
         let [_, n] = params[0].dims();
@@ -228,7 +238,20 @@ pub fn optimise_field(
             Some(w) => Some(to_host(w)?),
             None => None,
         };
-        let r = native::optimise(runner, place, level, li, &mut theta, iters, w.as_deref());
+        let b = match base {
+            Some(b) => Some(to_host(b)?),
+            None => None,
+        };
+        let r = native::optimise(
+            runner,
+            place,
+            level,
+            li,
+            &mut theta,
+            iters,
+            w.as_deref(),
+            b.as_deref(),
+        );
         params[0] = Tensor::from_data(TensorData::new(theta, [3, n]), &device);
         return r;
     }
@@ -241,7 +264,7 @@ pub fn optimise_field(
             Smoothing::at(&runner.pipeline, &level.grid, li),
             level.dims(),
         )),
-        |pl, t| objective(pl, level, li, t, weights),
+        |pl, t| objective(pl, level, li, t, weights, base),
     )
 }
 
@@ -266,8 +289,17 @@ pub fn run(
     let mut params: Vec<Tensor<2>> = Vec::new();
     let mut current = order.first().copied().unwrap_or(0);
     let mut halt = None;
+    // `residual`: the start is held, on each level, and the parameters
+    // start from zero.
+    let (start, held) = match start {
+        Some(u) if runner.pipeline.deformable.start == StartField::Residual => (None, Some(u)),
+        s => (s, None),
+    };
     for (li, &k) in order.iter().enumerate() {
         let level = &lv[k];
+        let base = held
+            .as_ref()
+            .map(|u| resize_params(FieldUnits::Voxel, u.clone(), &lv[0], level));
         params = if params.is_empty() {
             (0..directions)
                 .map(|d| match (&start, d) {
@@ -290,7 +322,10 @@ pub fn run(
         };
         current = k;
         let pl_now = runner.pipeline.clone();
-        let to_field = |ps: &[Tensor<2>]| displacement(&pl_now, ps[0].clone(), level);
+        let to_field = |ps: &[Tensor<2>]| {
+            let u = displacement(&pl_now, ps[0].clone(), level);
+            base.as_ref().map_or(u.clone(), |b| u + b.clone())
+        };
         let place = Place {
             stage,
             level: li,
@@ -305,7 +340,16 @@ pub fn run(
             .get(li)
             .copied()
             .unwrap_or(0);
-        if let Err(h) = optimise_field(runner, &place, level, li, &mut params, iters, None) {
+        if let Err(h) = optimise_field(
+            runner,
+            &place,
+            level,
+            li,
+            &mut params,
+            iters,
+            None,
+            base.as_ref(),
+        ) {
             halt = Some(h);
             break;
         }
@@ -317,7 +361,11 @@ pub fn run(
         } else {
             upsample(&runner.pipeline, t, &lv[current], &lv[0])
         };
-        displacement(&runner.pipeline, t, &lv[0])
+        let u = displacement(&runner.pipeline, t, &lv[0]);
+        match held {
+            Some(u0) => u + u0,
+            None => u,
+        }
     });
     FieldResult { field, halt }
 }
@@ -478,6 +526,15 @@ impl Stage for Deformable {
             )
             .choices(&["displacement", "gradient"]),
         );
+        rows.push(
+            Row::new(
+                "deformable.start",
+                "start field",
+                "A start field (network, initial) as the field's first value, regularised with \
+                 it, or held as it is with a residual added that alone is regularised",
+            )
+            .choices(&["parameter", "residual"]),
+        );
         rows.push(Row::new(
             "deformable.svf",
             "stationary velocity field",
@@ -536,6 +593,9 @@ impl Stage for Deformable {
             }
         }
         if d.enabled && d.parametrisation == Parametrisation::Gradient {
+            // Added to a start field, the stage's own residual starts from
+            // zero, which the log-derivatives express (p = 0).
+            let parameter = d.start == StartField::Parameter;
             let clash = [
                 (
                     d.svf,
@@ -543,12 +603,14 @@ impl Stage for Deformable {
                 ),
                 (d.symmetric, "deformable.symmetric"),
                 (
-                    p.initial.enabled,
-                    "initial.enabled (a start field has no log-derivatives)",
+                    p.initial.enabled && parameter,
+                    "initial.enabled (a start field has no log-derivatives; \
+                     deformable.start = residual holds it apart)",
                 ),
                 (
-                    p.network.enabled,
-                    "network.enabled (a start field has no log-derivatives)",
+                    p.network.enabled && parameter,
+                    "network.enabled (a start field has no log-derivatives; \
+                     deformable.start = residual holds it apart)",
                 ),
                 (p.ic.enabled, "ic.enabled (it restarts from the field)"),
             ];

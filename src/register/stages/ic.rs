@@ -133,7 +133,23 @@ fn steps(
     let device = runner.device.clone();
     let li = pl.deformable.levels.saturating_sub(1);
     let scale = unit_scale(pl.deformable.units, level.dims(), &device);
-    let to_field = |ps: &[Tensor<2>]| displacement(&pl, ps[0].clone(), level);
+    // Where the deformable stage held a start field (the network's), each
+    // run here holds its own start in turn and optimises a residual from
+    // zero, so that the start's detail is not smoothed away either.
+    let held = pl.holds_start();
+    let split = |u: Tensor<2>| {
+        if held {
+            (u.zeros_like(), Some(u))
+        } else {
+            (u / scale.clone(), None)
+        }
+    };
+    let total = |theta: Tensor<2>, base: &Option<Tensor<2>>| {
+        let u = displacement(&pl, theta, level);
+        base.as_ref().map_or(u.clone(), |b| u + b.clone())
+    };
+    let (theta, base) = split(start_vox.clone());
+    let to_field = |ps: &[Tensor<2>]| total(ps[0].clone(), &base);
     let place = |stage| Place {
         stage,
         level: 0,
@@ -143,7 +159,7 @@ fn steps(
     };
     // 1. Forward refinement, 2. the backward direction from the inverse of
     // the start (the images swap roles).
-    let mut forward = vec![start_vox.clone() / scale.clone()];
+    let mut forward = vec![theta.clone()];
     optimise_field(
         runner,
         &place("ic-forward"),
@@ -152,6 +168,7 @@ fn steps(
         &mut forward,
         pl.ic.iterations,
         None,
+        base.as_ref(),
     )?;
     let swapped = level.swapped();
     let inverse = crate::register::field::invert(
@@ -160,7 +177,8 @@ fn steps(
         level.identity.clone(),
         INVERSE_ITERATIONS,
     );
-    let mut backward = vec![inverse / scale.clone()];
+    let (inverse, inverse_base) = split(inverse);
+    let mut backward = vec![inverse];
     optimise_field(
         runner,
         &place("ic-backward"),
@@ -169,10 +187,11 @@ fn steps(
         &mut backward,
         pl.ic.iterations,
         None,
+        inverse_base.as_ref(),
     )?;
     // 3. Weights from the round-trip error.
-    let u = displacement(&pl, forward[0].clone(), level);
-    let v = displacement(&pl, backward[0].clone(), level);
+    let u = total(forward[0].clone(), &base);
+    let v = total(backward[0].clone(), &inverse_base);
     let err = round_trip_error(u, v, level.dims(), level.identity.clone());
     let error = tensor_to_volume(err, &level.grid).map_err(|e| Halt::Failed(e.0))?;
     let weights = weights_from_error(&error, foreground, pl.ic.power, pl.ic.sigma);
@@ -180,7 +199,7 @@ fn steps(
     let w = volume_to_tensor(&weights, &device);
     result.weights = Some(weights);
     // 4. The final weighted run, from the deformable stage's field.
-    let mut forward = vec![start_vox / scale];
+    let mut forward = vec![theta];
     let r = optimise_field(
         runner,
         &place("ic-final"),
@@ -189,8 +208,9 @@ fn steps(
         &mut forward,
         pl.ic.final_iterations,
         Some(&w),
+        base.as_ref(),
     );
-    result.field = Some(displacement(&pl, forward[0].clone(), level));
+    result.field = Some(total(forward[0].clone(), &base));
     r
 }
 

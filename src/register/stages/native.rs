@@ -128,7 +128,9 @@ pub fn supported(pl: &Pipeline, level: &Level, directions: usize) -> bool {
 }
 
 /// Optimise `theta` ([3, N], parameter units) on `level` for `iters`
-/// iterations; `weights` multiply similarity and regulariser (IC weighting).
+/// iterations; `weights` multiply similarity and regulariser (IC weighting);
+/// `base` ([3, N], voxels): a held start field the field is added to.
+#[allow(clippy::too_many_arguments)]
 pub fn optimise(
     runner: &mut Runner,
     place: &Place,
@@ -137,6 +139,7 @@ pub fn optimise(
     theta: &mut [f32],
     iters: usize,
     weights: Option<&[f32]>,
+    base: Option<&[f32]>,
 ) -> Result<(), Halt> {
     let Some(host) = level.host.as_ref() else {
         return Err(Halt::Failed(
@@ -179,7 +182,8 @@ pub fn optimise(
                     let p = voxel_of(i, dims);
                     for a in 0..3 {
                         // SAFETY: index a·n + i belongs to this block only.
-                        unsafe { pp.write(a * n + i, p[a] as f32 + th[a * n + i] * s[a]) };
+                        let b = base.map_or(0.0, |b| b[a * n + i]);
+                        unsafe { pp.write(a * n + i, p[a] as f32 + b + th[a * n + i] * s[a]) };
                     }
                 }
             });
@@ -241,6 +245,9 @@ pub fn optimise(
             let mut u = theta.to_vec();
             for a in 0..3 {
                 u[a * n..(a + 1) * n].iter_mut().for_each(|v| *v *= s[a]);
+            }
+            if let Some(b) = base {
+                u.iter_mut().zip(b).for_each(|(v, b)| *v += b);
             }
             Volume::from_data(level.grid.clone(), 3, u)
                 .map(SnapshotField::Host)
