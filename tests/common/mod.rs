@@ -320,10 +320,11 @@ pub fn applied_changes(
 /// smooth random deformation, as `../shared/bench/make_pair.py` makes its
 /// own: each component white noise blurred by a Gaussian of `sigma_mm`,
 /// scaled so that the largest displacement over the moving image's tissue
-/// is `max_mm`; moving'(y) = moving(y + w(y)), trilinear. Each landmark's
-/// moving point m becomes the m' with m' + w(m') = m (fixed-point
-/// iteration, as make_pair.py inverts its field). Brain shift of a few
-/// millimetres over a few centimetres, on top of the pair's own.
+/// is `max_mm`; moving'(y) = moving(y + w(y)), trilinear (`Mapping::warp`).
+/// Each landmark's moving point m becomes the m' with m' + w(m') = m
+/// (`Mapping::inverse_point`'s fixed-point iteration, as make_pair.py
+/// inverts its field). Brain shift of a few millimetres over a few
+/// centimetres, on top of the pair's own.
 pub fn sharpened_pair(
     name: &str,
     sigma_mm: f64,
@@ -335,9 +336,10 @@ pub fn sharpened_pair(
     warpscope::landmarks::LandmarkSet,
 ) {
     use warpscope::landmarks::{Landmark, LandmarkSet};
-    use warpscope::volume::resample::{Border, Sampler};
+    use warpscope::metrics::mapping::{FieldKind, Mapping};
+    use warpscope::volume::Volume;
+    use warpscope::volume::resample::Interp;
     use warpscope::volume::smooth::gaussian_blur;
-    use warpscope::volume::{Volume, voxel_of};
     let (inputs, fixed_lm, moving_lm) = shared_pair(name);
     let grid = inputs.moving.grid.clone();
     let n = grid.voxels();
@@ -359,45 +361,22 @@ pub fn sharpened_pair(
         .fold(0f32, f32::max);
     let gain = max_mm as f32 / largest.max(1e-9);
     w.iter_mut().for_each(|v| *v *= gain);
-    let sampler = Sampler {
-        dims: grid.dims,
-        border: Border::Constant(0.0),
-    };
-    let clamp = Sampler {
-        dims: grid.dims,
-        border: Border::Clamp,
-    };
-    // w at a world point (mm): trilinear in the field's voxels.
-    let w_at = |p: [f64; 3]| -> [f64; 3] {
-        let Some(v) = grid.world_to_voxel(p) else {
-            return [0.0; 3];
-        };
-        [0, 1, 2].map(|c| clamp.linear(&w[c * n..(c + 1) * n], v) as f64)
-    };
-    let moving: Vec<f32> = (0..n)
-        .map(|i| {
-            let y = grid.voxel_to_world(voxel_of(i, grid.dims));
-            let d = [0, 1, 2].map(|c| w[c * n + i] as f64);
-            let q = [y[0] + d[0], y[1] + d[1], y[2] + d[2]];
-            grid.world_to_voxel(q)
-                .map_or(0.0, |v| sampler.linear(&inputs.moving.data, v))
-        })
-        .collect();
+    let w = Volume::from_data(grid.clone(), 3, w).expect("sizes");
+    let (shift, _) = Mapping::from_field(&w, FieldKind::DispRasMm, &grid).expect("same grid");
     let moved = moving_lm
         .points
         .iter()
         .map(|l| {
-            let m = l.ras_mm;
-            let mut y = m;
-            for _ in 0..50 {
-                let d = w_at(y);
-                y = [m[0] - d[0], m[1] - d[1], m[2] - d[2]];
-            }
-            Landmark::new(l.id.clone(), y)
+            let (m, _) = shift
+                .inverse_point(l.ras_mm)
+                .expect("landmark inside the grid");
+            Landmark::new(l.id.clone(), m)
         })
         .collect();
     let inputs = warpscope::register::Inputs {
-        moving: Volume::from_data(grid, 1, moving).expect("sizes"),
+        moving: shift
+            .warp(&inputs.moving, Interp::Linear)
+            .expect("same grid"),
         ..inputs
     };
     (inputs, fixed_lm, LandmarkSet::new(moved))
