@@ -37,6 +37,21 @@ pub fn unit_factors(units: FieldUnits, dims: Dims) -> [f32; 3] {
     })
 }
 
+/// [`displacement`] added to a held start field (voxels of the level,
+/// `deformable.start = residual`) where there is one.
+pub fn held_displacement(
+    pl: &Pipeline,
+    theta: Tensor<2>,
+    level: &Level,
+    base: Option<&Tensor<2>>,
+) -> Tensor<2> {
+    let u = displacement(pl, theta, level);
+    match base {
+        Some(b) => u + b.clone(),
+        None => u,
+    }
+}
+
 /// [`unit_factors`] as a `[3, 1]` tensor.
 pub fn unit_scale(units: FieldUnits, dims: Dims, device: &burn::tensor::Device) -> Tensor<2> {
     Tensor::from_data(
@@ -82,12 +97,8 @@ pub fn objective(
     let mut terms: Vec<(String, f64, Tensor<1>)> = Vec::new();
     let mut fields = Vec::new();
     for (dir, theta) in params.iter().enumerate() {
-        let phi = displacement(pl, theta.clone(), level);
-        // A held start field (voxels): the residual is added to it.
-        let phi = match base {
-            Some(b) if dir == 0 => phi + b.clone(),
-            _ => phi,
-        };
+        // A held start field is the forward direction's.
+        let phi = held_displacement(pl, theta.clone(), level, base.filter(|_| dir == 0));
         // Backward direction: the roles of the images swap; the fixed mask
         // does not apply in moving space.
         let (src, target, w) = if dir == 0 {
@@ -322,10 +333,8 @@ pub fn run(
         };
         current = k;
         let pl_now = runner.pipeline.clone();
-        let to_field = |ps: &[Tensor<2>]| {
-            let u = displacement(&pl_now, ps[0].clone(), level);
-            base.as_ref().map_or(u.clone(), |b| u + b.clone())
-        };
+        let to_field =
+            |ps: &[Tensor<2>]| held_displacement(&pl_now, ps[0].clone(), level, base.as_ref());
         let place = Place {
             stage,
             level: li,
@@ -361,11 +370,7 @@ pub fn run(
         } else {
             upsample(&runner.pipeline, t, &lv[current], &lv[0])
         };
-        let u = displacement(&runner.pipeline, t, &lv[0]);
-        match held {
-            Some(u0) => u + u0,
-            None => u,
-        }
+        held_displacement(&runner.pipeline, t, &lv[0], held.as_ref())
     });
     FieldResult { field, halt }
 }

@@ -24,7 +24,7 @@
 
 use burn::tensor::Tensor;
 
-use super::deformable::{displacement, optimise_field, unit_scale};
+use super::deformable::{held_displacement, optimise_field, unit_scale};
 use super::{Context, Planned, Row, Stage};
 use crate::register::params::{ParamError, Pipeline};
 use crate::register::regularize::round_trip_error;
@@ -145,8 +145,7 @@ fn steps(
         }
     };
     let total = |theta: Tensor<2>, base: &Option<Tensor<2>>| {
-        let u = displacement(&pl, theta, level);
-        base.as_ref().map_or(u.clone(), |b| u + b.clone())
+        held_displacement(&pl, theta, level, base.as_ref())
     };
     let (theta, base) = split(start_vox.clone());
     let to_field = |ps: &[Tensor<2>]| total(ps[0].clone(), &base);
