@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Context, Planned, Row, Stage};
 use crate::register::model::{BUILTIN, Model, predict};
-use crate::register::params::{ParamError, Pipeline};
+use crate::register::params::{MAX_SMOOTH, ParamError, Pipeline};
 use crate::register::session::{Halt, SnapshotField};
+use crate::register::smoothing;
 use crate::register::tensor_to_volume;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,6 +18,16 @@ pub struct NetworkParams {
     pub enabled: bool,
     /// `builtin` (the model shipped with Warpscope) or a `.wsm` file's path.
     pub model: String,
+    /// Gaussian σ (mm) of the smoothing of the predicted field before the
+    /// stages after it start from it; 0 = the prediction as it is. The
+    /// prediction's fine-scale detail fits intensities more than anatomy,
+    /// and a start held apart from the regulariser (`deformable.start =
+    /// residual`) keeps it. `brats-ic` smooths at 4 mm: better than the
+    /// raw prediction on every pair measured; 8 mm was better still on
+    /// some but shrank a 12 mm shift enough to lose it (README, "Start
+    /// field held or not").
+    #[serde(default)]
+    pub smooth_mm: f64,
 }
 
 impl Default for NetworkParams {
@@ -24,11 +35,29 @@ impl Default for NetworkParams {
         NetworkParams {
             enabled: false,
             model: BUILTIN.into(),
+            smooth_mm: 0.0,
         }
     }
 }
 
 pub struct Network;
+
+/// Smooth the three components of a field volume with a Gaussian of σ mm
+/// (per axis in voxels of its grid); σ = 0 leaves it as it is.
+fn smooth(u: &mut crate::volume::Volume, sigma_mm: f64) {
+    let spacing = u.grid.spacing_mm();
+    let sigma = std::array::from_fn(|a| {
+        if spacing[a] > 0.0 {
+            sigma_mm / spacing[a]
+        } else {
+            0.0
+        }
+    });
+    if let Some(r) = smoothing::radii(sigma) {
+        let dims = u.grid.dims;
+        smoothing::field_in_place(&r, &mut u.data, dims, &mut Vec::new());
+    }
+}
 
 impl Stage for Network {
     fn key(&self) -> &'static str {
@@ -63,6 +92,12 @@ impl Stage for Network {
              written by `warpscope train`",
             )
             .files(&["wsm"]),
+            Row::new(
+                "network.smooth_mm",
+                "smoothing σ (mm)",
+                "Gaussian σ of the predicted field's smoothing before the next stages start from \
+                 it; 0 = off",
+            ),
         ]
     }
 
@@ -71,6 +106,12 @@ impl Stage for Network {
             return Err(ParamError(
                 "network.model is empty: give 'builtin' or a model file's path".into(),
             ));
+        }
+        let s = p.network.smooth_mm;
+        if !(s.is_finite() && (0.0..=MAX_SMOOTH).contains(&s)) {
+            return Err(ParamError(format!(
+                "network.smooth_mm = {s} must be a σ in mm between 0 (off) and {MAX_SMOOTH}"
+            )));
         }
         Ok(())
     }
@@ -85,6 +126,7 @@ impl Stage for Network {
         ctx.runner
             .report("network", 0, 1, 1, 1, vec![("lncc".into(), d)], d, vec![]);
         let mut u = prediction.field;
+        smooth(&mut u, ctx.runner.pipeline.network.smooth_mm);
         // After a field already there (none in the presets: only the
         // affine stage comes before), the network's map comes first.
         if let Some(u0) = ctx.field() {
