@@ -215,6 +215,45 @@ fn ic_weighting_agrees_on_gpu_and_cpu() {
     assert!(mean < 0.01 && p99 < 0.05, "mean {mean}, p99 {p99} voxel");
 }
 
+/// A held start field (`deformable.start = residual`: the network's field
+/// as `brats-ic --init-model` holds it, here followed by IC weighting)
+/// runs on the GPU kernels, not the composed path, and ends with the
+/// CPU's field to `gpu_and_cpu_agree`'s tolerance.
+#[test]
+fn a_held_start_runs_on_the_kernels_and_agrees_with_the_cpu() {
+    let inputs = small_pair();
+    let sets = [
+        "network.enabled=true",
+        "network.smooth_mm=4",
+        "deformable.start=residual",
+        "ic.enabled=true",
+        "ic.iterations=5",
+        "ic.final_iterations=5",
+    ];
+    let mut cpu_sets = sets.to_vec();
+    cpu_sets.push("fused=false");
+    let cpu = run(&inputs, Backend::Cpu, &cpu_sets);
+    let gpu = run(&inputs, Backend::Gpu, &sets);
+    let stages: Vec<&str> = gpu
+        .stage_dispatches
+        .iter()
+        .map(|(s, _)| s.as_str())
+        .collect();
+    assert_eq!(
+        stages,
+        ["affine", "network", "deformable", "ic-weighting"],
+        "every stage on the device, the deformable and IC ones on the kernels"
+    );
+    let held = max_displacement(&inputs, &cpu);
+    let (mean, p99, max) = field_diff(&inputs, &cpu, &gpu);
+    println!(
+        "held start: largest displacement {held:.3} voxel; field difference mean {mean:.5}, \
+         p99 {p99:.4}, max {max:.4} voxel"
+    );
+    assert!(held > 0.5, "the field barely moved ({held})");
+    assert!(mean < 0.01 && p99 < 0.05, "mean {mean}, p99 {p99} voxel");
+}
+
 /// A scheduled change (a re-run's replay of a live one) takes effect at
 /// its iteration exactly, on the CPU and on the GPU kernels (whose batches
 /// end there): the progress report of iteration 37 lists it, no other does.

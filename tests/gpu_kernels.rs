@@ -204,6 +204,7 @@ fn composed(
     moving: &Volume,
     thetas: &[Vec<f32>],
     weights: Option<&[f32]>,
+    base: Option<&[f32]>,
 ) -> (Vec<(String, f64)>, f64, Vec<f32>) {
     let device = burn::tensor::Device::flex();
     let lv = register::levels(
@@ -221,7 +222,8 @@ fn composed(
         })
         .collect();
     let w = weights.map(|w| warpscope::register::field::upload(w.to_vec(), 1, &device));
-    let loss = deformable::objective(pl, &lv[0], 0, &params, w.as_ref(), None);
+    let base = base.map(|b| warpscope::register::field::upload(b.to_vec(), 3, &device));
+    let loss = deformable::objective(pl, &lv[0], 0, &params, w.as_ref(), base.as_ref());
     let read = |t: burn::tensor::Tensor<1>| -> f64 {
         f64::from(t.without_autodiff().into_scalar::<f32>())
     };
@@ -259,15 +261,15 @@ fn history_index(name: &str) -> usize {
     1 + kind + dir
 }
 
-/// One GPU evaluation of a dense model (learning rate 0).
+/// One GPU evaluation of a dense model (learning rate 0) on `images`
+/// (fixed, moving, channels), with a held start field `base` if any.
 fn gpu_dense(
     gpu: &Arc<Gpu>,
     pl: &Pipeline,
-    fixed: &[f32],
-    moving: &[f32],
-    c: usize,
+    (fixed, moving, c): (&[f32], &[f32], usize),
     thetas: &[Vec<f32>],
     weights: Option<&[f32]>,
+    base: Option<&[f32]>,
 ) -> ([f32; 17], Vec<f32>) {
     let d = &pl.deformable;
     // Learning rate 0: the parameters stay where they are.
@@ -284,11 +286,10 @@ fn gpu_dense(
         gpu.clone(),
         &problem,
         &d.sim,
-        Mode::Dense(Dense::of(
-            pl,
-            thetas.iter().map(|t| theta(gpu, t)).collect(),
-            DIMS,
-        )),
+        Mode::Dense(
+            Dense::of(pl, thetas.iter().map(|t| theta(gpu, t)).collect(), DIMS)
+                .held(base.map(|b| theta(gpu, b))),
+        ),
         live,
     )
     .expect("optimiser");
@@ -306,8 +307,10 @@ fn pipeline(sets: &[&str]) -> Pipeline {
 
 /// The field models — a velocity field integrated by scaling and squaring,
 /// the Jacobian penalty (on a field that folds), both directions with the
-/// inverse-consistency loss, normalised units, IC weights — give the
-/// composed path's term values and gradient.
+/// inverse-consistency loss, normalised units, IC weights, a held start
+/// field (`deformable.start = residual`: sampled and penalised through
+/// u + base, diffusion on θ alone) — give the composed path's term values
+/// and gradient.
 #[test]
 fn model_kernels_match_the_composed_path() {
     let gpu = gpu();
@@ -322,7 +325,7 @@ fn model_kernels_match_the_composed_path() {
         .collect();
     let w: Vec<f32> = common::noise(n(), 16).iter().map(|v| 0.3 + v).collect();
     type Case<'a> = (&'a str, Vec<&'a str>, Vec<Vec<f32>>, Option<&'a [f32]>);
-    let cases: Vec<Case> = vec![
+    let mut cases: Vec<Case> = vec![
         (
             "svf mse",
             vec![
@@ -411,10 +414,61 @@ fn model_kernels_match_the_composed_path() {
             None,
         ),
     ];
-    for (name, sets, thetas, weights) in cases {
+    // A held start: the start folds in places, so the Jacobian penalty
+    // sees u + base; the diffusion sees θ alone.
+    let start: Vec<f32> = folding.iter().map(|v| 0.8 * v).collect();
+    let held: Vec<(Case, &[f32])> = vec![
+        (
+            (
+                "held start, jacobian, diffusion, lncc",
+                vec![
+                    "deformable.jacobian=0.5",
+                    "deformable.window=3",
+                    "deformable.diffusion=2",
+                ],
+                vec![small.clone()],
+                None,
+            ),
+            &start[..],
+        ),
+        (
+            (
+                "held start, svf, mse, IC weights",
+                vec![
+                    "deformable.svf=true",
+                    "deformable.svf_steps=3",
+                    "deformable.mse=1",
+                    "deformable.lncc=0",
+                ],
+                vec![small.clone()],
+                Some(&w[..]),
+            ),
+            &small[..],
+        ),
+        (
+            (
+                "held start, symmetric, inverse consistency",
+                vec![
+                    "deformable.symmetric=true",
+                    "deformable.inverse_consistency=10",
+                    "deformable.window=3",
+                ],
+                vec![small.clone(), other.clone()],
+                None,
+            ),
+            &other[..],
+        ),
+    ];
+    let plain = cases.len();
+    let mut bases: Vec<Option<&[f32]>> = vec![None; plain];
+    for (case, base) in held {
+        cases.push(case);
+        bases.push(Some(base));
+    }
+    for ((name, sets, thetas, weights), base) in cases.into_iter().zip(bases) {
         let pl = pipeline(&sets);
-        let (terms, total, want) = composed(&pl, &fv, &mv, &thetas, weights);
-        let (row, got) = gpu_dense(&gpu, &pl, &fixed, &moving, 1, &thetas, weights);
+        let (terms, total, want) = composed(&pl, &fv, &mv, &thetas, weights, base);
+        let (row, got) = gpu_dense(&gpu, &pl, (&fixed, &moving, 1), &thetas, weights, base);
         for (t, v) in &terms {
             let g = f64::from(row[history_index(t)]);
             assert!(
@@ -456,10 +510,9 @@ fn dense_gradients_match_finite_differences() {
         let (_, g) = gpu_dense(
             &gpu,
             &pl,
-            &fixed,
-            &moving,
-            1,
+            (&fixed, &moving, 1),
             std::slice::from_ref(&u),
+            None,
             None,
         );
         let h = 1e-2f32;
@@ -470,7 +523,7 @@ fn dense_gradients_match_finite_differences() {
                 .collect();
             let at = |s: f32| -> f64 {
                 let t: Vec<f32> = u.iter().zip(&d).map(|(a, b)| a + s * b).collect();
-                f64::from(gpu_dense(&gpu, &pl, &fixed, &moving, 1, &[t], None).0[0])
+                f64::from(gpu_dense(&gpu, &pl, (&fixed, &moving, 1), &[t], None, None).0[0])
             };
             let numeric = (at(h) - at(-h)) / (2.0 * f64::from(h));
             let analytic: f64 = g.iter().zip(&d).map(|(a, b)| f64::from(*a * *b)).sum();

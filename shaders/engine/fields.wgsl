@@ -182,3 +182,16 @@ fn ic_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
     bx[i] = 1.0 - pow(e, rz.misc.x);
 }
+
+// b = a·s + c: parameters to voxels plus a held start field (c, voxels).
+@compute @workgroup_size(256)
+fn scaled_plus(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= rz.tdims.w) {
+        return;
+    }
+    bx[i] = ax[i] * rz.s_to.x + cx[i];
+    by[i] = ay[i] * rz.s_to.y + cy[i];
+    bz[i] = az[i] * rz.s_to.z + cz[i];
+}

@@ -226,6 +226,18 @@ fn svf_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     gw_set(i, fa(i) * geo.scale.xyz * mp.y);
 }
 
+// The sampled field u + b: the model's displacement (a) plus a held start
+// field (b, voxels; `deformable.start = residual`). dL/du is dL/d(u + b).
+@compute @workgroup_size(256)
+fn add_base(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= geo.dims.w) {
+        return;
+    }
+    gw_set(i, fa(i) + fb(i));
+}
+
 @compute @workgroup_size(256)
 fn ss_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {

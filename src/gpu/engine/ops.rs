@@ -126,6 +126,24 @@ pub fn scaled(
     fields_pass(gpu, "scaled", &p, field_in_out(theta, out), Some(n))
 }
 
+/// out = θ · s + base (parameters → voxel displacement, added to a held
+/// start field in voxels).
+pub fn scaled_plus(
+    gpu: &Gpu,
+    theta: &[Buf; 3],
+    scale: [f32; 3],
+    base: &[Buf; 3],
+    dims: [usize; 3],
+    out: &[Buf; 3],
+) -> GpuResult<()> {
+    let mut p = resize_params(dims, dims);
+    p.s_to = v4(scale);
+    let n = dims.iter().product();
+    let mut e = field_in_out(theta, out);
+    e.extend((0..3u32).map(|k| (9 + k, base[k as usize].binding())));
+    fields_pass(gpu, "scaled_plus", &p, e, Some(n))
+}
+
 /// out = K·p − p, K the sampling matrix in the affine optimiser's state
 /// buffer (floats 8..20).
 pub fn affine_displacement(

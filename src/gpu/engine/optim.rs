@@ -176,6 +176,11 @@ pub struct Dense {
     /// Smoothing of the gradient before each Adam step and of θ after it
     /// (`register::smoothing`; set per level by the caller).
     pub smooth: Smoothing,
+    /// A held start field (voxels of this grid) the forward direction's
+    /// displacement is added to (`deformable.start = residual`): the
+    /// images are sampled through u + base, the Jacobian penalty sees
+    /// u + base, and the diffusion and smoothing act on θ alone.
+    pub base: Option<[Buf; 3]>,
 }
 
 impl Dense {
@@ -188,6 +193,7 @@ impl Dense {
             jacobian: false,
             inverse_consistency: false,
             smooth: Smoothing::default(),
+            base: None,
         }
     }
 
@@ -202,6 +208,7 @@ impl Dense {
             jacobian: d.jacobian > 0.0,
             inverse_consistency: d.symmetric && d.inverse_consistency > 0.0,
             smooth: Smoothing::default(),
+            base: None,
         }
     }
 
@@ -215,7 +222,13 @@ impl Dense {
     /// Whether the field goes through explicit displacement buffers (and
     /// the model kernels) rather than the fused dense path.
     fn general(&self) -> bool {
-        self.svf_steps.is_some() || self.jacobian || self.inverse_consistency
+        self.svf_steps.is_some() || self.jacobian || self.inverse_consistency || self.base.is_some()
+    }
+
+    /// With a held start field for the forward direction.
+    pub fn held(mut self, base: Option<[Buf; 3]>) -> Self {
+        self.base = base;
+        self
     }
 }
 
@@ -360,6 +373,14 @@ pub struct Optim {
     /// Terms reported: (history index, kind, name).
     terms: Vec<(usize, usize, String)>,
     iterations_run: usize,
+}
+
+/// The displacement a direction's images are sampled through in the model
+/// kernels: u_K, or u_K + base where a start is held (the last of `u`).
+fn sampled_field(dir: &Direction) -> GpuResult<&[Buf; 3]> {
+    dir.u
+        .last()
+        .ok_or_else(|| "internal: the model kernels have no displacement".to_string())
 }
 
 /// Term kinds (index within a direction's eight history values).
@@ -767,10 +788,12 @@ impl Optim {
         };
         let mut dirs = Vec::new();
         if let Some(m) = dense {
-            for th in &m.theta {
+            for (d, th) in m.theta.iter().enumerate() {
                 let k = m.svf_steps.unwrap_or(0);
+                // u₀ … u_K, and u_K + base after them where a start is held.
+                let held = usize::from(d == 0 && m.base.is_some());
                 let u = if general {
-                    (0..=k)
+                    (0..=k + held)
                         .map(|_| three("engine: displacement"))
                         .collect::<GpuResult<Vec<_>>>()?
                 } else {
@@ -859,10 +882,22 @@ impl Optim {
                             &[(3, &dir.u[j]), (12, &dir.u[j + 1])],
                         )?);
                     }
+                    if d == 0
+                        && let Some(base) = &m.base
+                    {
+                        f.push(b.model(
+                            "add_base",
+                            geo,
+                            mu,
+                            &mp,
+                            &[(3, &dir.u[k]), (6, base), (12, &dir.u[k + 1])],
+                        )?);
+                    }
                     if d == 0 {
                         field_steps = f.clone();
                     }
                     steps.extend(f);
+                    let sampled = sampled_field(dir)?;
                     let pass = SimPass {
                         problem: problems[d],
                         geo: &geo_sim[d],
@@ -873,13 +908,13 @@ impl Optim {
                     };
                     let top = k % 2;
                     let points = Points::Field {
-                        field: &dir.u[k],
+                        field: sampled,
                         grad: &gu[d][top],
                     };
                     b.similarity(&pass, points, &mut steps)?;
                     if let Some(jm) = &dir.jm {
                         let mut s =
-                            b.model("jacobian_m", geo, mu, &mp, &[(3, &dir.u[k]), (21, jm)])?;
+                            b.model("jacobian_m", geo, mu, &mp, &[(3, sampled), (21, jm)])?;
                         s.size = Size::Chunks(n);
                         steps.push(s);
                         steps.push(b.model(
@@ -896,13 +931,14 @@ impl Optim {
                     let top = k % 2;
                     for (a, bb) in [(0usize, 1usize), (1, 0)] {
                         let geo = &geo_model[0];
+                        let (here, there) = (sampled_field(&dirs[a])?, sampled_field(&dirs[bb])?);
                         let slots = &ic_u[a];
                         let mut s = b.model(
                             "ic_point",
                             geo,
                             slots,
                             &mp,
-                            &[(3, &dirs[a].u[k]), (6, &dirs[bb].u[k]), (12, &gu[bb][top])],
+                            &[(3, here), (6, there), (12, &gu[bb][top])],
                         )?;
                         s.size = Size::Chunks(n);
                         steps.push(s);
@@ -911,7 +947,7 @@ impl Optim {
                             geo,
                             slots,
                             &mp,
-                            &[(3, &dirs[a].u[k]), (6, &dirs[bb].u[k]), (15, &gu[a][top])],
+                            &[(3, here), (6, there), (15, &gu[a][top])],
                         )?);
                     }
                 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::optim::{At, Dense, Live, Mode, Optim, Problem};
 use super::{Buf, Gpu, GpuResult, ops};
-use crate::register::params::{Pipeline, SimilarityWeights};
+use crate::register::params::{Pipeline, SimilarityWeights, StartField};
 use crate::register::session::{Halt, Runner};
 use crate::register::stages::affine::{level_frames, level_rate, voxel_matrix};
 use crate::register::stages::deformable::{level_maps, unit_factors};
@@ -43,9 +43,6 @@ pub fn supported(p: &Pipeline) -> Result<(), String> {
     }
     if d.enabled && d.parametrisation == crate::register::params::Parametrisation::Gradient {
         missing.push("the gradient parametrisation".into());
-    }
-    if p.holds_start() {
-        missing.push("a held start field (deformable.start = residual)".into());
     }
     if missing.is_empty() {
         Ok(())
@@ -212,13 +209,21 @@ pub fn deformable(
     start: Option<&[Buf; 3]>,
     name: &'static str,
 ) -> Result<StageField, Halt> {
+    let base = held_start(&runner.pipeline, start);
     let (th, halt) = deformable_stage(gpu, runner, lv, start, name);
     let Some(th) = th else {
         return Ok((None, halt));
     };
-    let u = displacement(gpu, &th, &runner.pipeline, &lv[0].grid).map_err(failed)?;
+    let u = displacement(gpu, &th, &runner.pipeline, &lv[0].grid, base).map_err(failed)?;
     let host = super::optim::read_field(gpu, &u, &lv[0].grid).map_err(failed)?;
     Ok((Some((u, host)), halt))
+}
+
+/// The start field where the deformable stage holds it (`deformable.start
+/// = residual`, as `stages::deformable::run`): its parameters then start
+/// from zero and it is added to their displacement on every level.
+fn held_start<'a>(pl: &Pipeline, start: Option<&'a [Buf; 3]>) -> Option<&'a [Buf; 3]> {
+    start.filter(|_| pl.deformable.start == StartField::Residual)
 }
 
 /// The inverse-consistency weighting on the kernels, from the field so
@@ -392,8 +397,31 @@ fn deformable_stage(
     let mut params: Vec<[Buf; 3]> = Vec::new();
     let mut current = order.first().copied().unwrap_or(0);
     let mut halt = None;
+    // A held start: the parameters start from zero, and each level adds
+    // the start (brought onto its grid, voxels) to their displacement.
+    let held = held_start(&runner.pipeline, start);
+    let start = if held.is_some() { None } else { start };
     for (li, &k) in order.iter().enumerate() {
         let level = &lv[k];
+        let base = match (held, level_maps(&lv[0].grid, &level.grid)) {
+            (Some(u), Some((to_from, from_to))) => match ops::resize(
+                gpu,
+                u,
+                lv[0].grid.dims,
+                [1.0; 3],
+                level.grid.dims,
+                [1.0; 3],
+                &to_from,
+                &from_to,
+            ) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    halt = Some(failed(e));
+                    break;
+                }
+            },
+            _ => None,
+        };
         let next: GpuResult<Vec<[Buf; 3]>> = if params.is_empty() {
             (0..directions)
                 .map(|d| match (start, d) {
@@ -443,11 +471,9 @@ fn deformable_stage(
             levels: nl,
             grid: &level.grid,
         };
-        let model = Dense::of(&runner.pipeline, params.clone(), level.grid.dims).smoothed(
-            &runner.pipeline,
-            &level.grid,
-            li,
-        );
+        let model = Dense::of(&runner.pipeline, params.clone(), level.grid.dims)
+            .smoothed(&runner.pipeline, &level.grid, li)
+            .held(base);
         if let Err(h) = optimise_level(gpu, runner, &problem, model, li, iters, &at) {
             halt = Some(h);
             break;
@@ -471,18 +497,43 @@ fn deformable_stage(
     }
 }
 
-/// The voxel displacement θ stands for (`stages::deformable::displacement`):
-/// θ·s, integrated by scaling and squaring for a velocity field.
-fn displacement(gpu: &Gpu, theta: &[Buf; 3], pl: &Pipeline, grid: &Grid) -> GpuResult<[Buf; 3]> {
+/// The voxel displacement θ stands for (`stages::deformable::held_displacement`):
+/// θ·s, integrated by scaling and squaring for a velocity field, plus a
+/// held start field where there is one.
+fn displacement(
+    gpu: &Gpu,
+    theta: &[Buf; 3],
+    pl: &Pipeline,
+    grid: &Grid,
+    base: Option<&[Buf; 3]>,
+) -> GpuResult<[Buf; 3]> {
     let d = &pl.deformable;
     let scale = unit_factors(d.units, grid.dims);
-    if d.svf {
-        ops::exp_field(gpu, theta, scale, grid.dims, d.svf_steps)
+    let (u, scale) = if d.svf {
+        (
+            ops::exp_field(gpu, theta, scale, grid.dims, d.svf_steps)?,
+            [1.0; 3],
+        )
     } else {
-        let out = ops::field_bufs(gpu, grid.voxels())?;
-        ops::scaled(gpu, theta, scale, grid.dims, &out)?;
-        Ok(out)
+        (theta.clone(), scale)
+    };
+    plus(gpu, &u, scale, base, grid.dims)
+}
+
+/// u·s (+ base), in new buffers.
+fn plus(
+    gpu: &Gpu,
+    u: &[Buf; 3],
+    scale: [f32; 3],
+    base: Option<&[Buf; 3]>,
+    dims: [usize; 3],
+) -> GpuResult<[Buf; 3]> {
+    let out = ops::field_bufs(gpu, dims.iter().product())?;
+    match base {
+        Some(b) => ops::scaled_plus(gpu, u, scale, b, dims, &out)?,
+        None => ops::scaled(gpu, u, scale, dims, &out)?,
     }
+    Ok(out)
 }
 
 /// Inverse-consistency weighting (as `stages::ic::run`) on the finest
@@ -507,19 +558,27 @@ fn ic_stage(
         Some(t) => t,
         None => ops::field_bufs(gpu, n).map_err(failed)?,
     };
+    // Where the deformable stage held a start field, each run here holds
+    // its own start in turn (as `stages::ic::steps`): θ from zero, the
+    // start as its base.
+    let held = pl.holds_start();
+    let base = |u: &[Buf; 3]| held.then(|| u.clone());
     // Plain fields in one direction each (with the Jacobian penalty if on).
-    let model = |theta: &[Buf; 3]| {
+    let model = |theta: &[Buf; 3], base: Option<[Buf; 3]>| {
         Dense {
             svf_steps: None,
             inverse_consistency: false,
             ..Dense::of(&pl, vec![theta.clone()], dims)
         }
         .smoothed(&pl, &level.grid, li)
+        .held(base)
     };
-    // θ = u / s
+    // θ = u / s, or zero where u is held.
     let params = |u: &[Buf; 3]| -> GpuResult<[Buf; 3]> {
         let out = ops::field_bufs(gpu, n)?;
-        ops::scaled(gpu, u, scale.map(|s| 1.0 / s), dims, &out)?;
+        if !held {
+            ops::scaled(gpu, u, scale.map(|s| 1.0 / s), dims, &out)?;
+        }
         Ok(out)
     };
     let at = |stage| At {
@@ -528,10 +587,9 @@ fn ic_stage(
         levels: 1,
         grid: &level.grid,
     };
-    let field = |theta: &[Buf; 3]| -> Result<Volume, Halt> {
-        let out = ops::field_bufs(gpu, n).map_err(failed)?;
-        ops::scaled(gpu, theta, scale, dims, &out).map_err(failed)?;
-        super::optim::read_field(gpu, &out, &level.grid).map_err(failed)
+    // The displacement of θ with its start held (or not).
+    let total = |theta: &[Buf; 3], start: &[Buf; 3]| {
+        plus(gpu, theta, scale, base(start).as_ref(), dims).map_err(failed)
     };
     // 1. Forward refinement; 2. the backward direction from the inverse of
     // the start (the images swap roles; the fixed mask does not apply in
@@ -542,7 +600,7 @@ fn ic_stage(
         gpu,
         runner,
         &problem,
-        model(&forward),
+        model(&forward, base(&start)),
         li,
         pl.ic.iterations,
         &at("ic-forward"),
@@ -560,7 +618,7 @@ fn ic_stage(
         gpu,
         runner,
         &swapped,
-        model(&backward),
+        model(&backward, base(&inverse)),
         li,
         pl.ic.iterations,
         &at("ic-backward"),
@@ -568,10 +626,10 @@ fn ic_stage(
     // 3. Weights from the round-trip error.
     let w = ops::ic_weights(
         gpu,
-        &forward,
-        &backward,
+        &total(&forward, &start)?,
+        &total(&backward, &inverse)?,
         foreground,
-        scale,
+        [1.0; 3],
         dims,
         pl.ic.power,
         pl.ic.sigma,
@@ -599,12 +657,13 @@ fn ic_stage(
         gpu,
         runner,
         &problem,
-        model(&forward),
+        model(&forward, base(&start)),
         li,
         pl.ic.final_iterations,
         &at("ic-final"),
     );
-    outcome.field_vox = Some(field(&forward)?);
+    let u = total(&forward, &start)?;
+    outcome.field_vox = Some(super::optim::read_field(gpu, &u, &level.grid).map_err(failed)?);
     r
 }
 
