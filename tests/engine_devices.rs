@@ -61,6 +61,24 @@ fn assert_close(what: &str, (mean, p99, max): (f32, f32, f32)) {
     );
 }
 
+/// The reference run: `sets` on the CPU's composed tensor path.
+fn composed_run(inputs: &Inputs, sets: &[&str]) -> Outcome {
+    let mut all = sets.to_vec();
+    all.push("fused=false");
+    run(inputs, Backend::Cpu, &all)
+}
+
+/// The tolerance between the GPU kernels and the composed path (see
+/// `gpu_and_cpu_agree`): mean field difference under 0.01 voxel, 99 % of
+/// components within 0.05 voxel.
+fn assert_gpu_close(what: &str, (mean, p99, max): (f32, f32, f32)) {
+    println!("{what}: field difference mean {mean:.5}, p99 {p99:.4}, max {max:.4} voxel");
+    assert!(
+        mean < 0.01 && p99 < 0.05,
+        "{what}: mean {mean}, p99 {p99} voxel"
+    );
+}
+
 fn max_displacement(inputs: &Inputs, a: &Outcome) -> f32 {
     a.total_field_vox(&inputs.fixed.grid)
         .data
@@ -81,7 +99,7 @@ fn max_displacement(inputs: &Inputs, a: &Outcome) -> f32 {
 #[test]
 fn gpu_and_cpu_agree() {
     let inputs = small_pair();
-    let cpu = run(&inputs, Backend::Cpu, &["fused=false"]);
+    let cpu = composed_run(&inputs, &[]);
     let gpu = run(&inputs, Backend::Gpu, &[]);
     let moved = max_displacement(&inputs, &cpu);
     println!(
@@ -92,9 +110,7 @@ fn gpu_and_cpu_agree() {
         moved > 0.5,
         "the registration should move something ({moved} voxel)"
     );
-    let (mean, p99, max) = field_diff(&inputs, &cpu, &gpu);
-    println!("cpu vs gpu: field difference mean {mean:.5}, p99 {p99:.4}, max {max:.4} voxel");
-    assert!(mean < 0.01 && p99 < 0.05, "mean {mean}, p99 {p99} voxel");
+    assert_gpu_close("cpu vs gpu", field_diff(&inputs, &cpu, &gpu));
     assert!((cpu.final_total - gpu.final_total).abs() < 1e-3 * cpu.final_total.abs().max(1e-3));
 }
 
@@ -127,9 +143,7 @@ fn fused_cpu_path_matches_composed_path() {
             "deformable.start=residual",
         ],
     ] {
-        let mut composed_sets = sets.clone();
-        composed_sets.push("fused=false");
-        let composed = run(&inputs, Backend::Cpu, &composed_sets);
+        let composed = composed_run(&inputs, &sets);
         let fused = run(&inputs, Backend::Cpu, &sets);
         println!(
             "{sets:?}: loss {:.6} vs {:.6}",
@@ -155,11 +169,7 @@ fn fused_and_composed_affine_agree() {
         "affine.levels=3",
         "affine.iterations=40",
     ];
-    let composed = run(
-        &inputs,
-        Backend::Cpu,
-        &[&sets[..], &["fused=false"]].concat(),
-    );
+    let composed = composed_run(&inputs, &sets);
     let fused = run(&inputs, Backend::Cpu, &sets);
     let (a, b) = (composed.affine_vox, fused.affine_vox);
     let linear = (0..3)
@@ -192,9 +202,7 @@ fn ic_weighting_agrees_on_gpu_and_cpu() {
         "ic.iterations=5",
         "ic.final_iterations=5",
     ];
-    let mut cpu_sets = sets.to_vec();
-    cpu_sets.push("fused=false");
-    let cpu = run(&inputs, Backend::Cpu, &cpu_sets);
+    let cpu = composed_run(&inputs, &sets);
     let gpu = run(&inputs, Backend::Gpu, &sets);
     let (wc, wg) = (
         cpu.ic_weights.as_ref().expect("CPU weights"),
@@ -210,9 +218,7 @@ fn ic_weighting_agrees_on_gpu_and_cpu() {
     println!("IC weights: mean {mean_w:.4}, largest CPU/GPU difference {worst:.4}");
     assert!(mean_w < 0.99, "the weights should vary: mean {mean_w}");
     assert!(worst < 0.05, "weights differ by {worst}");
-    let (mean, p99, max) = field_diff(&inputs, &cpu, &gpu);
-    println!("IC: field difference mean {mean:.5}, p99 {p99:.4}, max {max:.4} voxel");
-    assert!(mean < 0.01 && p99 < 0.05, "mean {mean}, p99 {p99} voxel");
+    assert_gpu_close("IC", field_diff(&inputs, &cpu, &gpu));
 }
 
 /// A held start field (`deformable.start = residual`: the network's field
@@ -230,28 +236,17 @@ fn a_held_start_runs_on_the_kernels_and_agrees_with_the_cpu() {
         "ic.iterations=5",
         "ic.final_iterations=5",
     ];
-    let mut cpu_sets = sets.to_vec();
-    cpu_sets.push("fused=false");
-    let cpu = run(&inputs, Backend::Cpu, &cpu_sets);
+    let cpu = composed_run(&inputs, &sets);
     let gpu = run(&inputs, Backend::Gpu, &sets);
-    let stages: Vec<&str> = gpu
-        .stage_dispatches
-        .iter()
-        .map(|(s, _)| s.as_str())
-        .collect();
     assert_eq!(
-        stages,
+        common::dispatched_stages(&gpu),
         ["affine", "network", "deformable", "ic-weighting"],
         "every stage on the device, the deformable and IC ones on the kernels"
     );
     let held = max_displacement(&inputs, &cpu);
-    let (mean, p99, max) = field_diff(&inputs, &cpu, &gpu);
-    println!(
-        "held start: largest displacement {held:.3} voxel; field difference mean {mean:.5}, \
-         p99 {p99:.4}, max {max:.4} voxel"
-    );
+    println!("held start: largest displacement {held:.3} voxel");
     assert!(held > 0.5, "the field barely moved ({held})");
-    assert!(mean < 0.01 && p99 < 0.05, "mean {mean}, p99 {p99} voxel");
+    assert_gpu_close("held start", field_diff(&inputs, &cpu, &gpu));
 }
 
 /// A scheduled change (a re-run's replay of a live one) takes effect at

@@ -332,13 +332,8 @@ fn fast_on_the_gpu_matches_the_cpu_tre() {
     )
     .expect("register");
     assert_eq!(gpu.status, Status::Completed);
-    let stages: Vec<&str> = gpu
-        .stage_dispatches
-        .iter()
-        .map(|(s, _)| s.as_str())
-        .collect();
     assert_eq!(
-        stages,
+        common::dispatched_stages(&gpu),
         ["affine", "deformable"],
         "the GPU kernels ran every stage"
     );

@@ -324,8 +324,16 @@ fn model_kernels_match_the_composed_path() {
         .map(|v| 3.0 * (v - 0.5))
         .collect();
     let w: Vec<f32> = common::noise(n(), 16).iter().map(|v| 0.3 + v).collect();
-    type Case<'a> = (&'a str, Vec<&'a str>, Vec<Vec<f32>>, Option<&'a [f32]>);
-    let mut cases: Vec<Case> = vec![
+    let start: Vec<f32> = folding.iter().map(|v| 0.8 * v).collect();
+    // (name, settings, θ per direction, IC weights, held start)
+    type Case<'a> = (
+        &'a str,
+        Vec<&'a str>,
+        Vec<Vec<f32>>,
+        Option<&'a [f32]>,
+        Option<&'a [f32]>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "svf mse",
             vec![
@@ -335,6 +343,7 @@ fn model_kernels_match_the_composed_path() {
                 "deformable.lncc=0",
             ],
             vec![small.clone()],
+            None,
             None,
         ),
         (
@@ -346,6 +355,7 @@ fn model_kernels_match_the_composed_path() {
             ],
             vec![folding.clone()],
             None,
+            None,
         ),
         (
             "global ncc + mse, IC weights",
@@ -356,6 +366,7 @@ fn model_kernels_match_the_composed_path() {
             ],
             vec![small.clone()],
             Some(&w[..]),
+            None,
         ),
         (
             "mutual information, 16 bins",
@@ -366,17 +377,20 @@ fn model_kernels_match_the_composed_path() {
             ],
             vec![small.clone()],
             None,
+            None,
         ),
         (
             "mutual information 32 bins + mse, IC weights",
             vec!["deformable.mi=0.5", "deformable.mse=1", "deformable.lncc=0"],
             vec![small.clone()],
             Some(&w[..]),
+            None,
         ),
         (
             "global ncc + lncc",
             vec!["deformable.ncc=1", "deformable.window=5"],
             vec![small.clone()],
+            None,
             None,
         ),
         (
@@ -384,6 +398,7 @@ fn model_kernels_match_the_composed_path() {
             vec!["deformable.jacobian=0.5", "deformable.window=3"],
             vec![folding.clone()],
             Some(&w[..]),
+            None,
         ),
         (
             "symmetric, inverse consistency, jacobian, lncc",
@@ -394,6 +409,7 @@ fn model_kernels_match_the_composed_path() {
                 "deformable.window=3",
             ],
             vec![small.clone(), other.clone()],
+            None,
             None,
         ),
         (
@@ -412,60 +428,46 @@ fn model_kernels_match_the_composed_path() {
                 other.iter().map(|v| v * 0.1).collect(),
             ],
             None,
+            None,
+        ),
+        // A held start: the start folds in places, so the Jacobian penalty
+        // sees u + base; the diffusion sees θ alone.
+        (
+            "held start, jacobian, diffusion, lncc",
+            vec![
+                "deformable.jacobian=0.5",
+                "deformable.window=3",
+                "deformable.diffusion=2",
+            ],
+            vec![small.clone()],
+            None,
+            Some(&start[..]),
+        ),
+        (
+            "held start, svf, mse, IC weights",
+            vec![
+                "deformable.svf=true",
+                "deformable.svf_steps=3",
+                "deformable.mse=1",
+                "deformable.lncc=0",
+            ],
+            vec![small.clone()],
+            Some(&w[..]),
+            Some(&small[..]),
+        ),
+        (
+            "held start, symmetric, inverse consistency",
+            vec![
+                "deformable.symmetric=true",
+                "deformable.inverse_consistency=10",
+                "deformable.window=3",
+            ],
+            vec![small.clone(), other.clone()],
+            None,
+            Some(&other[..]),
         ),
     ];
-    // A held start: the start folds in places, so the Jacobian penalty
-    // sees u + base; the diffusion sees θ alone.
-    let start: Vec<f32> = folding.iter().map(|v| 0.8 * v).collect();
-    let held: Vec<(Case, &[f32])> = vec![
-        (
-            (
-                "held start, jacobian, diffusion, lncc",
-                vec![
-                    "deformable.jacobian=0.5",
-                    "deformable.window=3",
-                    "deformable.diffusion=2",
-                ],
-                vec![small.clone()],
-                None,
-            ),
-            &start[..],
-        ),
-        (
-            (
-                "held start, svf, mse, IC weights",
-                vec![
-                    "deformable.svf=true",
-                    "deformable.svf_steps=3",
-                    "deformable.mse=1",
-                    "deformable.lncc=0",
-                ],
-                vec![small.clone()],
-                Some(&w[..]),
-            ),
-            &small[..],
-        ),
-        (
-            (
-                "held start, symmetric, inverse consistency",
-                vec![
-                    "deformable.symmetric=true",
-                    "deformable.inverse_consistency=10",
-                    "deformable.window=3",
-                ],
-                vec![small.clone(), other.clone()],
-                None,
-            ),
-            &other[..],
-        ),
-    ];
-    let plain = cases.len();
-    let mut bases: Vec<Option<&[f32]>> = vec![None; plain];
-    for (case, base) in held {
-        cases.push(case);
-        bases.push(Some(base));
-    }
-    for ((name, sets, thetas, weights), base) in cases.into_iter().zip(bases) {
+    for (name, sets, thetas, weights, base) in cases {
         let pl = pipeline(&sets);
         let (terms, total, want) = composed(&pl, &fv, &mv, &thetas, weights, base);
         let (row, got) = gpu_dense(&gpu, &pl, (&fixed, &moving, 1), &thetas, weights, base);

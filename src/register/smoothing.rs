@@ -36,22 +36,28 @@ pub fn radii(sigma_vox: [f64; 3]) -> Option<Radii> {
     r.iter().flatten().any(|&v| v > 0).then_some(r)
 }
 
+/// σ in mm as box radii on a grid of `spacing` (mm per voxel along each
+/// axis: the same physical width on 1 mm and 2 mm grids); `None` as
+/// [`radii`].
+pub fn radii_mm(sigma_mm: f64, spacing: [f64; 3]) -> Option<Radii> {
+    radii(std::array::from_fn(|a| {
+        if spacing[a] > 0.0 {
+            sigma_mm / spacing[a]
+        } else {
+            0.0
+        }
+    }))
+}
+
 impl Smoothing {
     /// The deformable stage's smoothing at level index `li` (0 = coarsest
     /// run) on `grid`.
     pub fn at(pl: &Pipeline, grid: &Grid, li: usize) -> Smoothing {
         let d = &pl.deformable;
-        let spacing = grid.spacing_mm();
         let grad_mm = Pipeline::level_value(&d.smooth_grad_mm, li);
         let warp_vox = Pipeline::level_value(&d.smooth_warp_vox, li);
         Smoothing {
-            grad: radii(std::array::from_fn(|a| {
-                if spacing[a] > 0.0 {
-                    grad_mm / spacing[a]
-                } else {
-                    0.0
-                }
-            })),
+            grad: radii_mm(grad_mm, grid.spacing_mm()),
             warp: radii([warp_vox; 3]),
         }
     }

@@ -274,6 +274,12 @@ pub fn syn_pair_4mm() -> (
     (inputs, fixed_lm, moving_lm)
 }
 
+/// The stages that ran on the engine's GPU kernels (or on the device through
+/// burn), in order, as a run's `stage_dispatches` lists them.
+pub fn dispatched_stages(o: &warpscope::register::Outcome) -> Vec<&str> {
+    o.stage_dispatches.iter().map(|(s, _)| s.as_str()).collect()
+}
+
 /// The share of voxels where a run's map folds (det J ≤ 0).
 pub fn folds(o: &warpscope::register::Outcome, grid: &warpscope::volume::Grid) -> f64 {
     use warpscope::metrics::jacobian;

@@ -112,27 +112,13 @@ fn fields_pass(
     Ok(())
 }
 
-/// out = θ · s (parameters → voxel displacement).
+/// out = θ · s (parameters → voxel displacement), plus a held start field
+/// `base` (voxels) where there is one.
 pub fn scaled(
     gpu: &Gpu,
     theta: &[Buf; 3],
     scale: [f32; 3],
-    dims: [usize; 3],
-    out: &[Buf; 3],
-) -> GpuResult<()> {
-    let mut p = resize_params(dims, dims);
-    p.s_to = v4(scale);
-    let n = dims.iter().product();
-    fields_pass(gpu, "scaled", &p, field_in_out(theta, out), Some(n))
-}
-
-/// out = θ · s + base (parameters → voxel displacement, added to a held
-/// start field in voxels).
-pub fn scaled_plus(
-    gpu: &Gpu,
-    theta: &[Buf; 3],
-    scale: [f32; 3],
-    base: &[Buf; 3],
+    base: Option<&[Buf; 3]>,
     dims: [usize; 3],
     out: &[Buf; 3],
 ) -> GpuResult<()> {
@@ -140,8 +126,14 @@ pub fn scaled_plus(
     p.s_to = v4(scale);
     let n = dims.iter().product();
     let mut e = field_in_out(theta, out);
-    e.extend((0..3u32).map(|k| (9 + k, base[k as usize].binding())));
-    fields_pass(gpu, "scaled_plus", &p, e, Some(n))
+    let entry = match base {
+        Some(b) => {
+            e.extend((0..3u32).map(|k| (9 + k, b[k as usize].binding())));
+            "scaled_plus"
+        }
+        None => "scaled",
+    };
+    fields_pass(gpu, entry, &p, e, Some(n))
 }
 
 /// out = K·p − p, K the sampling matrix in the affine optimiser's state
@@ -434,7 +426,7 @@ pub fn pyramid(
 pub fn invert(gpu: &Gpu, u: &[Buf; 3], dims: [usize; 3], iterations: usize) -> GpuResult<[Buf; 3]> {
     let n: usize = dims.iter().product();
     let mut v = field_bufs(gpu, n)?;
-    scaled(gpu, u, [-1.0; 3], dims, &v)?;
+    scaled(gpu, u, [-1.0; 3], None, dims, &v)?;
     let p = resize_params(dims, dims);
     for _ in 0..iterations {
         let next = field_bufs(gpu, n)?;

@@ -1202,7 +1202,7 @@ impl Optim {
             return Ok(out);
         };
         match dir.u.last() {
-            None => super::ops::scaled(gpu, &dir.theta, self.scale, self.dims, &out)?,
+            None => super::ops::scaled(gpu, &dir.theta, self.scale, None, self.dims, &out)?,
             Some(u) => {
                 gpu.submit("integrating the field", |pass| {
                     for s in &self.field_steps {

@@ -529,10 +529,7 @@ fn plus(
     dims: [usize; 3],
 ) -> GpuResult<[Buf; 3]> {
     let out = ops::field_bufs(gpu, dims.iter().product())?;
-    match base {
-        Some(b) => ops::scaled_plus(gpu, u, scale, b, dims, &out)?,
-        None => ops::scaled(gpu, u, scale, dims, &out)?,
-    }
+    ops::scaled(gpu, u, scale, base, dims, &out)?;
     Ok(out)
 }
 
@@ -577,7 +574,7 @@ fn ic_stage(
     let params = |u: &[Buf; 3]| -> GpuResult<[Buf; 3]> {
         let out = ops::field_bufs(gpu, n)?;
         if !held {
-            ops::scaled(gpu, u, scale.map(|s| 1.0 / s), dims, &out)?;
+            ops::scaled(gpu, u, scale.map(|s| 1.0 / s), None, dims, &out)?;
         }
         Ok(out)
     };

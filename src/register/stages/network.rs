@@ -45,15 +45,7 @@ pub struct Network;
 /// Smooth the three components of a field volume with a Gaussian of σ mm
 /// (per axis in voxels of its grid); σ = 0 leaves it as it is.
 fn smooth(u: &mut crate::volume::Volume, sigma_mm: f64) {
-    let spacing = u.grid.spacing_mm();
-    let sigma = std::array::from_fn(|a| {
-        if spacing[a] > 0.0 {
-            sigma_mm / spacing[a]
-        } else {
-            0.0
-        }
-    });
-    if let Some(r) = smoothing::radii(sigma) {
+    if let Some(r) = smoothing::radii_mm(sigma_mm, u.grid.spacing_mm()) {
         let dims = u.grid.dims;
         smoothing::field_in_place(&r, &mut u.data, dims, &mut Vec::new());
     }
