@@ -14,6 +14,7 @@ use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use warpscope::app::{Role, Startup, ViewerApp};
+use warpscope::register::Pipeline;
 use warpscope::render::{Mode, Slot};
 use warpscope::volume::nifti::{self, ChannelLayout, WriteOptions};
 use warpscope::volume::{Grid, Volume, affine};
@@ -289,9 +290,18 @@ fn a_result_folder_brings_its_images_field_and_ic_weights() {
         &Volume::filled(grid(), 1, 0.9),
         "warpscope:ic weights",
     );
+    let mask = dir.join("mask.nii.gz");
+    write(&mask, &Volume::filled(grid(), 1, 1.0), "mask");
+    // The pipeline as `register` writes it: a preset with an override.
+    let ran = Pipeline::preset("brats-ic")
+        .expect("preset")
+        .with_overrides(&["ic.iterations=7".to_string()])
+        .expect("override");
     let run = serde_json::json!({
         "fixed": [f.display().to_string()],
         "moving": [m.display().to_string()],
+        "fixed_mask": mask.display().to_string(),
+        "pipeline": ran.to_json(),
     });
     std::fs::write(out.join("run.json"), run.to_string()).expect("run.json");
     let mut h = harness(Startup {
@@ -301,6 +311,8 @@ fn a_result_folder_brings_its_images_field_and_ic_weights() {
     settle(&mut h);
     let app = h.state();
     assert!(app.errors().is_empty(), "{:?}", app.errors());
+    assert_eq!(app.reg.pipeline, ran, "the panel holds the run's pipeline");
+    assert!(app.images.mask.is_some(), "the run's mask");
     assert_eq!(
         app.images.fixed.as_ref().map(|i| i.name.as_str()),
         Some("fixed.nii.gz")
@@ -313,6 +325,44 @@ fn a_result_folder_brings_its_images_field_and_ic_weights() {
         app.field.loaded.is_some()
             && app.images.ic.is_some()
             && app.field.products.warped.is_some()
+    );
+}
+
+/// A result folder whose run.json holds a pipeline this version cannot
+/// take still opens its images and field; the panel keeps its pipeline
+/// and says why.
+#[test]
+fn a_result_folder_with_a_bad_pipeline_keeps_the_panels() {
+    let dir = scratch_dir("ui_result_bad_pipeline");
+    let (f, m, _) = pair(&dir);
+    let out = dir.join("result");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let (_, _, u) = pair(&out);
+    std::fs::rename(&u, out.join("field_vox.nii.gz")).expect("rename");
+    let mut bad = Pipeline::preset("fast").expect("preset").to_json();
+    bad["deformable"]["iterations"] = serde_json::json!("many");
+    let run = serde_json::json!({
+        "fixed": [f.display().to_string()],
+        "moving": [m.display().to_string()],
+        "pipeline": bad,
+    });
+    std::fs::write(out.join("run.json"), run.to_string()).expect("run.json");
+    let mut h = harness(Startup {
+        result: Some(out),
+        ..Default::default()
+    });
+    settle(&mut h);
+    let app = h.state();
+    assert!(app.errors().is_empty(), "{:?}", app.errors());
+    assert!(app.field.loaded.is_some(), "the field still opens");
+    assert_eq!(app.reg.pipeline, Pipeline::preset("fast").expect("fast"));
+    assert!(
+        app.notes
+            .messages
+            .iter()
+            .any(|m| m.text.contains("run.json") && m.text.contains("pipeline could not be read")),
+        "{:?}",
+        app.notes.messages
     );
 }
 

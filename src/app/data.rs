@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use crate::metrics::{FieldKind, Mapping};
+use crate::register::Pipeline;
 use crate::render::texture::fit_for_display;
 use crate::render::{ColorMap, ImageStyle};
 use crate::volume::dicom::{self, SeriesSummary};
@@ -348,11 +349,13 @@ pub enum Loaded {
         path: PathBuf,
         series: Vec<SeriesSummary>,
     },
-    /// A `warpscope register --out` folder: the files found in it.
+    /// A `warpscope register --out` folder: the files found in it, and
+    /// the pipeline its `run.json` ran (or why that could not be read).
     ResultFolder {
         dir: PathBuf,
         files: Vec<(Role, PathBuf)>,
         missing: Vec<String>,
+        pipeline: Option<Result<Pipeline, String>>,
     },
 }
 
@@ -538,20 +541,26 @@ impl Loader {
     }
 }
 
-/// The files of a `warpscope register --out` folder, and its inputs as
-/// `run.json` names them (relative paths tried from the working directory,
-/// then from the folder's parent).
+/// The files of a `warpscope register --out` folder, and its inputs and
+/// pipeline as `run.json` names them (relative paths tried from the
+/// working directory, then from the folder's parent).
 fn result_folder_files(dir: &Path) -> Result<Loaded, String> {
     if !dir.is_dir() {
         return Err(format!("{}: not a folder", dir.display()));
     }
     let mut files = Vec::new();
     let mut missing = Vec::new();
+    let mut pipeline = None;
     let run = dir.join("run.json");
     if let Ok(text) = std::fs::read_to_string(&run) {
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| format!("{}: not valid JSON: {e}", run.display()))?;
-        for (key, role) in [("fixed", Role::Fixed), ("moving", Role::Moving)] {
+        pipeline = v.get("pipeline").map(|p| run_pipeline(p.clone()));
+        for (key, role) in [
+            ("fixed", Role::Fixed),
+            ("moving", Role::Moving),
+            ("fixed_mask", Role::Mask),
+        ] {
             let first = v.get(key).and_then(|x| match x {
                 serde_json::Value::Array(a) => a.first().and_then(|s| s.as_str()),
                 serde_json::Value::String(s) => Some(s.as_str()),
@@ -596,7 +605,17 @@ fn result_folder_files(dir: &Path) -> Result<Loaded, String> {
         dir: dir.to_path_buf(),
         files,
         missing,
+        pipeline,
     })
+}
+
+/// `run.json`'s pipeline, checked as a session file's is.
+fn run_pipeline(v: serde_json::Value) -> Result<Pipeline, String> {
+    let p: Pipeline =
+        serde_json::from_value(v).map_err(|e| format!("its pipeline could not be read: {e}"))?;
+    p.validate()
+        .map_err(|e| format!("its pipeline is invalid: {e}"))?;
+    Ok(p)
 }
 
 pub fn display_name(p: &Path) -> String {

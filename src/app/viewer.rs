@@ -7,7 +7,7 @@
 //! slice, ctrl-wheel or right drag = zoom, middle drag = pan, left drag =
 //! window/level, left click = move the crosshair.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use eframe::egui;
 use eframe::egui_wgpu;
@@ -21,6 +21,7 @@ use super::notices::Notices;
 use super::screenshot::Screenshots;
 use super::view_state::ViewState;
 use crate::metrics::FieldKind;
+use crate::register::Pipeline;
 use crate::render::{FieldCompute, GpuScene, GpuVolume, ImageStyle, Map, Present, Readback, Slot};
 use crate::volume::affine;
 use crate::volume::{Grid, Volume};
@@ -473,10 +474,12 @@ impl ViewerApp {
                 dir,
                 files,
                 missing,
+                pipeline,
             }) => {
                 for m in missing {
                     self.notice(format!("{}: not found: {m}", display_name(&dir)));
                 }
+                self.take_run_pipeline(&dir, pipeline);
                 let mut kinds = Vec::new();
                 for (role, p) in files {
                     if role == Role::Field {
@@ -492,6 +495,26 @@ impl ViewerApp {
                     self.field.deferred.push((p, kind));
                 }
                 self.start_deferred_fields();
+            }
+        }
+    }
+
+    /// The panel takes the pipeline a result folder's run used, so that
+    /// running again repeats it (not while a registration runs).
+    fn take_run_pipeline(&mut self, dir: &Path, pipeline: Option<Result<Pipeline, String>>) {
+        let name = display_name(dir);
+        match pipeline {
+            None => {}
+            Some(Err(e)) => self.notice(format!("{name}/run.json: {e}; the panel keeps its own")),
+            Some(Ok(_)) if self.reg.running() => self.notice(format!(
+                "{name}/run.json: its pipeline was not taken: a registration is running"
+            )),
+            Some(Ok(p)) => {
+                let preset = p.preset.clone();
+                self.set_pipeline(p);
+                self.notice(format!(
+                    "{name}: the panel holds the pipeline this run used (preset {preset})"
+                ));
             }
         }
     }
