@@ -404,6 +404,9 @@ fn deformable_stage(
     for (li, &k) in order.iter().enumerate() {
         let level = &lv[k];
         let base = match (held, level_maps(&lv[0].grid, &level.grid)) {
+            // On the fixed grid itself the start is the base as it is (the
+            // model only reads it).
+            (Some(u), _) if k == 0 => Some(u.clone()),
             (Some(u), Some((to_from, from_to))) => match ops::resize(
                 gpu,
                 u,
