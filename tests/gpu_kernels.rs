@@ -325,6 +325,12 @@ fn model_kernels_match_the_composed_path() {
         .collect();
     let w: Vec<f32> = common::noise(n(), 16).iter().map(|v| 0.3 + v).collect();
     let start: Vec<f32> = folding.iter().map(|v| 0.8 * v).collect();
+    let svf_mse = vec![
+        "deformable.svf=true",
+        "deformable.svf_steps=3",
+        "deformable.mse=1",
+        "deformable.lncc=0",
+    ];
     // (name, settings, θ per direction, IC weights, held start)
     type Case<'a> = (
         &'a str,
@@ -334,18 +340,7 @@ fn model_kernels_match_the_composed_path() {
         Option<&'a [f32]>,
     );
     let cases: Vec<Case> = vec![
-        (
-            "svf mse",
-            vec![
-                "deformable.svf=true",
-                "deformable.svf_steps=3",
-                "deformable.mse=1",
-                "deformable.lncc=0",
-            ],
-            vec![small.clone()],
-            None,
-            None,
-        ),
+        ("svf mse", svf_mse.clone(), vec![small.clone()], None, None),
         (
             "jacobian",
             vec![
@@ -445,12 +440,7 @@ fn model_kernels_match_the_composed_path() {
         ),
         (
             "held start, svf, mse, IC weights",
-            vec![
-                "deformable.svf=true",
-                "deformable.svf_steps=3",
-                "deformable.mse=1",
-                "deformable.lncc=0",
-            ],
+            svf_mse.clone(),
             vec![small.clone()],
             Some(&w[..]),
             Some(&small[..]),

@@ -277,16 +277,36 @@ fn a_volume_beyond_the_gpu_texture_limit_is_shown_reduced_with_a_notice() {
     );
 }
 
-#[test]
-fn a_result_folder_brings_its_images_field_and_ic_weights() {
-    let dir = scratch_dir("ui_result");
-    let (f, m, _) = pair(&dir);
+/// A `register --out` folder in `dir`: fixed and moving images beside it,
+/// its field, and a run.json naming the images plus `extra` (keys of
+/// run.json). The viewer opens it with `--result` and settles.
+fn open_result_folder(dir: &Path, extra: serde_json::Value) -> Harness<'static, ViewerApp> {
+    let (f, m, _) = pair(dir);
     let out = dir.join("result");
     std::fs::create_dir_all(&out).expect("mkdir");
     let (_, _, u) = pair(&out);
     std::fs::rename(&u, out.join("field_vox.nii.gz")).expect("rename");
+    let mut run = serde_json::json!({
+        "fixed": [f.display().to_string()],
+        "moving": [m.display().to_string()],
+    });
+    let extra = extra.as_object().expect("run.json keys");
+    run.as_object_mut().expect("object").extend(extra.clone());
+    std::fs::write(out.join("run.json"), run.to_string()).expect("run.json");
+    let mut h = harness(Startup {
+        result: Some(out),
+        ..Default::default()
+    });
+    settle(&mut h);
+    h
+}
+
+#[test]
+fn a_result_folder_brings_its_images_field_and_ic_weights() {
+    let dir = scratch_dir("ui_result");
+    std::fs::create_dir_all(dir.join("result")).expect("mkdir");
     write(
-        &out.join("ic_weights.nii.gz"),
+        &dir.join("result").join("ic_weights.nii.gz"),
         &Volume::filled(grid(), 1, 0.9),
         "warpscope:ic weights",
     );
@@ -297,18 +317,13 @@ fn a_result_folder_brings_its_images_field_and_ic_weights() {
         .expect("preset")
         .with_overrides(&["ic.iterations=7".to_string()])
         .expect("override");
-    let run = serde_json::json!({
-        "fixed": [f.display().to_string()],
-        "moving": [m.display().to_string()],
-        "fixed_mask": mask.display().to_string(),
-        "pipeline": ran.to_json(),
-    });
-    std::fs::write(out.join("run.json"), run.to_string()).expect("run.json");
-    let mut h = harness(Startup {
-        result: Some(out),
-        ..Default::default()
-    });
-    settle(&mut h);
+    let h = open_result_folder(
+        &dir,
+        serde_json::json!({
+            "fixed_mask": mask.display().to_string(),
+            "pipeline": ran.to_json(),
+        }),
+    );
     let app = h.state();
     assert!(app.errors().is_empty(), "{:?}", app.errors());
     assert_eq!(app.reg.pipeline, ran, "the panel holds the run's pipeline");
@@ -334,24 +349,9 @@ fn a_result_folder_brings_its_images_field_and_ic_weights() {
 #[test]
 fn a_result_folder_with_a_bad_pipeline_keeps_the_panels() {
     let dir = scratch_dir("ui_result_bad_pipeline");
-    let (f, m, _) = pair(&dir);
-    let out = dir.join("result");
-    std::fs::create_dir_all(&out).expect("mkdir");
-    let (_, _, u) = pair(&out);
-    std::fs::rename(&u, out.join("field_vox.nii.gz")).expect("rename");
     let mut bad = Pipeline::preset("fast").expect("preset").to_json();
     bad["deformable"]["iterations"] = serde_json::json!("many");
-    let run = serde_json::json!({
-        "fixed": [f.display().to_string()],
-        "moving": [m.display().to_string()],
-        "pipeline": bad,
-    });
-    std::fs::write(out.join("run.json"), run.to_string()).expect("run.json");
-    let mut h = harness(Startup {
-        result: Some(out),
-        ..Default::default()
-    });
-    settle(&mut h);
+    let h = open_result_folder(&dir, serde_json::json!({ "pipeline": bad }));
     let app = h.state();
     assert!(app.errors().is_empty(), "{:?}", app.errors());
     assert!(app.field.loaded.is_some(), "the field still opens");
