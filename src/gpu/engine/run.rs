@@ -209,8 +209,11 @@ pub fn deformable(
     start: Option<&[Buf; 3]>,
     name: &'static str,
 ) -> Result<StageField, Halt> {
+    // A held start is the base of every level; otherwise the start is
+    // the parameters' first value.
     let base = held_start(&runner.pipeline, start);
-    let (th, halt) = deformable_stage(gpu, runner, lv, start, name);
+    let first = if base.is_some() { None } else { start };
+    let (th, halt) = deformable_stage(gpu, runner, lv, first, base, name);
     let Some(th) = th else {
         return Ok((None, halt));
     };
@@ -377,13 +380,16 @@ fn optimise_level(
     r
 }
 
-/// The deformable stage (as `stages::deformable::run`): the forward θ at
-/// full resolution (parameter units) and how it ended.
+/// The deformable stage (as `stages::deformable::run`) from `start` (the
+/// parameters' first value) or with `held` added to their displacement
+/// on every level: the forward θ at full resolution (parameter units) and
+/// how it ended.
 fn deformable_stage(
     gpu: &Arc<Gpu>,
     runner: &mut Runner,
     lv: &[Level],
     start: Option<&[Buf; 3]>,
+    held: Option<&[Buf; 3]>,
     stage: &'static str,
 ) -> (Option<[Buf; 3]>, Option<Halt>) {
     let shift = crate::register::level_shift(&runner.pipeline, &lv[0].grid);
@@ -399,8 +405,6 @@ fn deformable_stage(
     let mut halt = None;
     // A held start: the parameters start from zero, and each level adds
     // the start (brought onto its grid, voxels) to their displacement.
-    let held = held_start(&runner.pipeline, start);
-    let start = if held.is_some() { None } else { start };
     for (li, &k) in order.iter().enumerate() {
         let level = &lv[k];
         let base = match (held, level_maps(&lv[0].grid, &level.grid)) {
